@@ -1,0 +1,231 @@
+//! tcp server: listens, routes each accepted connection, hands it to its exit.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use zilla_engine::{
+    async_trait, Authorizations, Binding, BindingContext, BuildError, Events, Routes, Shutdown,
+    StartContext, StartError, StreamHandler, StreamInfo,
+};
+
+use crate::options::{TcpCondition, TcpOptions};
+
+const DEFAULT_HOST: &str = "0.0.0.0";
+const DEFAULT_BACKLOG: u32 = 1024;
+/// Accept errors such as EMFILE mean "try again later"; these bound the back-off.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+    let options = cx.options::<TcpOptions>();
+    let routes = cx.required_routes::<TcpCondition, dyn StreamHandler>();
+    let options = options?;
+    let Some(ports) = options.port.clone() else {
+        return Err(cx.error("options.port", "a tcp server needs `port`"));
+    };
+    Ok(Arc::new(TcpServer {
+        host: options
+            .host
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+        ports: ports.ports().collect(),
+        backlog: options.backlog.unwrap_or(DEFAULT_BACKLOG),
+        socket: SocketOptions::from(&options),
+        routes: Arc::new(routes?),
+    }))
+}
+
+/// Per-connection socket settings shared by server and client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketOptions {
+    nodelay: bool,
+    keepalive: bool,
+}
+
+impl From<&TcpOptions> for SocketOptions {
+    fn from(options: &TcpOptions) -> Self {
+        Self {
+            nodelay: options.nodelay.unwrap_or(true),
+            keepalive: options.keepalive.unwrap_or(false),
+        }
+    }
+}
+
+impl SocketOptions {
+    pub(crate) fn apply(self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(self.nodelay)?;
+        if self.keepalive {
+            socket_keepalive(stream)?;
+        }
+        Ok(())
+    }
+}
+
+fn socket_keepalive(stream: &TcpStream) -> io::Result<()> {
+    // tokio has no keep-alive setter on a connected stream; socket2 borrows the
+    // socket without taking it over.
+    socket2::SockRef::from(stream).set_keepalive(true)
+}
+
+struct TcpServer {
+    host: String,
+    ports: Vec<u16>,
+    backlog: u32,
+    socket: SocketOptions,
+    routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
+}
+
+#[async_trait]
+impl Binding for TcpServer {
+    async fn start(self: Arc<Self>, cx: StartContext) -> Result<Vec<SocketAddr>, StartError> {
+        let mut listeners = Vec::with_capacity(self.ports.len());
+        for &port in &self.ports {
+            let listener = self.listen(port).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| StartError::new("cannot read the listening address", e))?;
+            listeners.push((listener, port, local));
+        }
+        let mut addresses = Vec::with_capacity(listeners.len());
+        for (listener, configured_port, local) in listeners {
+            addresses.push(local);
+            // A configured port 0 means "any free port": route on the one bound.
+            let listen_port = if configured_port == 0 {
+                local.port()
+            } else {
+                configured_port
+            };
+            let acceptor = Acceptor {
+                listener,
+                listen_port,
+                socket: self.socket,
+                routes: self.routes.clone(),
+                events: cx.events.clone(),
+                shutdown: cx.shutdown.clone(),
+            };
+            cx.shutdown.spawn(acceptor.run());
+        }
+        Ok(addresses)
+    }
+}
+
+impl TcpServer {
+    async fn listen(&self, port: u16) -> Result<TcpListener, StartError> {
+        let target = format!("{}:{port}", self.host);
+        let cannot = |e: io::Error| StartError::new(format!("cannot listen on {target}"), e);
+        let address = tokio::net::lookup_host((self.host.as_str(), port))
+            .await
+            .map_err(cannot)?
+            .next()
+            .ok_or_else(|| {
+                cannot(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "host has no address",
+                ))
+            })?;
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(cannot)?;
+        socket.set_reuseaddr(true).map_err(cannot)?;
+        socket.bind(address).map_err(cannot)?;
+        socket.listen(self.backlog).map_err(cannot)
+    }
+}
+
+struct Acceptor {
+    listener: TcpListener,
+    listen_port: u16,
+    socket: SocketOptions,
+    routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
+    events: Events,
+    shutdown: Shutdown,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.draining() => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    self.dispatch(stream, peer);
+                }
+                // The peer gave up between SYN and accept; nothing is wrong here.
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    self.events.error(
+                        "TCP_ACCEPT_FAILED",
+                        format!(
+                            "accept on port {} failed; retrying in {} ms",
+                            self.listen_port,
+                            backoff.as_millis()
+                        ),
+                        &e,
+                    );
+                    // Out of descriptors (EMFILE/ENFILE) or memory: back off so the
+                    // loop does not spin, and keep serving once resources free up.
+                    tokio::select! {
+                        _ = self.shutdown.draining() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(_) => return,
+        };
+        let resolved = self.routes.resolve(&Authorizations::new(), |condition| {
+            condition.matches(peer, local, self.listen_port)
+        });
+        let Some(resolved) = resolved else {
+            self.events.warn(
+                "TCP_ROUTE_REJECTED",
+                format!(
+                    "no route for {peer} on port {}; connection closed",
+                    self.listen_port
+                ),
+            );
+            return;
+        };
+        if let Err(e) = self.socket.apply(&stream) {
+            self.events.error(
+                "TCP_SOCKET_FAILED",
+                format!("cannot configure connection from {peer}"),
+                &e,
+            );
+            return;
+        }
+        let handler = resolved.exit.port.clone();
+        let info = StreamInfo {
+            peer: Some(peer),
+            local: Some(local),
+            ..StreamInfo::default()
+        };
+        self.shutdown
+            .spawn(async move { handler.handle(Box::new(stream), info).await });
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}

@@ -1,0 +1,42 @@
+//! Test and demo helpers shared by the end-to-end tests and `cargo xtask demo`:
+//! a real mosquitto on a free loopback port, the `zilla` host as a child process
+//! whose output is watched, and waiting for a condition with a deadline.
+
+#![forbid(unsafe_code)]
+
+mod mosquitto;
+mod process;
+
+pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
+pub use process::{Output, ZillaProcess};
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now. Another process may take it before the
+/// caller binds it, so callers that pass it to a child process retry on failure.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("the loopback interface accepts a listener on port 0")
+}
+
+/// Polls `condition` until it returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        // Polling interval, not synchronisation: the condition decides.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,184 @@
+//! The command line: `zilla start` and `zilla version`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+use zilla_engine::telemetry::{set_exception_traces, EVENT_TARGET};
+use zilla_engine::{Engine, EventLayer};
+
+/// Runs zilla.yaml configurations: MQTT proxying, TLS, JWT, schema validation.
+#[derive(Debug, Parser)]
+#[command(name = "zilla", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the engine with a configuration.
+    Start(StartArgs),
+    /// Print the version and the plugin types this host offers.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+struct StartArgs {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", default_value = "zilla.yaml")]
+    config: PathBuf,
+    /// Worker threads (default: one per CPU).
+    #[arg(short = 'w', long = "workers")]
+    workers: Option<usize>,
+    /// Log diagnostics at debug level on stderr.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// Show the full chain of causes of errors in events and diagnostics.
+    #[arg(short = 'e', long = "exception-traces")]
+    exception_traces: bool,
+    /// An engine property, e.g. `-P zilla.engine.shutdown.grace=10`; repeatable.
+    #[arg(short = 'P', long = "property", value_name = "NAME=VALUE", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, found `{text}`")),
+    }
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            print_version();
+            ExitCode::SUCCESS
+        }
+        Command::Start(args) => match start(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("zilla: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn print_version() {
+    let registered = zilla_engine::registered();
+    println!("zilla {}", env!("CARGO_PKG_VERSION"));
+    let bindings: Vec<String> = registered
+        .bindings
+        .iter()
+        .map(|(name, kinds)| {
+            let kinds: Vec<_> = kinds.iter().map(|k| k.as_str()).collect();
+            format!("{name} ({})", kinds.join(", "))
+        })
+        .collect();
+    println!("bindings: {}", bindings.join(", "));
+    for (family, names) in [
+        ("guards", &registered.guards),
+        ("vaults", &registered.vaults),
+        ("catalogs", &registered.catalogs),
+        ("models", &registered.models),
+        ("exporters", &registered.exporters),
+    ] {
+        println!("{family}: {}", names.join(", "));
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    let level = if verbose {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::WARN
+    };
+    // Diagnostics go to stderr; telemetry events go to the configured exporters.
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(verbose)
+        .with_filter(filter_fn(move |meta| {
+            meta.target() != EVENT_TARGET && *meta.level() <= level
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(EventLayer)
+        .with(diagnostics)
+        .try_init();
+}
+
+fn start(args: StartArgs) -> anyhow::Result<()> {
+    init_tracing(args.verbose);
+    set_exception_traces(args.exception_traces);
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("zilla-worker");
+    if let Some(workers) = args.workers {
+        anyhow::ensure!(workers > 0, "--workers must be at least 1");
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.build()?;
+
+    let mut builder = Engine::from_file(&args.config);
+    for (name, value) in &args.properties {
+        builder = builder.property(name, value);
+    }
+    let engine = builder.build()?;
+
+    runtime.block_on(async move {
+        let started = match engine.start().await {
+            Ok(started) => started,
+            Err(error) => {
+                if args.exception_traces {
+                    return Err(anyhow::Error::new(error));
+                }
+                anyhow::bail!("{error}");
+            }
+        };
+        {
+            let mut stdout = std::io::stdout().lock();
+            for binding in &started {
+                writeln!(stdout, "started {binding}")?;
+            }
+            writeln!(stdout, "zilla {} ready", engine.namespace())?;
+            stdout.flush()?;
+        }
+        let signal = wait_for_signal().await?;
+        println!("zilla {} stopping on {signal}", engine.namespace());
+        let drained = engine.shutdown().await;
+        if drained.abandoned > 0 {
+            println!(
+                "zilla {} stopped; {} connection(s) did not finish within the grace period",
+                engine.namespace(),
+                drained.abandoned
+            );
+        } else {
+            println!("zilla {} stopped", engine.namespace());
+        }
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    tokio::signal::ctrl_c().await?;
+    Ok("Ctrl-C")
+}

@@ -1,0 +1,19 @@
+//! The `zilla` host: every first-party plugin linked in, and the command line.
+//!
+//! Embedders who want all built-in types depend on this crate and use
+//! [`engine`]; those who want a chosen few depend on `zilla-engine` and the
+//! plugin crates directly.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+
+pub use zilla_engine as engine;
+
+// Naming each plugin crate keeps the linker from dropping its registration;
+// `tests/host_cli.rs` checks that the registry lists every one of them.
+use zilla_binding_tcp as _;
+
+/// Every plugin type this host must offer, as `family:type`; the registry is
+/// checked against it at test time.
+pub const FIRST_PARTY_PLUGINS: &[&str] = &["binding:tcp", "exporter:stdout"];

@@ -1,0 +1,584 @@
+//! The plugin registry and the contexts plugins are built with.
+//!
+//! Each plugin crate submits a factory with one of the `register_*!` macros;
+//! the engine finds it by the `type` a configuration names. Nothing in the
+//! engine lists plugin types, so a third-party crate extends it just by being
+//! linked in.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::binding::Binding;
+use crate::catalog::Catalog;
+use crate::config::{deserialize_at, quoted_list, BindingConfig, ConfigError, Kind, LineIndex};
+use crate::guard::Guard;
+use crate::model::Model;
+use crate::port::{Port, Ports};
+use crate::route::{Exit, GuardRequirement, Route, Routes};
+use crate::shutdown::Shutdown;
+use crate::telemetry::{Events, Exporter};
+use crate::vault::Vault;
+use crate::BuildError;
+
+/// Builds bindings of one `type`.
+#[derive(Debug)]
+pub struct BindingFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// The kinds this type supports.
+    pub kinds: &'static [Kind],
+    /// Builds one binding from its configuration.
+    pub build: fn(&mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError>,
+}
+
+/// Builds guards of one `type`.
+#[derive(Debug)]
+pub struct GuardFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// Builds one guard from its options.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Guard>, BuildError>,
+}
+
+/// Builds vaults of one `type`.
+#[derive(Debug)]
+pub struct VaultFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// Builds one vault from its options.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Vault>, BuildError>,
+}
+
+/// Builds catalogs of one `type`.
+#[derive(Debug)]
+pub struct CatalogFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// Builds one catalog from its options.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Catalog>, BuildError>,
+}
+
+/// Builds models of one `model` name (`json`, `avro`, ...) from a model reference.
+#[derive(Debug)]
+pub struct ModelFactory {
+    /// The `model` in a model reference.
+    pub type_name: &'static str,
+    /// Builds one model; its options are the whole model reference.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Model>, BuildError>,
+}
+
+/// Builds telemetry exporters of one `type`.
+#[derive(Debug)]
+pub struct ExporterFactory {
+    /// The `type` in `telemetry.exporters`.
+    pub type_name: &'static str,
+    /// Builds one exporter from its options.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError>,
+}
+
+inventory::collect!(BindingFactory);
+inventory::collect!(GuardFactory);
+inventory::collect!(VaultFactory);
+inventory::collect!(CatalogFactory);
+inventory::collect!(ModelFactory);
+inventory::collect!(ExporterFactory);
+
+/// Registers a [`BindingFactory`] so configurations can use its `type`.
+///
+/// ```ignore
+/// zilla_engine::register_binding!(zilla_engine::BindingFactory {
+///     type_name: "echo",
+///     kinds: &[zilla_engine::Kind::Server],
+///     build: build_echo,
+/// });
+/// ```
+#[macro_export]
+macro_rules! register_binding {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers a [`GuardFactory`].
+#[macro_export]
+macro_rules! register_guard {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers a [`VaultFactory`].
+#[macro_export]
+macro_rules! register_vault {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers a [`CatalogFactory`].
+#[macro_export]
+macro_rules! register_catalog {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers a [`ModelFactory`].
+#[macro_export]
+macro_rules! register_model {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers an [`ExporterFactory`].
+#[macro_export]
+macro_rules! register_exporter {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Every plugin type linked into this program, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Binding types with their kinds.
+    pub bindings: Vec<(&'static str, Vec<Kind>)>,
+    /// Guard types.
+    pub guards: Vec<&'static str>,
+    /// Vault types.
+    pub vaults: Vec<&'static str>,
+    /// Catalog types.
+    pub catalogs: Vec<&'static str>,
+    /// Model names.
+    pub models: Vec<&'static str>,
+    /// Telemetry exporter types.
+    pub exporters: Vec<&'static str>,
+}
+
+/// Lists what the registry holds.
+pub fn registered() -> Registered {
+    fn names<T: 'static>(name: fn(&T) -> &'static str) -> Vec<&'static str>
+    where
+        inventory::iter<T>: IntoIterator<Item = &'static T>,
+    {
+        let mut names: Vec<_> = inventory::iter::<T>.into_iter().map(name).collect();
+        names.sort_unstable();
+        names
+    }
+    let mut bindings: Vec<_> = inventory::iter::<BindingFactory>
+        .into_iter()
+        .map(|f| (f.type_name, f.kinds.to_vec()))
+        .collect();
+    bindings.sort_unstable_by_key(|(name, _)| *name);
+    Registered {
+        bindings,
+        guards: names::<GuardFactory>(|f| f.type_name),
+        vaults: names::<VaultFactory>(|f| f.type_name),
+        catalogs: names::<CatalogFactory>(|f| f.type_name),
+        models: names::<ModelFactory>(|f| f.type_name),
+        exporters: names::<ExporterFactory>(|f| f.type_name),
+    }
+}
+
+/// Finds the factory registered for `type_name`, or explains what is registered.
+pub(crate) fn lookup<T: 'static>(
+    type_name: &str,
+    family: &str,
+    name_of: fn(&T) -> &'static str,
+) -> Result<&'static T, String>
+where
+    inventory::iter<T>: IntoIterator<Item = &'static T>,
+{
+    let mut found = inventory::iter::<T>
+        .into_iter()
+        .filter(|factory| name_of(factory) == type_name);
+    match (found.next(), found.next()) {
+        (Some(factory), None) => Ok(factory),
+        (Some(_), Some(_)) => Err(format!(
+            "{family} type `{type_name}` is registered by more than one linked crate"
+        )),
+        (None, _) => {
+            let mut known: Vec<_> = inventory::iter::<T>.into_iter().map(name_of).collect();
+            known.sort_unstable();
+            known.dedup();
+            Err(if known.is_empty() {
+                format!("unknown {family} type `{type_name}`; no {family} types are registered")
+            } else {
+                format!(
+                    "unknown {family} type `{type_name}`; registered {family} types: {}",
+                    quoted_list(&known)
+                )
+            })
+        }
+    }
+}
+
+/// What every build shares: where errors go and what has been built so far.
+pub(crate) struct BuildState {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) base_dir: PathBuf,
+    pub(crate) lines: LineIndex,
+    pub(crate) properties: HashMap<String, String>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) errors: Vec<ConfigError>,
+    pub(crate) vaults: HashMap<String, Arc<dyn Vault>>,
+    pub(crate) guards: HashMap<String, Arc<dyn Guard>>,
+    pub(crate) catalogs: HashMap<String, Arc<dyn Catalog>>,
+    /// Entries that failed to build; whoever refers to them stays quiet,
+    /// since the root cause is already reported.
+    pub(crate) failed: HashSet<String>,
+}
+
+impl BuildState {
+    pub(crate) fn record(&mut self, path: String, message: String) -> BuildError {
+        self.errors.push(ConfigError {
+            line: self.lines.line_of(&path),
+            path,
+            message,
+        });
+        BuildError(())
+    }
+}
+
+/// What a guard, vault, catalog, model or exporter is built with.
+pub struct PluginContext<'a> {
+    name: &'a str,
+    path: String,
+    options: Option<&'a Value>,
+    pub(crate) state: &'a mut BuildState,
+}
+
+impl<'a> PluginContext<'a> {
+    pub(crate) fn new(
+        name: &'a str,
+        path: String,
+        options: Option<&'a Value>,
+        state: &'a mut BuildState,
+    ) -> Self {
+        Self {
+            name,
+            path,
+            options,
+            state,
+        }
+    }
+
+    /// The entry's name (its key in `zilla.yaml`).
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The configuration's `name`.
+    pub fn namespace(&self) -> &str {
+        &self.state.namespace
+    }
+
+    /// The entry's dotted path, e.g. `bindings.north_tcp_server`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The directory relative paths in options are resolved against (the
+    /// directory of `zilla.yaml`).
+    pub fn base_dir(&self) -> &Path {
+        &self.state.base_dir
+    }
+
+    /// Resolves `relative` against [`base_dir`](Self::base_dir).
+    pub fn resolve_path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.state.base_dir.join(relative)
+    }
+
+    /// An engine property given with `-P name=value`.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.state.properties.get(name).map(String::as_str)
+    }
+
+    /// The engine's shutdown signal.
+    pub fn shutdown(&self) -> Shutdown {
+        self.state.shutdown.clone()
+    }
+
+    /// Where this entry's telemetry events go.
+    pub fn events(&self) -> Events {
+        Events::new(self.state.namespace.clone(), self.name)
+    }
+
+    /// The raw options, if any were given.
+    pub fn raw_options(&self) -> Option<&'a Value> {
+        self.options
+    }
+
+    /// Deserializes the options into the plugin's own strict type; absent
+    /// options read as an empty mapping, so all-optional types need none.
+    pub fn options<T: DeserializeOwned>(&mut self) -> Result<T, BuildError> {
+        let value = self
+            .options
+            .cloned()
+            .unwrap_or_else(|| Value::Mapping(Default::default()));
+        self.deserialize(value, "options")
+    }
+
+    /// Rejects options for a plugin that takes none.
+    pub fn no_options(&mut self) -> Result<(), BuildError> {
+        match self.options {
+            None | Some(Value::Null) => Ok(()),
+            Some(_) => Err(self.error("options", "this type takes no options")),
+        }
+    }
+
+    /// Deserializes `value`, found at `<entry path>.<relative>`, recording a
+    /// located error on failure.
+    pub fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        value: Value,
+        relative: &str,
+    ) -> Result<T, BuildError> {
+        let path = self.child_path(relative);
+        deserialize_at(value, &path, &self.state.lines, &mut self.state.errors)
+            .ok_or(BuildError(()))
+    }
+
+    /// Records an error at `<entry path>.<relative>`.
+    pub fn error(&mut self, relative: &str, message: impl Into<String>) -> BuildError {
+        let path = self.child_path(relative);
+        self.state.record(path, message.into())
+    }
+
+    fn child_path(&self, relative: &str) -> String {
+        if relative.is_empty() {
+            self.path.clone()
+        } else if relative.starts_with('[') {
+            format!("{}{relative}", self.path)
+        } else {
+            format!("{}.{relative}", self.path)
+        }
+    }
+
+    /// The vault named `name`, or a recorded error at `relative`.
+    pub fn vault(&mut self, name: &str, relative: &str) -> Result<Arc<dyn Vault>, BuildError> {
+        let found = self.state.vaults.get(name).cloned();
+        self.named(found, name, "vault", relative)
+    }
+
+    /// The guard named `name`, or a recorded error at `relative`.
+    pub fn guard(&mut self, name: &str, relative: &str) -> Result<Arc<dyn Guard>, BuildError> {
+        let found = self.state.guards.get(name).cloned();
+        self.named(found, name, "guard", relative)
+    }
+
+    /// The catalog named `name`, or a recorded error at `relative`.
+    pub fn catalog(&mut self, name: &str, relative: &str) -> Result<Arc<dyn Catalog>, BuildError> {
+        let found = self.state.catalogs.get(name).cloned();
+        self.named(found, name, "catalog", relative)
+    }
+
+    fn named<T: ?Sized>(
+        &mut self,
+        found: Option<Arc<T>>,
+        name: &str,
+        family: &str,
+        relative: &str,
+    ) -> Result<Arc<T>, BuildError> {
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        if self.state.failed.contains(&format!("{family}s.{name}")) {
+            return Err(BuildError(()));
+        }
+        Err(self.error(
+            relative,
+            format!("no {family} named `{name}` in `{family}s`"),
+        ))
+    }
+
+    /// Builds the model a model reference (`{model: json, catalog: ...}`) at
+    /// `relative` describes.
+    pub fn model(
+        &mut self,
+        reference: &Value,
+        relative: &str,
+    ) -> Result<Arc<dyn Model>, BuildError> {
+        let model_name = match reference {
+            Value::String(name) => name.clone(),
+            Value::Mapping(map) => match map.get("model").and_then(Value::as_str) {
+                Some(name) => name.to_owned(),
+                None => return Err(self.error(relative, "a model reference needs `model`")),
+            },
+            _ => return Err(self.error(relative, "expected a model name or a model reference")),
+        };
+        let factory = lookup::<ModelFactory>(&model_name, "model", |f| f.type_name)
+            .map_err(|message| self.error(&format!("{relative}.model"), message))?;
+        let path = self.child_path(relative);
+        let mut cx = PluginContext::new(self.name, path, Some(reference), self.state);
+        (factory.build)(&mut cx)
+    }
+}
+
+/// A binding built so far, with the ports it offers.
+pub(crate) struct BuiltBinding {
+    pub(crate) ports: Ports,
+}
+
+/// What a binding is built with: its configuration, its exits (already built)
+/// and everything a [`PluginContext`] offers.
+pub struct BindingContext<'a> {
+    plugin: PluginContext<'a>,
+    config: &'a BindingConfig,
+    built: &'a HashMap<String, BuiltBinding>,
+}
+
+impl<'a> BindingContext<'a> {
+    pub(crate) fn new(
+        plugin: PluginContext<'a>,
+        config: &'a BindingConfig,
+        built: &'a HashMap<String, BuiltBinding>,
+    ) -> Self {
+        Self {
+            plugin,
+            config,
+            built,
+        }
+    }
+
+    /// The binding's kind.
+    pub fn kind(&self) -> Kind {
+        self.config.kind
+    }
+
+    /// The binding's whole configuration entry.
+    pub fn config(&self) -> &'a BindingConfig {
+        self.config
+    }
+
+    /// The binding's `vault`, which must be set.
+    pub fn binding_vault(&mut self) -> Result<Arc<dyn Vault>, BuildError> {
+        match &self.config.vault {
+            Some(name) => self.plugin.vault(name, "vault"),
+            None => Err(self.plugin.error("vault", "this binding needs a `vault`")),
+        }
+    }
+
+    /// The binding named `exit`, as the port `P` this binding needs; `relative`
+    /// locates the reference for the error message.
+    pub fn exit<P: Port + ?Sized>(
+        &mut self,
+        exit: &str,
+        relative: &str,
+    ) -> Result<Exit<P>, BuildError> {
+        let Some(target) = self.built.get(exit) else {
+            // The graph already reported a missing exit or a failed build.
+            return Err(BuildError(()));
+        };
+        match target.ports.get::<P>() {
+            Some(port) => Ok(Exit {
+                name: exit.into(),
+                port,
+            }),
+            None => {
+                let offers = target.ports.capabilities();
+                let offers = if offers.is_empty() {
+                    "it cannot be routed to".to_owned()
+                } else {
+                    format!("it can {}", offers.join(" and "))
+                };
+                let message = format!(
+                    "{} routes to {exit}, which does not {}; {offers}",
+                    self.plugin.name,
+                    P::CAPABILITY
+                );
+                Err(self.plugin.error(relative, message))
+            }
+        }
+    }
+
+    /// The default `exit`, if configured, as port `P`.
+    pub fn default_exit<P: Port + ?Sized>(&mut self) -> Result<Option<Exit<P>>, BuildError> {
+        match &self.config.exit {
+            Some(exit) => self.exit::<P>(exit, "exit").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The routes and default exit, with `when` conditions parsed as `W` and
+    /// exits resolved as port `P`. Reports every problem before failing.
+    pub fn routes<W: DeserializeOwned, P: Port + ?Sized>(
+        &mut self,
+    ) -> Result<Routes<W, P>, BuildError> {
+        let mut routes = Vec::new();
+        let mut failed = false;
+        for (index, route) in self.config.routes.iter().enumerate() {
+            let mut when = Vec::new();
+            for (at, condition) in route.when.iter().enumerate() {
+                match self
+                    .plugin
+                    .deserialize::<W>(condition.clone(), &format!("routes[{index}].when[{at}]"))
+                {
+                    Ok(condition) => when.push(condition),
+                    Err(_) => failed = true,
+                }
+            }
+            let mut guarded = Vec::new();
+            for (guard_name, roles) in &route.guarded {
+                match self
+                    .plugin
+                    .guard(guard_name, &format!("routes[{index}].guarded.{guard_name}"))
+                {
+                    Ok(guard) => guarded.push(GuardRequirement {
+                        guard_name: guard_name.as_str().into(),
+                        guard,
+                        roles: roles.clone(),
+                    }),
+                    Err(_) => failed = true,
+                }
+            }
+            match self.exit::<P>(&route.exit, &format!("routes[{index}].exit")) {
+                Ok(exit) if !failed => routes.push(Route {
+                    when,
+                    guarded,
+                    exit,
+                    with: route.with.clone(),
+                }),
+                _ => failed = true,
+            }
+        }
+        let default = self.default_exit::<P>();
+        match (failed, default) {
+            (false, Ok(default)) => Ok(Routes::new(routes, default)),
+            _ => Err(BuildError(())),
+        }
+    }
+
+    /// Routes that must lead somewhere: reports a binding with neither routes
+    /// nor `exit`.
+    pub fn required_routes<W: DeserializeOwned, P: Port + ?Sized>(
+        &mut self,
+    ) -> Result<Routes<W, P>, BuildError> {
+        if self.config.routes.is_empty() && self.config.exit.is_none() {
+            return Err(self
+                .plugin
+                .error("", "needs `exit` or `routes` to say where streams go"));
+        }
+        self.routes()
+    }
+}
+
+impl<'a> Deref for BindingContext<'a> {
+    type Target = PluginContext<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.plugin
+    }
+}
+
+impl DerefMut for BindingContext<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.plugin
+    }
+}

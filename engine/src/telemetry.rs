@@ -1,0 +1,240 @@
+//! Telemetry: events emitted by bindings, and the exporters that publish them.
+//!
+//! Bindings emit events through [`Events`], which are ordinary `tracing` events
+//! with target [`EVENT_TARGET`]. The [`EventLayer`] (installed by the host, or by
+//! an embedder in its own subscriber) hands them to the exporters of every
+//! running engine; the built-in `stdout` exporter prints one line per event.
+
+use std::error::Error;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use tracing::field::{Field, Visit};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+use crate::registry::{ExporterFactory, PluginContext};
+use crate::BuildError;
+
+/// The `tracing` target of telemetry events.
+pub const EVENT_TARGET: &str = "zilla::event";
+
+static EXCEPTION_TRACES: AtomicBool = AtomicBool::new(false);
+
+/// Makes error events carry their full chain of causes (`zilla start -e`).
+pub fn set_exception_traces(enabled: bool) {
+    EXCEPTION_TRACES.store(enabled, Ordering::Relaxed);
+}
+
+/// Emits events on behalf of one binding (or guard, vault, ...).
+#[derive(Debug, Clone)]
+pub struct Events {
+    namespace: Arc<str>,
+    component: Arc<str>,
+}
+
+impl Events {
+    /// Events from `component` in configuration `namespace`.
+    pub fn new(namespace: impl Into<Arc<str>>, component: impl Into<Arc<str>>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            component: component.into(),
+        }
+    }
+
+    /// A routine event, e.g. a connection authorized.
+    pub fn info(&self, name: &'static str, message: impl fmt::Display) {
+        tracing::info!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{message}");
+    }
+
+    /// A rejection or failure that concerns one stream, e.g. a refused token.
+    pub fn warn(&self, name: &'static str, message: impl fmt::Display) {
+        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{message}");
+    }
+
+    /// A failure caused by `error`; its causes are included with `-e`.
+    pub fn error(&self, name: &'static str, message: impl fmt::Display, error: &dyn Error) {
+        let mut text = format!("{message}: {error}");
+        if EXCEPTION_TRACES.load(Ordering::Relaxed) {
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let _ = write!(text, "\n    caused by: {cause}");
+                source = cause.source();
+            }
+        }
+        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{text}");
+    }
+}
+
+/// One event, as exporters see it.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// When it happened.
+    pub timestamp: SystemTime,
+    /// `INFO` for routine events, `WARN` for rejections and failures.
+    pub level: Level,
+    /// The configuration's `name`.
+    pub namespace: &'a str,
+    /// The binding, guard or vault that emitted it.
+    pub component: &'a str,
+    /// The event's name, e.g. `TCP_ACCEPT_FAILED`.
+    pub name: &'a str,
+    /// What happened, never including secrets or payloads.
+    pub message: &'a str,
+}
+
+/// Publishes events somewhere; built from a `telemetry.exporters.<name>` entry.
+pub trait Exporter: Send + Sync + 'static {
+    /// Publishes one event; must not block for long.
+    fn export(&self, event: &Event<'_>);
+}
+
+type ActiveExporters = RwLock<Vec<(u64, Arc<dyn Exporter>)>>;
+
+static ACTIVE: ActiveExporters = RwLock::new(Vec::new());
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+/// Exporters of a running engine stay active until this is dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveGuard(u64);
+
+pub(crate) fn activate(exporters: Vec<Arc<dyn Exporter>>) -> ActiveGuard {
+    let id = NEXT_ENGINE.fetch_add(1, Ordering::Relaxed);
+    let mut active = ACTIVE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    active.extend(exporters.into_iter().map(|exporter| (id, exporter)));
+    ActiveGuard(id)
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut active = ACTIVE
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        active.retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// A `tracing` layer that hands telemetry events to the running engines' exporters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventLayer;
+
+impl<S: Subscriber> Layer<S> for EventLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _cx: Context<'_, S>) {
+        if event.metadata().target() != EVENT_TARGET {
+            return;
+        }
+        let active = ACTIVE
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if active.is_empty() {
+            return;
+        }
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let exported = Event {
+            timestamp: SystemTime::now(),
+            level: *event.metadata().level(),
+            namespace: &fields.namespace,
+            component: &fields.component,
+            name: &fields.name,
+            message: &fields.message,
+        };
+        for (_, exporter) in active.iter() {
+            exporter.export(&exported);
+        }
+    }
+}
+
+#[derive(Default)]
+struct EventFields {
+    namespace: String,
+    component: String,
+    name: String,
+    message: String,
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "event" {
+            self.name = value.to_owned();
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let slot = match field.name() {
+            "namespace" => &mut self.namespace,
+            "component" => &mut self.component,
+            "message" => &mut self.message,
+            "event" => &mut self.name,
+            _ => return,
+        };
+        *slot = format!("{value:?}");
+    }
+}
+
+/// The `stdout` exporter: one line per event,
+/// `<time> <LEVEL> <namespace>.<component> <EVENT> <message>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdoutExporter;
+
+impl Exporter for StdoutExporter {
+    fn export(&self, event: &Event<'_>) {
+        let line = format_event(event);
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout must not take the proxy down; the event is simply lost.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+}
+
+/// The stdout exporter's line for `event`, with line breaks escaped so that an
+/// event is always exactly one line.
+pub fn format_event(event: &Event<'_>) -> String {
+    let message = event.message.replace('\n', "\\n");
+    format!(
+        "{} {} {}.{} {} {}",
+        humantime::format_rfc3339_millis(event.timestamp),
+        event.level,
+        event.namespace,
+        event.component,
+        event.name,
+        message
+    )
+}
+
+fn build_stdout(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
+    cx.no_options()?;
+    Ok(Arc::new(StdoutExporter))
+}
+
+crate::register_exporter!(ExporterFactory {
+    type_name: "stdout",
+    build: build_stdout,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_line_is_one_line() {
+        let event = Event {
+            timestamp: SystemTime::UNIX_EPOCH,
+            level: Level::WARN,
+            namespace: "ns",
+            component: "north_tcp_server",
+            name: "TCP_ACCEPT_FAILED",
+            message: "accept failed:\nEMFILE",
+        };
+        assert_eq!(
+            format_event(&event),
+            "1970-01-01T00:00:00.000Z WARN ns.north_tcp_server TCP_ACCEPT_FAILED accept failed:\\nEMFILE"
+        );
+    }
+}

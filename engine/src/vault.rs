@@ -1,0 +1,46 @@
+//! Vaults: key and trust material by alias, for TLS bindings.
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A private key and the certificate chain that goes with it.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// The end-entity certificate first, then its issuers.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key of the end-entity certificate.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for KeyEntry {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// Why a vault could not provide what was asked; the message names the vault,
+/// the store and the alias, and never a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VaultError(pub String);
+
+/// A vault instance built from a `vaults.<name>` entry.
+pub trait Vault: Send + Sync + 'static {
+    /// The key (with its chain) stored under `alias` in the key store.
+    fn key(&self, alias: &str) -> Result<KeyEntry, VaultError>;
+
+    /// The certificate stored under `alias` in the trust store.
+    fn trusted(&self, alias: &str) -> Result<CertificateDer<'static>, VaultError>;
+
+    /// Every certificate in the trust store.
+    fn trusted_all(&self) -> Vec<CertificateDer<'static>> {
+        Vec::new()
+    }
+
+    /// The signer (CA key) stored under `alias` in the signers store.
+    fn signer(&self, alias: &str) -> Result<KeyEntry, VaultError> {
+        Err(VaultError(format!("no signer store holds `{alias}`")))
+    }
+}

@@ -1,0 +1,213 @@
+//! Every configuration mistake is reported with where it is and what was
+//! expected, all at once, before anything starts.
+
+use zilla::engine::{ConfigErrors, Engine};
+
+fn errors_of(yaml: &str) -> ConfigErrors {
+    Engine::from_yaml(yaml)
+        .env(|name| (name == "SET").then(|| "1883".to_owned()))
+        .build()
+        .expect_err("the configuration must be rejected")
+}
+
+fn assert_reports(yaml: &str, expected: &[&str]) {
+    let errors = errors_of(yaml);
+    let report = errors.to_string();
+    for line in expected {
+        assert!(report.contains(line), "expected `{line}` in:\n{report}");
+    }
+    assert_eq!(errors.errors.len(), expected.len(), "{report}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_reports(
+        "name: t\nbinding: {}\n",
+        &["line 2: binding: unknown top-level key `binding`, expected one of `name`, `vaults`, `guards`, `catalogs`, `bindings`, `telemetry`"],
+    );
+}
+
+#[test]
+fn unknown_option_field_names_the_field_and_the_expected_ones() {
+    assert_reports(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      prot: 7183
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options: { host: 127.0.0.1, port: 1883 }
+",
+        &["line 8: bindings.north_tcp_server.options.prot: unknown field `prot`, expected one of `host`, `port`, `backlog`, `nodelay`, `keepalive`"],
+    );
+}
+
+#[test]
+fn invalid_option_value_is_located() {
+    assert_reports(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options:
+      port:
+        - 7183
+        - \"7999-7000\"
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+",
+        &["line 7: bindings.north_tcp_server.options.port: port range `7999-7000` runs backwards"],
+    );
+}
+
+#[test]
+fn missing_env_var_names_the_variable_and_where_it_is_used() {
+    assert_reports(
+        "name: t
+bindings:
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: ${{env.MOSQUITTO_BROKER_HOST}}
+      port: ${{env.SET}}
+",
+        &["line 7: bindings.south_tcp_client.options.host: environment variable `MOSQUITTO_BROKER_HOST` is not set (used as `${{env.MOSQUITTO_BROKER_HOST}}`)"],
+    );
+}
+
+#[test]
+fn unknown_binding_type_lists_the_registered_ones() {
+    let errors = errors_of("name: t\nbindings:\n  a:\n    type: tpc\n    kind: server\n");
+    let report = errors.to_string();
+    assert!(
+        report.contains(
+            "line 4: bindings.a.type: unknown binding type `tpc`; registered binding types: "
+        ),
+        "{report}"
+    );
+    assert!(report.contains("`tcp`"), "{report}");
+}
+
+#[test]
+fn unsupported_kind_lists_the_kinds() {
+    assert_reports(
+        "name: t\nbindings:\n  a:\n    type: tcp\n    kind: proxy\n",
+        &["line 5: bindings.a.kind: binding type `tcp` has no kind `proxy`; its kinds are `server`, `client`"],
+    );
+}
+
+#[test]
+fn exit_to_a_binding_that_does_not_exist() {
+    assert_reports(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    routes:
+      - when: [{ port: 0 }]
+        exit: south_tcp_clent
+  south_tcp_client:
+    type: tcp
+    kind: client
+",
+        &["line 9: bindings.north_tcp_server.routes[0].exit: exit `south_tcp_clent` is not a binding; the bindings are `north_tcp_server`, `south_tcp_client`"],
+    );
+}
+
+#[test]
+fn exit_cycle() {
+    assert_reports(
+        "name: t
+bindings:
+  a:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    exit: b
+  b:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    exit: a
+",
+        &["bindings.b.exit: exit cycle: a -> b -> a"],
+    );
+}
+
+#[test]
+fn exit_of_the_wrong_port_type_names_both_bindings() {
+    assert_reports(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    exit: other_tcp_server
+  other_tcp_server:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+",
+        &["line 7: bindings.north_tcp_server.exit: north_tcp_server routes to other_tcp_server, which does not accept byte streams; it cannot be routed to"],
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let errors = errors_of(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: { port: 0, prot: 1 }
+    exit: nowhere
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: ${{env.UNSET_HOST}}
+      port: 1
+  third:
+    type: tpc
+    kind: client
+",
+    );
+    let report = errors.to_string();
+    assert_eq!(errors.errors.len(), 3, "{report}");
+    assert!(report.contains("UNSET_HOST"), "{report}");
+    assert!(
+        report.contains("exit `nowhere` is not a binding"),
+        "{report}"
+    );
+    assert!(report.contains("unknown binding type `tpc`"), "{report}");
+}
+
+#[test]
+fn unknown_engine_property_is_rejected() {
+    let errors = Engine::from_yaml("name: t\n")
+        .property("zilla.engine.shutdown.grase", "3")
+        .build()
+        .unwrap_err();
+    assert!(
+        errors.mentions("-P zilla.engine.shutdown.grase: unknown engine property; known engine properties: `zilla.engine.shutdown.grace`"),
+        "{errors}"
+    );
+}
