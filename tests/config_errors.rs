@@ -191,7 +191,11 @@ bindings:
 ",
     );
     let report = errors.to_string();
-    assert_eq!(errors.errors.len(), 3, "{report}");
+    assert_eq!(errors.errors.len(), 4, "{report}");
+    assert!(
+        report.contains("line 6: bindings.north_tcp_server.options.prot: unknown field"),
+        "{report}"
+    );
     assert!(report.contains("UNSET_HOST"), "{report}");
     assert!(
         report.contains("exit `nowhere` is not a binding"),

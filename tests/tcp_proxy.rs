@@ -8,79 +8,70 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use zilla_testkit::{Mosquitto, ZillaProcess};
+use zilla_testkit::{Mosquitto, ZillaProcess, TCP_PROXY_YAML};
 
 const ZILLA: &str = env!("CARGO_BIN_EXE_zilla");
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-const L4_PROXY: &str = "
-name: tcp-proxy
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options:
-      host: 127.0.0.1
-      port: 0
-    exit: south_tcp_client
-  south_tcp_client:
-    type: tcp
-    kind: client
-    options:
-      host: ${{env.MOSQUITTO_BROKER_HOST}}
-      port: ${{env.MOSQUITTO_BROKER_PORT}}
-telemetry:
-  exporters:
-    stdout_logs_exporter:
-      type: stdout
-";
-
 fn start_proxy(dir: &Path, broker: &Mosquitto) -> ZillaProcess {
     let config = dir.join("zilla.yaml");
-    std::fs::write(&config, L4_PROXY).unwrap();
-    let env = [
-        ("MOSQUITTO_BROKER_HOST", "127.0.0.1".to_owned()),
-        ("MOSQUITTO_BROKER_PORT", broker.port().to_string()),
-    ];
-    ZillaProcess::start(Path::new(ZILLA), &config, &env, &["-w", "2"]).expect("zilla starts")
+    std::fs::write(&config, TCP_PROXY_YAML).unwrap();
+    ZillaProcess::start(Path::new(ZILLA), &config, &broker.env(), &["-w", "2"])
+        .expect("zilla starts")
 }
 
-/// Starts `mosquitto_sub -d` and waits for its SUBACK, so a publish made after
-/// this returns is certain to be delivered.
-fn subscribe(port: u16, topic: &str, count: u32) -> (std::process::Child, mpsc::Receiver<String>) {
-    // stdbuf: mosquitto_sub block-buffers a piped stdout, hiding the SUBACK line.
-    let mut sub = Command::new("stdbuf")
-        .args([
-            "-oL",
-            "mosquitto_sub",
-            "-d",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-        ])
-        .args(["-C", &count.to_string(), "-W", "20", "-q", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub is installed");
-    let (lines, received) = mpsc::channel();
-    let stdout = sub.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
+/// A `mosquitto_sub` child, killed if a test fails before it exits.
+struct Subscriber {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    /// Starts `mosquitto_sub -d` and waits for its SUBACK, so a publish made
+    /// after this returns is certain to be delivered.
+    fn start(port: u16, topic: &str, count: u32) -> Self {
+        // stdbuf: mosquitto_sub block-buffers a piped stdout, hiding the SUBACK line.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-t", topic])
+            .args(["-C", &count.to_string(), "-W", "20", "-q", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub is installed");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let subscriber = Self { child, lines };
+        loop {
+            let line = subscriber
+                .lines
+                .recv_timeout(TIMEOUT)
+                .expect("mosquitto_sub reports its SUBACK");
+            if line.contains("received SUBACK") {
+                return subscriber;
             }
         }
-    });
-    loop {
-        let line = received
-            .recv_timeout(TIMEOUT)
-            .expect("mosquitto_sub reports its SUBACK");
-        if line.contains("received SUBACK") {
-            return (sub, received);
-        }
+    }
+
+    fn next_message(&self) -> String {
+        next_message(&self.lines)
+    }
+
+    fn finished(mut self) -> bool {
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -122,16 +113,16 @@ fn mosquitto_clients_publish_and_subscribe_through_the_proxy() {
     let proxy = zilla.port("north_tcp_server");
 
     // Subscriber behind the proxy, publisher direct: broker -> proxy -> client.
-    let (mut sub, received) = subscribe(proxy, "zilla/down", 1);
+    let sub = Subscriber::start(proxy, "zilla/down", 1);
     publish(broker.port(), "zilla/down", "Hello, downstream");
-    assert_eq!(next_message(&received), "Hello, downstream");
-    assert!(sub.wait().unwrap().success());
+    assert_eq!(sub.next_message(), "Hello, downstream");
+    assert!(sub.finished());
 
     // Subscriber direct, publisher behind the proxy: client -> proxy -> broker.
-    let (mut sub, received) = subscribe(broker.port(), "zilla/up", 1);
+    let sub = Subscriber::start(broker.port(), "zilla/up", 1);
     publish(proxy, "zilla/up", "Hello, upstream");
-    assert_eq!(next_message(&received), "Hello, upstream");
-    assert!(sub.wait().unwrap().success());
+    assert_eq!(sub.next_message(), "Hello, upstream");
+    assert!(sub.finished());
 
     let (status, output) = zilla.terminate(TIMEOUT).unwrap();
     assert!(status.success(), "{output:?}");

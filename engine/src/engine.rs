@@ -41,7 +41,7 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 enum Source {
     File(PathBuf),
     Text(String),
-    Typed(ZillaConfig),
+    Typed(Box<ZillaConfig>),
 }
 
 /// Configures and builds an [`Engine`].
@@ -104,6 +104,7 @@ impl EngineBuilder {
                 (name, document, PathBuf::from("."))
             }
             Source::Typed(config) => {
+                let config = *config;
                 let name = format!("<config {}>", config.name);
                 let mut errors = Vec::new();
                 check_name(&config, &mut errors, &LineIndex::default());
@@ -207,7 +208,7 @@ impl Engine {
 
     /// An engine from a configuration built in code.
     pub fn from_config(config: ZillaConfig) -> EngineBuilder {
-        EngineBuilder::new(Source::Typed(config))
+        EngineBuilder::new(Source::Typed(Box::new(config)))
     }
 
     /// The configuration's `name`.
@@ -374,7 +375,9 @@ fn build_engine(
     }
 
     if !state.errors.is_empty() {
-        return Err(state.errors);
+        let mut errors = state.errors;
+        errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.path.clone()));
+        return Err(errors);
     }
     Ok(Engine {
         namespace: state.namespace,
@@ -505,7 +508,7 @@ fn build_binding(
 }
 
 /// Orders bindings so each comes after its exits; reports exits that name no
-/// binding and exit cycles. Bindings caught in either are left out.
+/// binding and exit cycles.
 fn binding_order(
     bindings: &IndexMap<String, BindingConfig>,
     state: &mut BuildState,
@@ -574,9 +577,9 @@ fn binding_order(
         }
         stack.pop();
         marks.insert(name.to_owned(), result);
-        if result == Mark::Done {
-            order.push(name.to_owned());
-        }
+        // Broken bindings are still built, so their other problems are reported
+        // too; their missing exits fail quietly, having been reported here.
+        order.push(name.to_owned());
         result
     }
 
@@ -585,11 +588,6 @@ fn binding_order(
     for name in bindings.keys() {
         let mut stack = Vec::new();
         visit(name, bindings, &mut marks, &mut stack, &mut order, state);
-    }
-    for (name, mark) in &marks {
-        if *mark == Mark::Broken {
-            state.failed.insert(format!("bindings.{name}"));
-        }
     }
     order
 }

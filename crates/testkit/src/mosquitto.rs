@@ -101,6 +101,15 @@ impl Mosquitto {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// `MOSQUITTO_BROKER_HOST` and `MOSQUITTO_BROKER_PORT` for this broker, as
+    /// the examples' configurations expect them.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("MOSQUITTO_BROKER_HOST", "127.0.0.1".to_owned()),
+            ("MOSQUITTO_BROKER_PORT", self.port.to_string()),
+        ]
+    }
 }
 
 impl Drop for Mosquitto {

@@ -130,6 +130,11 @@ impl ZillaProcess {
         Ok((status, self.wait_for_output_end()))
     }
 
+    /// Blocks until the process exits on its own (e.g. on Ctrl-C).
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
     fn wait_for_output_end(&mut self) -> Output {
         // The reader threads finish shortly after the pipes close.
         let _ = wait_for("output pipes to close", Duration::from_secs(2), || {
