@@ -34,7 +34,9 @@
 //!   south_tcp_client:
 //!     type: tcp
 //!     kind: client
-//!     options: { host: 127.0.0.1, port: ${{env.UPSTREAM_PORT}} }
+//!     options:
+//!       host: 127.0.0.1
+//!       port: ${{env.UPSTREAM_PORT}}
 //! "#,
 //! )
 //! .env(move |name| (name == "UPSTREAM_PORT").then(|| upstream_port.to_string()))

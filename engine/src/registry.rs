@@ -90,12 +90,30 @@ inventory::collect!(ExporterFactory);
 
 /// Registers a [`BindingFactory`] so configurations can use its `type`.
 ///
-/// ```ignore
-/// zilla_engine::register_binding!(zilla_engine::BindingFactory {
-///     type_name: "echo",
-///     kinds: &[zilla_engine::Kind::Server],
-///     build: build_echo,
+/// ```
+/// use std::sync::Arc;
+/// use zilla_engine::{register_binding, Binding, BindingContext, BindingFactory, BuildError, Kind};
+///
+/// /// A binding that offers nothing and starts nothing.
+/// struct Inert;
+///
+/// impl Binding for Inert {}
+///
+/// fn build_inert(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+///     cx.no_options()?;
+///     Ok(Arc::new(Inert))
+/// }
+///
+/// register_binding!(BindingFactory {
+///     type_name: "inert",
+///     kinds: &[Kind::Server],
+///     build: build_inert,
 /// });
+///
+/// # fn main() {
+/// let registered = zilla_engine::registered();
+/// assert!(registered.bindings.iter().any(|(name, _)| *name == "inert"));
+/// # }
 /// ```
 #[macro_export]
 macro_rules! register_binding {
