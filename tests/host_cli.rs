@@ -60,7 +60,7 @@ fn version_prints_the_plugin_types() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("bindings: tcp (server, client)"),
+        stdout.contains("bindings: mqtt (server, client), tcp (server, client)"),
         "{stdout}"
     );
     assert!(stdout.contains("exporters: stdout"), "{stdout}");

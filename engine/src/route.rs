@@ -138,6 +138,29 @@ impl<W, E: ?Sized> Routes<W, E> {
             })
     }
 
+    /// Like [`resolve`](Self::resolve), for bindings whose conditions only make
+    /// sense for a route as a whole: `accepts` gets each route (and its index)
+    /// whose guards pass, and decides.
+    pub fn resolve_by(
+        &self,
+        authorizations: &Authorizations,
+        mut accepts: impl FnMut(usize, &Route<W, E>) -> bool,
+    ) -> Option<Resolved<'_, W, E>> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(index, route)| {
+                route.guarded.iter().all(|g| g.is_met(authorizations)) && accepts(*index, route)
+            })
+            .map(|(_, route)| Resolved {
+                exit: &route.exit,
+                route: Some(route),
+            })
+            .or_else(|| {
+                self.default.as_ref().map(|exit| Resolved { exit, route: None })
+            })
+    }
+
     /// The routes, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Route<W, E>> {
         self.routes.iter()

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod mosquitto;
+pub mod mqtt;
 mod process;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};

@@ -12,8 +12,9 @@ pub use zilla_engine as engine;
 
 // Naming each plugin crate keeps the linker from dropping its registration;
 // `tests/host_cli.rs` checks that the registry lists every one of them.
+use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
 /// checked against it at test time.
-pub const FIRST_PARTY_PLUGINS: &[&str] = &["binding:tcp", "exporter:stdout"];
+pub const FIRST_PARTY_PLUGINS: &[&str] = &["binding:mqtt", "binding:tcp", "exporter:stdout"];

@@ -1,0 +1,118 @@
+//! mqtt client: opens MQTT 5 sessions to a broker over its exit (tcp, or tls).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{ConnectReturnCode, Packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zilla_engine::{
+    async_trait, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports, StreamConnector,
+};
+
+use crate::codec::{self, Version};
+use crate::options::MqttClientOptions;
+use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
+
+const DEFAULT_CONNECT_TIMEOUT: u16 = 10;
+/// Largest CONNACK we accept from a broker.
+const MAX_CONNACK_SIZE: usize = 64 * 1024;
+
+pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+    let options = cx.options::<MqttClientOptions>()?;
+    if !cx.config().routes.is_empty() {
+        return Err(cx.error("routes", "an mqtt client takes its `exit` only, no `routes`"));
+    }
+    let Some(exit) = cx.default_exit::<dyn StreamConnector>()? else {
+        return Err(cx.error("", "an mqtt client needs an `exit` that opens byte streams (tcp or tls client)"));
+    };
+    Ok(Arc::new(MqttClient {
+        exit,
+        connect_timeout: Duration::from_secs(u64::from(
+            options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        )),
+    }))
+}
+
+struct MqttClient {
+    exit: Exit<dyn StreamConnector>,
+    connect_timeout: Duration,
+}
+
+impl Binding for MqttClient {
+    fn ports(self: Arc<Self>) -> Ports {
+        Ports::new().with::<dyn MqttSessions>(self)
+    }
+}
+
+#[async_trait]
+impl MqttSessions for MqttClient {
+    async fn open(&self, request: OpenSession) -> Result<Upstream, OpenError> {
+        let keep_alive = request.connect.keep_alive;
+        let opening = async {
+            let mut stream = self
+                .exit
+                .port
+                .connect(ConnectRequest {
+                    authority: None,
+                    origin: request.origin.clone(),
+                })
+                .await
+                .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
+            let mut out = BytesMut::new();
+            let connect = Packet::Connect(request.connect, request.will, request.login);
+            codec::write(&connect, Version::V5, &mut out)
+                .map_err(|e| OpenError::Failed(format!("cannot encode CONNECT: {e}")))?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
+            let mut read_buf = BytesMut::with_capacity(8 * 1024);
+            loop {
+                match codec::read(&mut read_buf, Version::V5, MAX_CONNACK_SIZE) {
+                    Ok(Some(Packet::ConnAck(connack))) => {
+                        if connack.code != ConnectReturnCode::Success {
+                            return Err(OpenError::Refused(connack));
+                        }
+                        let keep_alive = connack
+                            .properties
+                            .as_ref()
+                            .and_then(|p| p.server_keep_alive)
+                            .unwrap_or(keep_alive);
+                        return Ok(Upstream {
+                            stream,
+                            read_buf,
+                            connack,
+                            keep_alive,
+                        });
+                    }
+                    Ok(Some(other)) => {
+                        return Err(OpenError::Failed(format!(
+                            "broker sent {other:?} before CONNACK"
+                        )))
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(OpenError::Failed(format!("broker sent a bad CONNACK: {e}"))),
+                }
+                let read = stream
+                    .read_buf(&mut read_buf)
+                    .await
+                    .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
+                if read == 0 {
+                    return Err(OpenError::Failed(format!(
+                        "{} closed the connection before CONNACK",
+                        self.exit.name
+                    )));
+                }
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, opening)
+            .await
+            .unwrap_or_else(|_| {
+                Err(OpenError::Failed(format!(
+                    "no CONNACK from {} within {:?}",
+                    self.exit.name, self.connect_timeout
+                )))
+            })
+    }
+}

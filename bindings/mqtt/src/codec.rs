@@ -1,0 +1,563 @@
+//! MQTT framing for both protocol versions, with MQTT 5 types as the model.
+//!
+//! Bytes in, packets out: incomplete input is `Ok(None)`, malformed input is a
+//! [`CodecError`] that carries the reason code the peer is told. The fixed header
+//! is checked here (remaining length, reserved flags, QoS 3, size limits) before
+//! `mqtt-bytes-v5` (MQTT 5) or rumqttc's `mqttbytes::v4` (3.1.1) decode the rest;
+//! 3.1.1 packets are translated to and from the MQTT 5 model.
+
+use bytes::{Buf, BytesMut};
+use mqtt_bytes_v5::{
+    ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Login,
+    Packet, PingReq, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
+    PubRel, PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+    Unsubscribe,
+};
+use rumqttc::mqttbytes::v4;
+
+use crate::topic;
+
+/// The MQTT protocol version spoken on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V4,
+    /// MQTT 5.0 (protocol level 5).
+    V5,
+}
+
+impl Version {
+    /// The spelling in `options.versions`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V4 => "v3.1.1",
+            Version::V5 => "v5",
+        }
+    }
+}
+
+/// Why input could not be decoded, and what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError {
+    /// The DISCONNECT (or CONNACK) reason code.
+    pub reason: DisconnectReasonCode,
+    /// What was wrong, for the event log.
+    pub message: String,
+}
+
+impl CodecError {
+    fn malformed(message: impl Into<String>) -> Self {
+        Self {
+            reason: DisconnectReasonCode::MalformedPacket,
+            message: message.into(),
+        }
+    }
+
+    fn protocol(message: impl Into<String>) -> Self {
+        Self {
+            reason: DisconnectReasonCode::ProtocolError,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (reason 0x{:02X})", self.message, self.reason as u8)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// The fixed header: type and flags, and the frame's full length.
+struct FixedHeader {
+    byte1: u8,
+    header_len: usize,
+    remaining_len: usize,
+}
+
+/// Reads the fixed header, or `None` when more bytes are needed.
+fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
+    let Some(&byte1) = buf.first() else {
+        return Ok(None);
+    };
+    let mut remaining_len = 0usize;
+    for (index, byte) in buf.iter().skip(1).take(4).enumerate() {
+        remaining_len |= usize::from(byte & 0x7F) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(Some(FixedHeader {
+                byte1,
+                header_len: index + 2,
+                remaining_len,
+            }));
+        }
+    }
+    if buf.len() >= 5 {
+        return Err(CodecError::malformed("remaining length longer than four bytes"));
+    }
+    Ok(None)
+}
+
+/// Checks the flags that MQTT reserves for each packet type.
+fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
+    let packet_type = byte1 >> 4;
+    let flags = byte1 & 0x0F;
+    match packet_type {
+        3 => {
+            let qos = (flags >> 1) & 0b11;
+            if qos == 3 {
+                return Err(CodecError::malformed("PUBLISH with QoS 3"));
+            }
+            if qos == 0 && flags & 0b1000 != 0 {
+                return Err(CodecError::malformed("PUBLISH QoS 0 with DUP set"));
+            }
+            Ok(())
+        }
+        6 | 8 | 10 if flags != 0b0010 => Err(CodecError::malformed(format!(
+            "reserved flags of packet type {packet_type} must be 0010, found {flags:04b}"
+        ))),
+        6 | 8 | 10 => Ok(()),
+        15 if version == Version::V5 => Err(CodecError::protocol(
+            "AUTH is not supported (no authentication method was agreed)",
+        )),
+        0 | 15 => Err(CodecError::malformed(format!("reserved packet type {packet_type}"))),
+        _ if flags != 0 => Err(CodecError::malformed(format!(
+            "reserved flags of packet type {packet_type} must be 0000, found {flags:04b}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes the next packet from `buf`, or returns `Ok(None)` when it is not
+/// complete yet. Packets whose remaining length exceeds `max_size` are refused
+/// as soon as their header arrives, before their body is buffered.
+pub fn read(buf: &mut BytesMut, version: Version, max_size: usize) -> Result<Option<Packet>, CodecError> {
+    let Some(header) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    check_flags(header.byte1, version)?;
+    if header.remaining_len > max_size {
+        return Err(CodecError {
+            reason: DisconnectReasonCode::PacketTooLarge,
+            message: format!(
+                "packet of {} bytes exceeds the maximum of {max_size}",
+                header.remaining_len
+            ),
+        });
+    }
+    if buf.len() < header.header_len + header.remaining_len {
+        return Ok(None);
+    }
+    let packet = match version {
+        Version::V5 => Packet::read(buf, None).map_err(decode_error)?,
+        Version::V4 => from_v4(v4::read(buf, usize::MAX).map_err(decode_error_v4)?),
+    };
+    validate(&packet, version)?;
+    Ok(Some(packet))
+}
+
+/// The protocol version a CONNECT at the start of `buf` asks for: `Ok(None)`
+/// until enough bytes have arrived.
+pub fn connect_version(buf: &[u8]) -> Result<Option<Result<Version, u8>>, CodecError> {
+    let Some(header) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    if header.byte1 != 0x10 {
+        return Err(CodecError::protocol(format!(
+            "the first packet must be CONNECT, found packet type {}",
+            header.byte1 >> 4
+        )));
+    }
+    let body = &buf[header.header_len..];
+    if body.len() < 2 {
+        return Ok(None);
+    }
+    let name_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    if body.len() < 2 + name_len + 1 {
+        return Ok(None);
+    }
+    let name = &body[2..2 + name_len];
+    let level = body[2 + name_len];
+    Ok(Some(match (name, level) {
+        (b"MQTT", 4) => Ok(Version::V4),
+        (b"MQTT", 5) => Ok(Version::V5),
+        (b"MQTT" | b"MQIsdp", level) => Err(level),
+        _ => {
+            return Err(CodecError::protocol(format!(
+                "unknown protocol name {:?}",
+                String::from_utf8_lossy(name)
+            )))
+        }
+    }))
+}
+
+fn decode_error(error: mqtt_bytes_v5::Error) -> CodecError {
+    match error {
+        mqtt_bytes_v5::Error::TopicNotUtf8 | mqtt_bytes_v5::Error::PayloadNotUtf8(_) => {
+            CodecError::malformed("a string is not valid UTF-8")
+        }
+        other => CodecError::malformed(other.to_string()),
+    }
+}
+
+fn decode_error_v4(error: rumqttc::mqttbytes::Error) -> CodecError {
+    CodecError::malformed(error.to_string())
+}
+
+/// Checks what the decoders accept but MQTT forbids.
+fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
+    match packet {
+        Packet::Publish(publish) => {
+            let has_alias = publish
+                .properties
+                .as_ref()
+                .is_some_and(|p| p.topic_alias.is_some());
+            if publish.topic.is_empty() && !(version == Version::V5 && has_alias) {
+                return Err(CodecError {
+                    reason: DisconnectReasonCode::TopicNameInvalid,
+                    message: "PUBLISH with an empty topic and no topic alias".into(),
+                });
+            }
+            if !topic::is_valid_name(&publish.topic) {
+                return Err(CodecError {
+                    reason: DisconnectReasonCode::TopicNameInvalid,
+                    message: format!("PUBLISH topic {:?} contains a wildcard", publish.topic),
+                });
+            }
+            if publish.qos != QoS::AtMostOnce && publish.pkid == 0 {
+                return Err(CodecError::malformed("PUBLISH QoS > 0 without packet identifier"));
+            }
+            Ok(())
+        }
+        Packet::Subscribe(subscribe) if subscribe.filters.is_empty() => {
+            Err(CodecError::protocol("SUBSCRIBE without topic filters"))
+        }
+        Packet::Unsubscribe(unsubscribe) if unsubscribe.filters.is_empty() => {
+            Err(CodecError::protocol("UNSUBSCRIBE without topic filters"))
+        }
+        Packet::Connect(connect, will, _) => {
+            if let Some(will) = will {
+                let topic = std::str::from_utf8(&will.topic)
+                    .map_err(|_| CodecError::malformed("will topic is not valid UTF-8"))?;
+                if topic.is_empty() || !topic::is_valid_name(topic) {
+                    return Err(CodecError {
+                        reason: DisconnectReasonCode::TopicNameInvalid,
+                        message: format!("will topic {topic:?} is not a valid topic name"),
+                    });
+                }
+            }
+            if connect.client_id.contains('\0') {
+                return Err(CodecError::malformed("client identifier contains U+0000"));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Encodes `packet` for a peer speaking `version`.
+pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<(), CodecError> {
+    let written = match version {
+        Version::V5 => packet.write(out).map(|_| ()).map_err(decode_error),
+        Version::V4 => match to_v4(packet) {
+            Some(packet) => write_v4(&packet, out).map_err(decode_error_v4),
+            // Packets 3.1.1 has no form for (e.g. DISCONNECT from a server) are
+            // expressed by closing the connection, which the caller does.
+            None => Ok(()),
+        },
+    };
+    written.map_err(|error| CodecError {
+        reason: DisconnectReasonCode::ImplementationSpecificError,
+        message: format!("cannot encode: {}", error.message),
+    })
+}
+
+/// The size `packet` takes on the wire, for maximum-packet-size checks.
+pub fn encoded_len(packet: &Packet, version: Version) -> usize {
+    let mut scratch = BytesMut::new();
+    let _ = write(packet, version, &mut scratch);
+    scratch.len()
+}
+
+fn qos_from_v4(qos: rumqttc::mqttbytes::QoS) -> QoS {
+    match qos {
+        rumqttc::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        rumqttc::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        rumqttc::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn qos_to_v4(qos: QoS) -> rumqttc::mqttbytes::QoS {
+    match qos {
+        QoS::AtMostOnce => rumqttc::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// A 3.1.1 packet in the MQTT 5 model: nothing 3.1.1 can express is lost.
+fn from_v4(packet: v4::Packet) -> Packet {
+    match packet {
+        v4::Packet::Connect(connect) => {
+            let will = connect.last_will.map(|will| LastWill {
+                topic: will.topic.into_bytes().into(),
+                message: will.message,
+                qos: qos_from_v4(will.qos),
+                retain: will.retain,
+                properties: None,
+            });
+            let login = connect.login.map(|login| Login {
+                username: login.username,
+                password: login.password,
+            });
+            Packet::Connect(
+                Connect {
+                    keep_alive: connect.keep_alive,
+                    client_id: connect.client_id,
+                    clean_start: connect.clean_session,
+                    properties: None,
+                },
+                will,
+                login,
+            )
+        }
+        v4::Packet::Publish(publish) => Packet::Publish(Publish {
+            dup: publish.dup,
+            qos: qos_from_v4(publish.qos),
+            retain: publish.retain,
+            topic: publish.topic,
+            pkid: publish.pkid,
+            payload: publish.payload,
+            properties: None,
+        }),
+        v4::Packet::PubAck(ack) => Packet::PubAck(PubAck {
+            pkid: ack.pkid,
+            reason: PubAckReason::Success,
+            properties: None,
+        }),
+        v4::Packet::PubRec(ack) => Packet::PubRec(PubRec {
+            pkid: ack.pkid,
+            reason: PubRecReason::Success,
+            properties: None,
+        }),
+        v4::Packet::PubRel(ack) => Packet::PubRel(PubRel {
+            pkid: ack.pkid,
+            reason: PubRelReason::Success,
+            properties: None,
+        }),
+        v4::Packet::PubComp(ack) => Packet::PubComp(PubComp {
+            pkid: ack.pkid,
+            reason: PubCompReason::Success,
+            properties: None,
+        }),
+        v4::Packet::Subscribe(subscribe) => Packet::Subscribe(Subscribe {
+            pkid: subscribe.pkid,
+            filters: subscribe
+                .filters
+                .into_iter()
+                .map(|filter| mqtt_bytes_v5::Filter {
+                    path: filter.path,
+                    qos: qos_from_v4(filter.qos),
+                    nolocal: false,
+                    preserve_retain: false,
+                    retain_forward_rule: mqtt_bytes_v5::RetainForwardRule::OnEverySubscribe,
+                })
+                .collect(),
+            properties: None,
+        }),
+        v4::Packet::Unsubscribe(unsubscribe) => Packet::Unsubscribe(Unsubscribe {
+            pkid: unsubscribe.pkid,
+            filters: unsubscribe.topics,
+            properties: None,
+        }),
+        v4::Packet::PingReq => Packet::PingReq(PingReq),
+        v4::Packet::PingResp => Packet::PingResp(PingResp),
+        v4::Packet::Disconnect => Packet::Disconnect(Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+            properties: None,
+        }),
+        v4::Packet::ConnAck(ack) => Packet::ConnAck(ConnAck {
+            session_present: ack.session_present,
+            code: match ack.code {
+                v4::ConnectReturnCode::Success => ConnectReturnCode::Success,
+                v4::ConnectReturnCode::RefusedProtocolVersion => {
+                    ConnectReturnCode::RefusedProtocolVersion
+                }
+                v4::ConnectReturnCode::BadClientId => ConnectReturnCode::BadClientId,
+                v4::ConnectReturnCode::ServiceUnavailable => ConnectReturnCode::ServiceUnavailable,
+                v4::ConnectReturnCode::BadUserNamePassword => {
+                    ConnectReturnCode::BadUserNamePassword
+                }
+                v4::ConnectReturnCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
+            },
+            properties: None,
+        }),
+        v4::Packet::SubAck(ack) => Packet::SubAck(SubAck {
+            pkid: ack.pkid,
+            return_codes: ack
+                .return_codes
+                .into_iter()
+                .map(|code| match code {
+                    v4::SubscribeReasonCode::Success(qos) => {
+                        SubscribeReasonCode::Success(qos_from_v4(qos))
+                    }
+                    v4::SubscribeReasonCode::Failure => SubscribeReasonCode::Unspecified,
+                })
+                .collect(),
+            properties: None,
+        }),
+        v4::Packet::UnsubAck(ack) => Packet::UnsubAck(UnsubAck {
+            pkid: ack.pkid,
+            reasons: Vec::new(),
+            properties: None,
+        }),
+    }
+}
+
+/// The 3.1.1 CONNACK return code for an MQTT 5 reason code.
+pub fn connack_code_v4(code: ConnectReturnCode) -> v4::ConnectReturnCode {
+    use ConnectReturnCode as C;
+    match code {
+        C::Success => v4::ConnectReturnCode::Success,
+        C::RefusedProtocolVersion | C::UnsupportedProtocolVersion => {
+            v4::ConnectReturnCode::RefusedProtocolVersion
+        }
+        C::BadClientId | C::ClientIdentifierNotValid => v4::ConnectReturnCode::BadClientId,
+        C::BadUserNamePassword | C::BadAuthenticationMethod => {
+            v4::ConnectReturnCode::BadUserNamePassword
+        }
+        C::NotAuthorized | C::Banned => v4::ConnectReturnCode::NotAuthorized,
+        _ => v4::ConnectReturnCode::ServiceUnavailable,
+    }
+}
+
+/// The 3.1.1 form of an MQTT 5 packet the server sends; `None` when 3.1.1
+/// has none (DISCONNECT, AUTH).
+fn to_v4(packet: &Packet) -> Option<v4::Packet> {
+    Some(match packet {
+        Packet::ConnAck(ack) => v4::Packet::ConnAck(v4::ConnAck {
+            session_present: ack.session_present,
+            code: connack_code_v4(ack.code),
+        }),
+        Packet::Publish(publish) => v4::Packet::Publish(v4::Publish {
+            dup: publish.dup,
+            qos: qos_to_v4(publish.qos),
+            retain: publish.retain,
+            topic: publish.topic.clone(),
+            pkid: publish.pkid,
+            payload: publish.payload.clone(),
+        }),
+        Packet::PubAck(ack) => v4::Packet::PubAck(v4::PubAck { pkid: ack.pkid }),
+        Packet::PubRec(ack) => v4::Packet::PubRec(v4::PubRec { pkid: ack.pkid }),
+        Packet::PubRel(ack) => v4::Packet::PubRel(v4::PubRel { pkid: ack.pkid }),
+        Packet::PubComp(ack) => v4::Packet::PubComp(v4::PubComp { pkid: ack.pkid }),
+        Packet::SubAck(ack) => v4::Packet::SubAck(v4::SubAck {
+            pkid: ack.pkid,
+            return_codes: ack
+                .return_codes
+                .iter()
+                .map(|code| match code {
+                    SubscribeReasonCode::Success(qos) => {
+                        v4::SubscribeReasonCode::Success(qos_to_v4(*qos))
+                    }
+                    _ => v4::SubscribeReasonCode::Failure,
+                })
+                .collect(),
+        }),
+        Packet::UnsubAck(ack) => v4::Packet::UnsubAck(v4::UnsubAck { pkid: ack.pkid }),
+        Packet::PingResp(_) => v4::Packet::PingResp,
+        Packet::PingReq(_) => v4::Packet::PingReq,
+        _ => return None,
+    })
+}
+
+fn write_v4(packet: &v4::Packet, out: &mut BytesMut) -> Result<(), rumqttc::mqttbytes::Error> {
+    match packet {
+        v4::Packet::ConnAck(p) => p.write(out),
+        v4::Packet::Publish(p) => p.write(out),
+        v4::Packet::PubAck(p) => p.write(out),
+        v4::Packet::PubRec(p) => p.write(out),
+        v4::Packet::PubRel(p) => p.write(out),
+        v4::Packet::PubComp(p) => p.write(out),
+        v4::Packet::SubAck(p) => p.write(out),
+        v4::Packet::UnsubAck(p) => p.write(out),
+        v4::Packet::PingResp => v4::PingResp.write(out),
+        v4::Packet::PingReq => v4::PingReq.write(out),
+        v4::Packet::Connect(p) => p.write(out),
+        v4::Packet::Subscribe(p) => p.write(out),
+        v4::Packet::Unsubscribe(p) => p.write(out),
+        v4::Packet::Disconnect => v4::Disconnect.write(out),
+    }
+    .map(|_| ())
+}
+
+/// Drops `len` bytes a caller has consumed by other means.
+pub fn discard(buf: &mut BytesMut, len: usize) {
+    buf.advance(len.min(buf.len()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8], version: Version) -> Result<Option<Packet>, CodecError> {
+        let mut buf = BytesMut::from(bytes);
+        read(&mut buf, version, 1024)
+    }
+
+    #[test]
+    fn incomplete_input_needs_more_bytes() {
+        assert_eq!(decode(&[0x30], Version::V5), Ok(None));
+        assert_eq!(decode(&[0x30, 0x80], Version::V5), Ok(None));
+        assert_eq!(decode(&[0x30, 0x05, 0x00], Version::V5), Ok(None));
+    }
+
+    #[test]
+    fn malformed_headers_have_reason_codes() {
+        let bad_length = decode(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], Version::V5).unwrap_err();
+        assert_eq!(bad_length.reason, DisconnectReasonCode::MalformedPacket);
+        let qos3 = decode(&[0x36, 0x00], Version::V4).unwrap_err();
+        assert_eq!(qos3.reason, DisconnectReasonCode::MalformedPacket);
+        let subscribe_flags = decode(&[0x80, 0x00], Version::V5).unwrap_err();
+        assert!(subscribe_flags.message.contains("reserved flags"));
+        let too_large = decode(&[0x30, 0xFF, 0x7F], Version::V5).unwrap_err();
+        assert_eq!(too_large.reason, DisconnectReasonCode::PacketTooLarge);
+    }
+
+    #[test]
+    fn wildcard_publish_topic_is_invalid() {
+        // PUBLISH QoS 0, topic "a/+" and an empty property block.
+        let error = decode(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00], Version::V5).unwrap_err();
+        assert_eq!(error.reason, DisconnectReasonCode::TopicNameInvalid);
+    }
+
+    #[test]
+    fn invalid_utf8_topic_is_malformed() {
+        let error = decode(&[0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00], Version::V5).unwrap_err();
+        assert_eq!(error.reason, DisconnectReasonCode::MalformedPacket);
+    }
+
+    #[test]
+    fn v4_publish_round_trips_through_the_v5_model() {
+        let publish = v4::Publish::new("a/b", rumqttc::mqttbytes::QoS::AtLeastOnce, b"hi".to_vec());
+        let mut publish = publish;
+        publish.pkid = 7;
+        let mut wire = BytesMut::new();
+        publish.write(&mut wire).unwrap();
+        let original = wire.clone();
+        let packet = read(&mut wire, Version::V4, 1024).unwrap().unwrap();
+        let mut again = BytesMut::new();
+        write(&packet, Version::V4, &mut again).unwrap();
+        assert_eq!(again, original);
+    }
+
+    #[test]
+    fn connect_version_is_detected() {
+        let v5 = [0x10, 0x0A, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05];
+        assert_eq!(connect_version(&v5), Ok(Some(Ok(Version::V5))));
+        let v31 = [0x10, 0x0A, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03];
+        assert_eq!(connect_version(&v31), Ok(Some(Err(3))));
+        assert!(connect_version(&[0x30, 0x00]).is_err());
+        assert_eq!(connect_version(&[0x10]), Ok(None));
+    }
+}

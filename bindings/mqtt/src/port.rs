@@ -1,0 +1,80 @@
+//! The MQTT session port: how an mqtt server opens sessions on the brokers its
+//! routes lead to. The mqtt client binding offers it; a future mqtt-kafka
+//! binding would offer the same port.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{ConnAck, Connect, LastWill, Login};
+use zilla_engine::{async_trait, ByteStream, Port, StreamInfo};
+
+/// What the server asks of an upstream session: the client's CONNECT, the
+/// will (only for the upstream the will topic routes to), and the credentials
+/// to present.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    /// The CONNECT to send upstream (client id, clean start, keep-alive, properties).
+    pub connect: Connect,
+    /// The will to register upstream.
+    pub will: Option<LastWill>,
+    /// Credentials for the broker.
+    pub login: Option<Login>,
+    /// What is known about the client's connection.
+    pub origin: StreamInfo,
+}
+
+/// An open upstream session, after the broker's successful CONNACK. The
+/// server's connection task drives it directly, so the client connection and
+/// its upstreams live on one task.
+pub struct Upstream {
+    /// The byte stream to the broker.
+    pub stream: ByteStream,
+    /// Bytes read after the CONNACK, not yet decoded.
+    pub read_buf: BytesMut,
+    /// The broker's CONNACK.
+    pub connack: ConnAck,
+    /// The keep-alive the session runs with, in seconds (the broker's server
+    /// keep-alive when it set one).
+    pub keep_alive: u16,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("connack", &self.connack)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an upstream session could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The broker answered with a failure CONNACK, relayed to the client.
+    Refused(ConnAck),
+    /// The broker could not be reached or misbehaved.
+    Failed(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Refused(connack) => write!(f, "broker refused the session: {:?}", connack.code),
+            OpenError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Port: "open an MQTT session upstream for this client".
+#[async_trait]
+pub trait MqttSessions: Send + Sync + 'static {
+    /// Opens a session and completes its CONNECT/CONNACK exchange.
+    async fn open(&self, request: OpenSession) -> Result<Upstream, OpenError>;
+}
+
+impl Port for dyn MqttSessions {
+    const CAPABILITY: &'static str = "accept MQTT sessions";
+}
+
+/// Shorthand used by the server.
+pub(crate) type SessionsPort = Arc<dyn MqttSessions>;

@@ -1,0 +1,1376 @@
+//! One client connection: its CONNECT, the upstream sessions it is routed to,
+//! and the relay between them until one side ends it.
+//!
+//! The client connection and all its upstream sessions are driven by this one
+//! task: reads from every stream are polled together, packets are handled in
+//! order, and each side's output is batched and written once per turn.
+//!
+//! Packet identifiers are mapped per upstream: a client's QoS 1/2 publish gets
+//! a fresh id on the upstream it routes to and is acknowledged to the client
+//! with its own id only when that upstream acknowledged it. Messages from
+//! upstreams get ids from the client-side space, within the client's receive
+//! maximum; the rest wait in order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectProperties,
+    DisconnectReasonCode, Filter, Packet, PingReq, PingResp, PubAck, PubAckReason, PubComp,
+    PubCompReason, PubRec, PubRecReason, PubRel, Publish, QoS, SubAck, Subscribe,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use zilla_engine::{Authorizations, ByteStream, StreamInfo};
+
+use crate::codec::{self, CodecError, Version};
+use crate::options::Operation;
+use crate::port::{OpenError, OpenSession, SessionsPort, Upstream};
+use crate::server::ServerConfig;
+use crate::topic;
+
+/// Topic aliases a client may use toward the proxy; resolved here, never sent upstream.
+const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Upstream keep-alive when the client asked for none: the proxy still checks its brokers.
+const DEFAULT_UPSTREAM_KEEP_ALIVE: u16 = 60;
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Serves one client connection until it ends.
+pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, info: StreamInfo) {
+    let peer = info
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "?".to_owned());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf)) => handshake,
+        _ = config.shutdown.draining() => return,
+    };
+    let (version, connect) = match handshake {
+        Ok(Ok(Some(accepted))) => accepted,
+        // The client went away, or was already answered.
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            config.events.warn(
+                "MQTT_CONNECT_REJECTED",
+                format!("client {peer}: {}", error.message),
+            );
+            return;
+        }
+        Err(_) => {
+            config.events.warn(
+                "MQTT_CONNECT_TIMEOUT",
+                format!("client {peer} sent no CONNECT within {:?}; closed", config.connect_timeout),
+            );
+            return;
+        }
+    };
+    let Some(session) = open_session(&config, version, connect, client, buf, &info, &peer).await
+    else {
+        return;
+    };
+    session.run().await;
+}
+
+/// Reads the CONNECT; refuses unsupported versions with the right CONNACK.
+async fn read_connect(
+    config: &ServerConfig,
+    client: &mut ByteStream,
+    buf: &mut BytesMut,
+) -> Result<Option<(Version, Packet)>, CodecError> {
+    let version = loop {
+        match codec::connect_version(buf)? {
+            Some(Ok(version)) if config.versions.contains(&version) => break version,
+            Some(Ok(version)) => {
+                let code = match version {
+                    Version::V5 => ConnectReturnCode::UnsupportedProtocolVersion,
+                    Version::V4 => ConnectReturnCode::RefusedProtocolVersion,
+                };
+                send_connack(client, version, refused(code, "protocol version not enabled")).await;
+                return Err(CodecError {
+                    reason: DisconnectReasonCode::ProtocolError,
+                    message: format!("MQTT {} is not enabled; CONNACK refused", version.as_str()),
+                });
+            }
+            Some(Err(level)) => {
+                let ack = refused(ConnectReturnCode::RefusedProtocolVersion, "");
+                send_connack(client, Version::V4, ack).await;
+                return Err(CodecError {
+                    reason: DisconnectReasonCode::ProtocolError,
+                    message: format!("unsupported protocol level {level}; CONNACK refused"),
+                });
+            }
+            None => {}
+        }
+        if read_more(client, buf).await? == 0 {
+            return Ok(None);
+        }
+    };
+    loop {
+        match codec::read(buf, version, config.maximum_packet_size as usize) {
+            Ok(Some(packet @ Packet::Connect(..))) => return Ok(Some((version, packet))),
+            Ok(Some(_)) => unreachable!("connect_version checked the packet type"),
+            Ok(None) => {}
+            Err(error) => {
+                let code = match error.reason {
+                    DisconnectReasonCode::PacketTooLarge => ConnectReturnCode::PacketTooLarge,
+                    DisconnectReasonCode::ProtocolError => ConnectReturnCode::ProtocolError,
+                    DisconnectReasonCode::TopicNameInvalid => ConnectReturnCode::TopicNameInvalid,
+                    _ => ConnectReturnCode::MalformedPacket,
+                };
+                if version == Version::V5 {
+                    send_connack(client, version, refused(code, &error.message)).await;
+                }
+                return Err(error);
+            }
+        }
+        if read_more(client, buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn read_more(client: &mut ByteStream, buf: &mut BytesMut) -> Result<usize, CodecError> {
+    buf.reserve(READ_CHUNK);
+    client.read_buf(buf).await.map_err(|e| CodecError {
+        reason: DisconnectReasonCode::UnspecifiedError,
+        message: format!("read failed: {e}"),
+    })
+}
+
+fn refused(code: ConnectReturnCode, reason: &str) -> ConnAck {
+    let properties = (!reason.is_empty()).then(|| ConnAckProperties {
+        reason_string: Some(reason.to_owned()),
+        ..empty_connack_properties()
+    });
+    ConnAck {
+        session_present: false,
+        code,
+        properties,
+    }
+}
+
+fn empty_connack_properties() -> ConnAckProperties {
+    ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: None,
+        assigned_client_identifier: None,
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
+async fn send_connack(client: &mut ByteStream, version: Version, connack: ConnAck) {
+    let mut out = BytesMut::new();
+    if codec::write(&Packet::ConnAck(connack), version, &mut out).is_ok() {
+        let _ = client.write_all(&out).await;
+        let _ = client.flush().await;
+    }
+}
+
+/// A fresh client identifier for a client that sent none.
+fn assign_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("zilla-{:x}{:04x}{:x}", nanos, std::process::id() & 0xFFFF, count)
+}
+
+/// Checks the CONNECT, routes the session, opens its upstreams and answers
+/// with a CONNACK; `None` when the session was refused.
+async fn open_session(
+    config: &Arc<ServerConfig>,
+    version: Version,
+    connect: Packet,
+    mut client: ByteStream,
+    buf: BytesMut,
+    info: &StreamInfo,
+    peer: &str,
+) -> Option<Session> {
+    let Packet::Connect(mut connect, will, login) = connect else {
+        return None;
+    };
+    let refuse = |code: ConnectReturnCode, reason: &str, client_id: &str| {
+        config.events.warn(
+            "MQTT_CONNECT_REJECTED",
+            format!("client {peer} id {client_id:?}: {reason}"),
+        );
+        refused(code, reason)
+    };
+    if connect
+        .properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_method.is_some())
+    {
+        let ack = refuse(
+            ConnectReturnCode::BadAuthenticationMethod,
+            "enhanced authentication (AUTH) is not supported",
+            &connect.client_id,
+        );
+        send_connack(&mut client, version, ack).await;
+        return None;
+    }
+    let mut assigned = None;
+    if connect.client_id.is_empty() {
+        if !connect.clean_start {
+            let ack = refuse(
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "an empty client id needs clean start",
+                &connect.client_id,
+            );
+            send_connack(&mut client, version, ack).await;
+            return None;
+        }
+        let id = assign_client_id();
+        connect.client_id = id.clone();
+        assigned = Some(id);
+    }
+
+    let authorizations = Authorizations::new();
+    // Every exit a route accepts this session on gets an upstream session.
+    let mut exits: Vec<(Arc<str>, SessionsPort)> = Vec::new();
+    for (index, route) in config.routes.iter().enumerate() {
+        let guarded = route.guarded.iter().all(|g| g.is_met(&authorizations));
+        if guarded
+            && config.conditions[index].accepts(Operation::Session(&connect.client_id))
+            && !exits.iter().any(|(name, _)| *name == route.exit.name)
+        {
+            exits.push((route.exit.name.clone(), route.exit.port.clone()));
+        }
+    }
+    if let Some(default) = config.routes.default_exit() {
+        if !exits.iter().any(|(name, _)| *name == default.name) {
+            exits.push((default.name.clone(), default.port.clone()));
+        }
+    }
+    if exits.is_empty() {
+        let ack = refuse(
+            ConnectReturnCode::NotAuthorized,
+            "no route accepts this session",
+            &connect.client_id,
+        );
+        send_connack(&mut client, version, ack).await;
+        return None;
+    }
+    let router = Router {
+        config: config.clone(),
+        client_id: connect.client_id.clone(),
+        authorizations,
+        exits: exits.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let will_exit = match &will {
+        Some(will) => {
+            let will_topic = String::from_utf8_lossy(&will.topic).into_owned();
+            match router.route(Operation::Publish(&will_topic)) {
+                Some(index) => Some(index),
+                None => {
+                    let ack = refuse(
+                        ConnectReturnCode::NotAuthorized,
+                        &format!("no route for the will topic {will_topic:?}"),
+                        &connect.client_id,
+                    );
+                    send_connack(&mut client, version, ack).await;
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+
+    let mut upstream_connect = connect.clone();
+    if upstream_connect.keep_alive == 0 {
+        upstream_connect.keep_alive = DEFAULT_UPSTREAM_KEEP_ALIVE;
+    }
+    let opening = exits.iter().enumerate().map(|(index, (_, port))| {
+        port.open(OpenSession {
+            connect: upstream_connect.clone(),
+            will: if will_exit == Some(index) { will.clone() } else { None },
+            login: login.clone(),
+            origin: info.clone(),
+        })
+    });
+    let opened = futures_util::future::join_all(opening).await;
+
+    let mut upstreams = Vec::with_capacity(opened.len());
+    let mut failure = None;
+    for ((name, _), result) in exits.iter().zip(opened) {
+        match result {
+            Ok(upstream) => upstreams.push(Link::new(name.clone(), upstream)),
+            Err(error) if failure.is_none() => failure = Some((name.clone(), error)),
+            Err(_) => {}
+        }
+    }
+    if let Some((name, error)) = failure {
+        let ack = match error {
+            OpenError::Refused(ack) => {
+                config.events.warn(
+                    "MQTT_CONNECT_REJECTED",
+                    format!(
+                        "client {peer} id {:?}: broker behind {name} refused with {:?}",
+                        connect.client_id, ack.code
+                    ),
+                );
+                ack
+            }
+            OpenError::Failed(message) => refuse(
+                ConnectReturnCode::ServerUnavailable,
+                &format!("upstream {name} unavailable: {message}"),
+                &connect.client_id,
+            ),
+        };
+        send_connack(&mut client, version, ack).await;
+        for mut link in upstreams {
+            // Undo the half-made session without firing its will.
+            link.send(&Packet::Disconnect(disconnect(DisconnectReasonCode::NormalDisconnection, None)));
+            let _ = link.flush().await;
+        }
+        return None;
+    }
+
+    let connack = merged_connack(&upstreams, assigned, config.maximum_packet_size);
+    let session = Session::new(config.clone(), version, &connect, client, buf, upstreams, router, &connack, peer);
+    let mut session = session;
+    session.send_client(&Packet::ConnAck(connack));
+    config.events.info(
+        "MQTT_SESSION_STARTED",
+        format!(
+            "client {peer} id {:?} (MQTT {}) via {}",
+            session.client_id,
+            version.as_str(),
+            session
+                .upstreams
+                .iter()
+                .map(|l| &*l.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    Some(session)
+}
+
+/// The client's CONNACK: what every upstream allows, and what the proxy adds.
+fn merged_connack(upstreams: &[Link], assigned: Option<String>, maximum_packet_size: u32) -> ConnAck {
+    let first = upstreams[0].connack.properties.clone();
+    let all = || upstreams.iter().map(|l| l.connack.properties.as_ref());
+    let min_u16 = |get: fn(&ConnAckProperties) -> Option<u16>| {
+        all().filter_map(|p| p.and_then(get)).min()
+    };
+    let flag = |get: fn(&ConnAckProperties) -> Option<u8>| {
+        all().filter_map(|p| p.and_then(get)).min()
+    };
+    let broker_max_packet = all().filter_map(|p| p.and_then(|p| p.max_packet_size)).min();
+    let mut properties = first.unwrap_or_else(empty_connack_properties);
+    properties.receive_max = min_u16(|p| p.receive_max);
+    properties.max_qos = flag(|p| p.max_qos);
+    properties.retain_available = flag(|p| p.retain_available);
+    properties.wildcard_subscription_available = flag(|p| p.wildcard_subscription_available);
+    properties.subscription_identifiers_available =
+        flag(|p| p.subscription_identifiers_available);
+    properties.shared_subscription_available = flag(|p| p.shared_subscription_available);
+    properties.max_packet_size = Some(broker_max_packet.map_or(maximum_packet_size, |m| m.min(maximum_packet_size)));
+    properties.topic_alias_max = Some(TOPIC_ALIAS_MAXIMUM);
+    if assigned.is_some() {
+        properties.assigned_client_identifier = assigned;
+    }
+    ConnAck {
+        session_present: upstreams.iter().all(|l| l.connack.session_present),
+        code: ConnectReturnCode::Success,
+        properties: Some(properties),
+    }
+}
+
+fn disconnect(reason: DisconnectReasonCode, message: Option<String>) -> Disconnect {
+    Disconnect {
+        reason_code: reason,
+        properties: message.map(|reason_string| DisconnectProperties {
+            session_expiry_interval: None,
+            reason_string: Some(reason_string),
+            user_properties: Vec::new(),
+            server_reference: None,
+        }),
+    }
+}
+
+/// Routes the operations of one session to the index of its upstream.
+struct Router {
+    config: Arc<ServerConfig>,
+    client_id: String,
+    authorizations: Authorizations,
+    /// Exit names, by upstream index.
+    exits: Vec<Arc<str>>,
+}
+
+impl Router {
+    fn route(&self, operation: Operation<'_>) -> Option<usize> {
+        let conditions = &self.config.conditions;
+        let resolved = self.config.routes.resolve_by(&self.authorizations, |index, _| {
+            conditions[index].accepts(Operation::Session(&self.client_id))
+                && conditions[index].accepts(operation)
+        })?;
+        self.exits.iter().position(|name| *name == resolved.exit.name)
+    }
+}
+
+/// What an upstream packet id stands for.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// A client publish with this client packet id.
+    Publish(u16),
+    /// A client SUBSCRIBE with this client packet id.
+    Subscribe(u16),
+    /// A client UNSUBSCRIBE with this client packet id.
+    Unsubscribe(u16),
+}
+
+/// One upstream session.
+struct Link {
+    name: Arc<str>,
+    stream: ByteStream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    connack: ConnAck,
+    /// Our packet ids in use on this upstream.
+    used: HashMap<u16, Origin>,
+    next_pkid: u16,
+    keep_alive: Option<Duration>,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Link {
+    fn new(name: Arc<str>, upstream: Upstream) -> Self {
+        let keep_alive = (upstream.keep_alive > 0).then(|| Duration::from_secs(u64::from(upstream.keep_alive)));
+        Self {
+            name,
+            stream: upstream.stream,
+            read_buf: upstream.read_buf,
+            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            connack: upstream.connack,
+            used: HashMap::new(),
+            next_pkid: 0,
+            keep_alive,
+            last_sent: Instant::now(),
+            ping_sent: None,
+        }
+    }
+
+    fn allocate(&mut self, origin: Origin) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if !self.used.contains_key(&self.next_pkid) {
+                self.used.insert(self.next_pkid, origin);
+                return Some(self.next_pkid);
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        // Packets built by the proxy always encode; a failure would be a bug.
+        let _ = codec::write(packet, Version::V5, &mut self.write_buf);
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.write_buf).await?;
+        self.write_buf.clear();
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    fn ping_due(&self) -> Option<Instant> {
+        let keep_alive = self.keep_alive?;
+        Some(match self.ping_sent {
+            Some(sent) => sent + keep_alive,
+            None => self.last_sent + keep_alive,
+        })
+    }
+}
+
+/// A client SUBSCRIBE or UNSUBSCRIBE waiting for its upstreams' answers.
+struct PendingAck {
+    codes: Vec<Option<u8>>,
+    /// Upstream (index, packet id) -> positions in the client's filter list.
+    waiting: HashMap<(usize, u16), Vec<usize>>,
+    reason_string: Option<String>,
+    user_properties: Vec<(String, String)>,
+}
+
+/// How a session ends.
+enum End {
+    /// The client sent DISCONNECT, forwarded upstream.
+    ClientDisconnected,
+    /// The client's connection ended without DISCONNECT: the brokers see an
+    /// abrupt loss too, so wills fire.
+    ClientLost(String),
+    /// The proxy ends the session with this reason (protocol violation,
+    /// keep-alive timeout, ...); upstreams are dropped so wills fire.
+    Refuse(DisconnectReasonCode, String),
+    /// An upstream failed or went away.
+    UpstreamLost(usize, String),
+    /// An upstream sent DISCONNECT; relayed to the client.
+    UpstreamDisconnected(usize, Disconnect),
+    /// The engine is shutting down.
+    Draining,
+}
+
+struct Session {
+    config: Arc<ServerConfig>,
+    version: Version,
+    client_id: String,
+    peer: String,
+    client: ByteStream,
+    client_in: BytesMut,
+    client_out: BytesMut,
+    upstreams: Vec<Link>,
+    router: Router,
+    /// Client packet id of a QoS 1/2 publish from the client -> (upstream, upstream id).
+    inbound: HashMap<u16, (usize, u16)>,
+    /// Client-side packet id of a message to the client -> (upstream, upstream id).
+    outbound: HashMap<u16, (usize, u16)>,
+    /// (upstream, upstream id) of messages to the client -> client-side packet id.
+    delivering: HashMap<(usize, u16), u16>,
+    next_client_pkid: u16,
+    /// Messages waiting for a free slot in the client's receive maximum.
+    waiting: VecDeque<(usize, Publish)>,
+    pending_acks: HashMap<u16, PendingAck>,
+    aliases: HashMap<u16, String>,
+    /// How many QoS 1/2 messages the client accepts in flight.
+    client_receive_maximum: usize,
+    /// How many QoS 1/2 publishes the client may have in flight toward us.
+    server_receive_maximum: usize,
+    client_maximum_packet_size: usize,
+    server_maximum_packet_size: usize,
+    maximum_qos: QoS,
+    retain_available: bool,
+    keep_alive: Option<Duration>,
+    last_heard: Instant,
+}
+
+impl Session {
+    #[expect(clippy::too_many_arguments, reason = "assembled once, from the CONNECT exchange")]
+    fn new(
+        config: Arc<ServerConfig>,
+        version: Version,
+        connect: &Connect,
+        client: ByteStream,
+        client_in: BytesMut,
+        upstreams: Vec<Link>,
+        router: Router,
+        connack: &ConnAck,
+        peer: &str,
+    ) -> Self {
+        let connect_properties = connect.properties.as_ref();
+        let ack_properties = connack.properties.as_ref();
+        let client_keep_alive = ack_properties
+            .and_then(|p| p.server_keep_alive)
+            .unwrap_or(connect.keep_alive);
+        Self {
+            version,
+            client_id: connect.client_id.clone(),
+            peer: peer.to_owned(),
+            client,
+            client_in,
+            client_out: BytesMut::with_capacity(READ_CHUNK),
+            upstreams,
+            router,
+            inbound: HashMap::new(),
+            outbound: HashMap::new(),
+            delivering: HashMap::new(),
+            next_client_pkid: 0,
+            waiting: VecDeque::new(),
+            pending_acks: HashMap::new(),
+            aliases: HashMap::new(),
+            client_receive_maximum: usize::from(
+                connect_properties.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
+            ),
+            server_receive_maximum: usize::from(
+                ack_properties.and_then(|p| p.receive_max).unwrap_or(u16::MAX),
+            ),
+            client_maximum_packet_size: connect_properties
+                .and_then(|p| p.max_packet_size)
+                .map_or(usize::MAX, |m| m as usize),
+            server_maximum_packet_size: ack_properties
+                .and_then(|p| p.max_packet_size)
+                .unwrap_or(config.maximum_packet_size) as usize,
+            maximum_qos: match ack_properties.and_then(|p| p.max_qos) {
+                Some(0) => QoS::AtMostOnce,
+                Some(1) => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            retain_available: ack_properties.and_then(|p| p.retain_available) != Some(0),
+            keep_alive: (client_keep_alive > 0)
+                .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
+            last_heard: Instant::now(),
+            config,
+        }
+    }
+
+    async fn run(mut self) {
+        let end = self.relay().await;
+        self.finish(end).await;
+    }
+
+    /// Relays until something ends the session.
+    async fn relay(&mut self) -> End {
+        // Bytes that arrived with the CONNECT or the CONNACKs (a pipelining
+        // client, a broker sending queued messages at once) are handled first.
+        if let Err(end) = self.on_client_input() {
+            return end;
+        }
+        for index in 0..self.upstreams.len() {
+            if let Err(end) = self.on_upstream_input(index) {
+                return end;
+            }
+        }
+        loop {
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let deadline = self.next_deadline();
+            let Self {
+                client,
+                client_in,
+                upstreams,
+                config,
+                ..
+            } = self;
+            client_in.reserve(READ_CHUNK);
+            let upstream_read = poll_fn(|cx| {
+                for (index, link) in upstreams.iter_mut().enumerate() {
+                    link.read_buf.reserve(READ_CHUNK);
+                    if let Poll::Ready(result) = tokio_util::io::poll_read_buf(
+                        Pin::new(&mut link.stream),
+                        cx,
+                        &mut link.read_buf,
+                    ) {
+                        return Poll::Ready((index, result));
+                    }
+                }
+                Poll::Pending
+            });
+            let outcome = tokio::select! {
+                read = client.read_buf(client_in) => match read {
+                    Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
+                    Ok(_) => self.on_client_input(),
+                    Err(e) => Err(End::ClientLost(format!("read failed: {e}"))),
+                },
+                (index, read) = upstream_read => match read {
+                    Ok(0) => Err(End::UpstreamLost(index, "connection closed".into())),
+                    Ok(_) => self.on_upstream_input(index),
+                    Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
+                },
+                _ = sleep_until(deadline) => self.on_timer(),
+                _ = config.shutdown.draining() => Err(End::Draining),
+            };
+            if let Err(end) = outcome {
+                return end;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let client = self.keep_alive.map(|ka| self.last_heard + ka);
+        self.upstreams
+            .iter()
+            .filter_map(Link::ping_due)
+            .chain(client)
+            .min()
+    }
+
+    fn on_timer(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if let Some(keep_alive) = self.keep_alive {
+            if now >= self.last_heard + keep_alive {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::KeepAliveTimeout,
+                    format!("nothing received for {keep_alive:?} (1.5 x keep-alive)"),
+                ));
+            }
+        }
+        for (index, link) in self.upstreams.iter_mut().enumerate() {
+            let (Some(keep_alive), Some(due)) = (link.keep_alive, link.ping_due()) else {
+                continue;
+            };
+            if now < due {
+                continue;
+            }
+            if link.ping_sent.is_some() {
+                return Err(End::UpstreamLost(
+                    index,
+                    format!("no PINGRESP within {keep_alive:?}"),
+                ));
+            }
+            link.ping_sent = Some(now);
+            link.send(&Packet::PingReq(PingReq));
+        }
+        Ok(())
+    }
+
+    /// Writes what each side has pending.
+    async fn flush(&mut self) -> Result<(), End> {
+        for index in 0..self.upstreams.len() {
+            if let Err(e) = self.upstreams[index].flush().await {
+                return Err(End::UpstreamLost(index, format!("write failed: {e}")));
+            }
+        }
+        if !self.client_out.is_empty() {
+            if let Err(e) = self.client.write_all(&self.client_out).await {
+                return Err(End::ClientLost(format!("write failed: {e}")));
+            }
+            self.client_out.clear();
+        }
+        Ok(())
+    }
+
+    fn on_client_input(&mut self) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        loop {
+            match codec::read(&mut self.client_in, self.version, self.server_maximum_packet_size) {
+                Ok(Some(packet)) => self.on_client_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(End::Refuse(error.reason, error.message)),
+            }
+        }
+    }
+
+    fn on_upstream_input(&mut self, index: usize) -> Result<(), End> {
+        loop {
+            let link = &mut self.upstreams[index];
+            match codec::read(&mut link.read_buf, Version::V5, usize::MAX) {
+                Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    return Err(End::UpstreamLost(index, format!("sent a bad packet: {error}")))
+                }
+            }
+        }
+    }
+
+    /// Encodes `packet` for the client; returns false when it exceeds the
+    /// client's maximum packet size and was not sent.
+    fn send_client(&mut self, packet: &Packet) -> bool {
+        let start = self.client_out.len();
+        let _ = codec::write(packet, self.version, &mut self.client_out);
+        if self.client_out.len() - start > self.client_maximum_packet_size {
+            self.client_out.truncate(start);
+            return false;
+        }
+        true
+    }
+
+    fn on_client_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.client_publish(publish),
+            Packet::PubAck(ack) => {
+                if let Some((index, pkid)) = self.outbound.remove(&ack.pkid) {
+                    self.delivering.remove(&(index, pkid));
+                    self.upstreams[index].send(&Packet::PubAck(PubAck { pkid, ..ack }));
+                    self.deliver_waiting();
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                if let Some(&(index, pkid)) = self.outbound.get(&rec.pkid) {
+                    if rec.reason != PubRecReason::Success
+                        && rec.reason != PubRecReason::NoMatchingSubscribers
+                    {
+                        self.outbound.remove(&rec.pkid);
+                        self.delivering.remove(&(index, pkid));
+                        self.deliver_waiting();
+                    }
+                    self.upstreams[index].send(&Packet::PubRec(PubRec { pkid, ..rec }));
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                if let Some((index, pkid)) = self.outbound.remove(&comp.pkid) {
+                    self.delivering.remove(&(index, pkid));
+                    self.upstreams[index].send(&Packet::PubComp(PubComp { pkid, ..comp }));
+                    self.deliver_waiting();
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                match self.inbound.get(&rel.pkid) {
+                    Some(&(index, pkid)) => {
+                        self.upstreams[index].send(&Packet::PubRel(PubRel { pkid, ..rel }));
+                    }
+                    None => {
+                        self.send_client(&Packet::PubComp(PubComp {
+                            pkid: rel.pkid,
+                            reason: PubCompReason::PacketIdentifierNotFound,
+                            properties: None,
+                        }));
+                    }
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.client_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.client_unsubscribe(unsubscribe),
+            Packet::PingReq(_) => {
+                self.send_client(&Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                for link in &mut self.upstreams {
+                    link.send(&Packet::Disconnect(disconnect.clone()));
+                }
+                Err(End::ClientDisconnected)
+            }
+            Packet::Connect(..) => Err(End::Refuse(
+                DisconnectReasonCode::ProtocolError,
+                "a second CONNECT".into(),
+            )),
+            other => Err(End::Refuse(
+                DisconnectReasonCode::ProtocolError,
+                format!("unexpected packet from a client: {}", packet_name(&other)),
+            )),
+        }
+    }
+
+    fn client_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        if let Some(properties) = publish.properties.as_mut() {
+            if let Some(alias) = properties.topic_alias.take() {
+                if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::TopicAliasInvalid,
+                        format!("topic alias {alias} outside 1..={TOPIC_ALIAS_MAXIMUM}"),
+                    ));
+                }
+                if publish.topic.is_empty() {
+                    match self.aliases.get(&alias) {
+                        Some(topic) => publish.topic = topic.clone(),
+                        None => {
+                            return Err(End::Refuse(
+                                DisconnectReasonCode::ProtocolError,
+                                format!("topic alias {alias} was never set"),
+                            ))
+                        }
+                    }
+                } else {
+                    self.aliases.insert(alias, publish.topic.clone());
+                }
+            }
+        }
+        if publish.qos > self.maximum_qos {
+            return Err(End::Refuse(
+                DisconnectReasonCode::QoSNotSupported,
+                format!("QoS {:?} above the maximum {:?}", publish.qos, self.maximum_qos),
+            ));
+        }
+        if publish.retain && !self.retain_available {
+            return Err(End::Refuse(
+                DisconnectReasonCode::RetainNotSupported,
+                "retain is not available".into(),
+            ));
+        }
+        let utf8_declared = publish
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.payload_format_indicator == Some(1));
+        if utf8_declared && std::str::from_utf8(&publish.payload).is_err() {
+            return Err(End::Refuse(
+                DisconnectReasonCode::PayloadFormatInvalid,
+                format!("payload on {:?} declared UTF-8 is not UTF-8", publish.topic),
+            ));
+        }
+        let Some(index) = self.router.route(Operation::Publish(&publish.topic)) else {
+            return Err(End::Refuse(
+                DisconnectReasonCode::ImplementationSpecificError,
+                format!("no route for publish to {:?}", publish.topic),
+            ));
+        };
+        if publish.qos != QoS::AtMostOnce {
+            if let Some(&(_, upstream_pkid)) = self.inbound.get(&publish.pkid) {
+                // A retransmission: the first copy is still in flight upstream.
+                if publish.dup {
+                    let _ = upstream_pkid;
+                    return Ok(());
+                }
+                return Err(End::Refuse(
+                    DisconnectReasonCode::ProtocolError,
+                    format!("packet id {} reused while in flight", publish.pkid),
+                ));
+            }
+            if self.inbound.len() >= self.server_receive_maximum {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    format!("more than {} QoS 1/2 publishes in flight", self.server_receive_maximum),
+                ));
+            }
+            let client_pkid = publish.pkid;
+            let Some(pkid) = self.upstreams[index].allocate(Origin::Publish(client_pkid)) else {
+                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+            };
+            self.inbound.insert(client_pkid, (index, pkid));
+            publish.pkid = pkid;
+        }
+        self.upstreams[index].send(&Packet::Publish(publish));
+        Ok(())
+    }
+
+    fn client_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
+        let mut codes = vec![None; subscribe.filters.len()];
+        let mut groups: BTreeMap<usize, Vec<(usize, Filter)>> = BTreeMap::new();
+        for (position, filter) in subscribe.filters.into_iter().enumerate() {
+            if !topic::is_valid_filter(&filter.path) {
+                codes[position] = Some(0x8F);
+                continue;
+            }
+            match self.router.route(Operation::Subscribe(&filter.path)) {
+                Some(index) => groups.entry(index).or_default().push((position, filter)),
+                None => {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::ImplementationSpecificError,
+                        format!("no route for subscription to {:?}", filter.path),
+                    ))
+                }
+            }
+        }
+        let mut pending = PendingAck {
+            codes,
+            waiting: HashMap::new(),
+            reason_string: None,
+            user_properties: Vec::new(),
+        };
+        for (index, filters) in groups {
+            let Some(pkid) = self.upstreams[index].allocate(Origin::Subscribe(subscribe.pkid)) else {
+                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+            };
+            let (positions, filters): (Vec<usize>, Vec<Filter>) = filters.into_iter().unzip();
+            pending.waiting.insert((index, pkid), positions);
+            self.upstreams[index].send(&Packet::Subscribe(Subscribe {
+                pkid,
+                filters,
+                properties: subscribe.properties.clone(),
+            }));
+        }
+        self.pending_acks.insert(subscribe.pkid, pending);
+        self.complete_ack(subscribe.pkid, true);
+        Ok(())
+    }
+
+    fn client_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
+        let mut codes = vec![None; unsubscribe.filters.len()];
+        let mut groups: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
+        for (position, filter) in unsubscribe.filters.into_iter().enumerate() {
+            match self.router.route(Operation::Subscribe(&filter)) {
+                Some(index) => groups.entry(index).or_default().push((position, filter)),
+                // Nothing could have been subscribed there.
+                None => codes[position] = Some(0x11),
+            }
+        }
+        let mut pending = PendingAck {
+            codes,
+            waiting: HashMap::new(),
+            reason_string: None,
+            user_properties: Vec::new(),
+        };
+        for (index, filters) in groups {
+            let Some(pkid) = self.upstreams[index].allocate(Origin::Unsubscribe(unsubscribe.pkid))
+            else {
+                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+            };
+            let (positions, filters): (Vec<usize>, Vec<String>) = filters.into_iter().unzip();
+            pending.waiting.insert((index, pkid), positions);
+            self.upstreams[index].send(&Packet::Unsubscribe(Unsubscribe {
+                pkid,
+                filters,
+                properties: unsubscribe.properties.clone(),
+            }));
+        }
+        self.pending_acks.insert(unsubscribe.pkid, pending);
+        self.complete_ack(unsubscribe.pkid, false);
+        Ok(())
+    }
+
+    /// Sends the client its SUBACK/UNSUBACK once every upstream answered.
+    fn complete_ack(&mut self, pkid: u16, subscribe: bool) {
+        let done = self
+            .pending_acks
+            .get(&pkid)
+            .is_some_and(|pending| pending.waiting.is_empty());
+        if !done {
+            return;
+        }
+        let Some(pending) = self.pending_acks.remove(&pkid) else {
+            return;
+        };
+        let codes = pending.codes.into_iter().map(|code| code.unwrap_or(0x80));
+        let packet = if subscribe {
+            Packet::SubAck(SubAck {
+                pkid,
+                return_codes: codes.map(subscribe_reason).collect(),
+                properties: (pending.reason_string.is_some() || !pending.user_properties.is_empty())
+                    .then(|| mqtt_bytes_v5::SubAckProperties {
+                        reason_string: pending.reason_string,
+                        user_properties: pending.user_properties,
+                    }),
+            })
+        } else {
+            Packet::UnsubAck(UnsubAck {
+                pkid,
+                reasons: codes.map(unsubscribe_reason).collect(),
+                properties: (pending.reason_string.is_some() || !pending.user_properties.is_empty())
+                    .then(|| mqtt_bytes_v5::UnsubAckProperties {
+                        reason_string: pending.reason_string,
+                        user_properties: pending.user_properties,
+                    }),
+            })
+        };
+        self.send_client(&packet);
+    }
+
+    fn on_upstream_packet(&mut self, index: usize, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => {
+                self.upstream_publish(index, publish);
+                Ok(())
+            }
+            Packet::PubAck(ack) => {
+                if let Some(Origin::Publish(client_pkid)) = self.upstreams[index].used.remove(&ack.pkid) {
+                    self.inbound.remove(&client_pkid);
+                    self.send_client(&Packet::PubAck(PubAck { pkid: client_pkid, ..ack }));
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let link = &mut self.upstreams[index];
+                if let Some(&Origin::Publish(client_pkid)) = link.used.get(&rec.pkid) {
+                    let failed = !matches!(
+                        rec.reason,
+                        PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                    );
+                    if failed {
+                        link.used.remove(&rec.pkid);
+                        self.inbound.remove(&client_pkid);
+                    }
+                    self.send_client(&Packet::PubRec(PubRec { pkid: client_pkid, ..rec }));
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                if let Some(Origin::Publish(client_pkid)) = self.upstreams[index].used.remove(&comp.pkid) {
+                    self.inbound.remove(&client_pkid);
+                    self.send_client(&Packet::PubComp(PubComp { pkid: client_pkid, ..comp }));
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                match self.delivering.get(&(index, rel.pkid)) {
+                    Some(&client_pkid) => {
+                        self.send_client(&Packet::PubRel(PubRel { pkid: client_pkid, ..rel }));
+                    }
+                    None => self.upstreams[index].send(&Packet::PubComp(PubComp {
+                        pkid: rel.pkid,
+                        reason: PubCompReason::PacketIdentifierNotFound,
+                        properties: None,
+                    })),
+                }
+                Ok(())
+            }
+            Packet::SubAck(ack) => {
+                self.upstream_ack(index, ack.pkid, ack.return_codes.iter().map(|c| subscribe_code(*c)).collect(), ack.properties.map(|p| (p.reason_string, p.user_properties)));
+                Ok(())
+            }
+            Packet::UnsubAck(ack) => {
+                let codes = ack.reasons.iter().map(|r| unsubscribe_code(*r)).collect();
+                self.upstream_ack(index, ack.pkid, codes, ack.properties.map(|p| (p.reason_string, p.user_properties)));
+                Ok(())
+            }
+            Packet::PingResp(_) => {
+                self.upstreams[index].ping_sent = None;
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => Err(End::UpstreamDisconnected(index, disconnect)),
+            other => Err(End::UpstreamLost(
+                index,
+                format!("unexpected packet from the broker: {}", packet_name(&other)),
+            )),
+        }
+    }
+
+    fn upstream_ack(
+        &mut self,
+        index: usize,
+        pkid: u16,
+        codes: Vec<u8>,
+        properties: Option<(Option<String>, Vec<(String, String)>)>,
+    ) {
+        let (client_pkid, subscribe) = match self.upstreams[index].used.remove(&pkid) {
+            Some(Origin::Subscribe(p)) => (p, true),
+            Some(Origin::Unsubscribe(p)) => (p, false),
+            _ => return,
+        };
+        if let Some(pending) = self.pending_acks.get_mut(&client_pkid) {
+            if let Some(positions) = pending.waiting.remove(&(index, pkid)) {
+                for (position, code) in positions.into_iter().zip(codes) {
+                    pending.codes[position] = Some(code);
+                }
+            }
+            if let Some((reason_string, user_properties)) = properties {
+                if pending.reason_string.is_none() {
+                    pending.reason_string = reason_string;
+                }
+                pending.user_properties.extend(user_properties);
+            }
+        }
+        self.complete_ack(client_pkid, subscribe);
+    }
+
+    fn upstream_publish(&mut self, index: usize, publish: Publish) {
+        if publish.qos == QoS::AtMostOnce {
+            self.send_client(&Packet::Publish(publish));
+            return;
+        }
+        if self.delivering.contains_key(&(index, publish.pkid)) {
+            // The broker retransmits what the client has not acknowledged yet.
+            return;
+        }
+        self.waiting.push_back((index, publish));
+        self.deliver_waiting();
+    }
+
+    /// Sends waiting messages while the client's receive maximum allows.
+    fn deliver_waiting(&mut self) {
+        while self.outbound.len() < self.client_receive_maximum {
+            let Some((index, mut publish)) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(client_pkid) = self.allocate_client_pkid() else {
+                self.waiting.push_front((index, publish));
+                return;
+            };
+            let upstream_pkid = publish.pkid;
+            publish.pkid = client_pkid;
+            let qos = publish.qos;
+            if self.send_client(&Packet::Publish(publish)) {
+                self.outbound.insert(client_pkid, (index, upstream_pkid));
+                self.delivering.insert((index, upstream_pkid), client_pkid);
+            } else {
+                // Larger than the client accepts: MQTT says drop it; the broker
+                // is told it was handled so it does not resend forever.
+                let link = &mut self.upstreams[index];
+                match qos {
+                    QoS::AtLeastOnce => link.send(&Packet::PubAck(PubAck {
+                        pkid: upstream_pkid,
+                        reason: PubAckReason::Success,
+                        properties: None,
+                    })),
+                    _ => link.send(&Packet::PubRec(PubRec {
+                        pkid: upstream_pkid,
+                        reason: PubRecReason::UnspecifiedError,
+                        properties: None,
+                    })),
+                }
+            }
+        }
+    }
+
+    fn allocate_client_pkid(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            self.next_client_pkid = self.next_client_pkid.wrapping_add(1).max(1);
+            if !self.outbound.contains_key(&self.next_client_pkid) {
+                return Some(self.next_client_pkid);
+            }
+        }
+        None
+    }
+
+    /// Tells each side what it needs to know, then closes everything.
+    async fn finish(mut self, end: End) {
+        let client_id = format!("{:?}", self.client_id);
+        let events = self.config.events.clone();
+        let peer = self.peer.clone();
+        match end {
+            End::ClientDisconnected => {
+                let _ = self.flush().await;
+                events.info("MQTT_SESSION_ENDED", format!("client {peer} id {client_id} disconnected"));
+            }
+            End::ClientLost(why) => {
+                events.info(
+                    "MQTT_SESSION_ENDED",
+                    format!("client {peer} id {client_id} lost: {why}; upstreams closed abruptly so wills fire"),
+                );
+            }
+            End::Refuse(reason, why) => {
+                events.warn(
+                    "MQTT_SESSION_REFUSED",
+                    format!("client {peer} id {client_id}: {why}; DISCONNECT 0x{:02X}", reason as u8),
+                );
+                self.disconnect_client(reason, why).await;
+            }
+            End::UpstreamLost(index, why) => {
+                let name = self.upstreams[index].name.clone();
+                events.warn(
+                    "MQTT_UPSTREAM_LOST",
+                    format!("client {peer} id {client_id}: upstream {name} {why}"),
+                );
+                self.disconnect_client(
+                    DisconnectReasonCode::UnspecifiedError,
+                    format!("upstream {name} unavailable"),
+                )
+                .await;
+            }
+            End::UpstreamDisconnected(index, disconnect) => {
+                let name = self.upstreams[index].name.clone();
+                events.info(
+                    "MQTT_UPSTREAM_DISCONNECTED",
+                    format!(
+                        "client {peer} id {client_id}: upstream {name} sent DISCONNECT 0x{:02X}",
+                        disconnect.reason_code as u8
+                    ),
+                );
+                self.send_client(&Packet::Disconnect(disconnect));
+                self.close_client().await;
+            }
+            End::Draining => {
+                for link in &mut self.upstreams {
+                    // The client did not choose to leave: its will is due.
+                    link.send(&Packet::Disconnect(disconnect(
+                        DisconnectReasonCode::DisconnectWithWillMessage,
+                        None,
+                    )));
+                }
+                let _ = self.flush_upstreams().await;
+                self.disconnect_client(DisconnectReasonCode::ServerShuttingDown, "server shutting down".into())
+                    .await;
+            }
+        }
+        // Dropping the upstream streams without DISCONNECT is an abrupt loss
+        // for the brokers, unless a DISCONNECT was flushed above.
+    }
+
+    async fn flush_upstreams(&mut self) -> io::Result<()> {
+        for link in &mut self.upstreams {
+            link.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn disconnect_client(&mut self, reason: DisconnectReasonCode, why: String) {
+        if self.version == Version::V5 {
+            self.send_client(&Packet::Disconnect(disconnect(reason, Some(why))));
+        }
+        self.close_client().await;
+    }
+
+    async fn close_client(&mut self) {
+        let out = std::mem::take(&mut self.client_out);
+        let closing = async {
+            let _ = self.client.write_all(&out).await;
+            let _ = self.client.shutdown().await;
+        };
+        // A client that does not read must not hold the session open.
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq(_) => "PINGREQ",
+        Packet::PingResp(_) => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+    }
+}
+
+fn subscribe_code(code: SubscribeReasonCode) -> u8 {
+    match code {
+        SubscribeReasonCode::Success(qos) => qos as u8,
+        SubscribeReasonCode::Unspecified => 0x80,
+        SubscribeReasonCode::ImplementationSpecific => 0x83,
+        SubscribeReasonCode::NotAuthorized => 0x87,
+        SubscribeReasonCode::TopicFilterInvalid => 0x8F,
+        SubscribeReasonCode::PkidInUse => 0x91,
+        SubscribeReasonCode::QuotaExceeded => 0x97,
+        SubscribeReasonCode::SharedSubscriptionsNotSupported => 0x9E,
+        SubscribeReasonCode::SubscriptionIdNotSupported => 0xA1,
+        SubscribeReasonCode::WildcardSubscriptionsNotSupported => 0xA2,
+    }
+}
+
+fn subscribe_reason(code: u8) -> SubscribeReasonCode {
+    match code {
+        0 => SubscribeReasonCode::Success(QoS::AtMostOnce),
+        1 => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        2 => SubscribeReasonCode::Success(QoS::ExactlyOnce),
+        0x83 => SubscribeReasonCode::ImplementationSpecific,
+        0x87 => SubscribeReasonCode::NotAuthorized,
+        0x8F => SubscribeReasonCode::TopicFilterInvalid,
+        0x91 => SubscribeReasonCode::PkidInUse,
+        0x97 => SubscribeReasonCode::QuotaExceeded,
+        0x9E => SubscribeReasonCode::SharedSubscriptionsNotSupported,
+        0xA1 => SubscribeReasonCode::SubscriptionIdNotSupported,
+        0xA2 => SubscribeReasonCode::WildcardSubscriptionsNotSupported,
+        _ => SubscribeReasonCode::Unspecified,
+    }
+}
+
+fn unsubscribe_code(reason: UnsubAckReason) -> u8 {
+    match reason {
+        UnsubAckReason::Success => 0x00,
+        UnsubAckReason::NoSubscriptionExisted => 0x11,
+        UnsubAckReason::UnspecifiedError => 0x80,
+        UnsubAckReason::ImplementationSpecificError => 0x83,
+        UnsubAckReason::NotAuthorized => 0x87,
+        UnsubAckReason::TopicFilterInvalid => 0x8F,
+        UnsubAckReason::PacketIdentifierInUse => 0x91,
+    }
+}
+
+fn unsubscribe_reason(code: u8) -> UnsubAckReason {
+    match code {
+        0x00 => UnsubAckReason::Success,
+        0x11 => UnsubAckReason::NoSubscriptionExisted,
+        0x83 => UnsubAckReason::ImplementationSpecificError,
+        0x87 => UnsubAckReason::NotAuthorized,
+        0x8F => UnsubAckReason::TopicFilterInvalid,
+        0x91 => UnsubAckReason::PacketIdentifierInUse,
+        _ => UnsubAckReason::UnspecifiedError,
+    }
+}
