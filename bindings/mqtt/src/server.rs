@@ -1,7 +1,11 @@
 //! mqtt server: accepts byte streams and runs an MQTT session on each.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use zilla_engine::{
     async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Ports, Routes, Shutdown,
@@ -45,6 +49,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             conditions,
             events: cx.events(),
             shutdown: cx.shutdown(),
+            sessions: Arc::default(),
         }),
     }))
 }
@@ -59,6 +64,56 @@ pub(crate) struct ServerConfig {
     pub(crate) conditions: Vec<RouteConditions>,
     pub(crate) events: Events,
     pub(crate) shutdown: Shutdown,
+    /// Connected sessions by client id, so a new connection takes over an old one.
+    pub(crate) sessions: Arc<SessionRegistry>,
+}
+
+/// The client ids connected through one mqtt server, each with the signal
+/// that tells its connection it was taken over.
+#[derive(Debug, Default)]
+pub(crate) struct SessionRegistry {
+    sessions: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    next: AtomicU64,
+}
+
+impl SessionRegistry {
+    /// Registers `client_id`, taking over (signalling) any connection that has it.
+    pub(crate) fn register(self: &Arc<Self>, client_id: &str) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let taken_over = Arc::new(Notify::new());
+        let previous = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(client_id.to_owned(), (id, taken_over.clone()));
+        if let Some((_, previous)) = previous {
+            previous.notify_one();
+        }
+        Registration {
+            registry: self.clone(),
+            client_id: client_id.to_owned(),
+            id,
+            taken_over,
+        }
+    }
+}
+
+/// A connection's place in the registry; leaving it on drop.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<SessionRegistry>,
+    client_id: String,
+    id: u64,
+    pub(crate) taken_over: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut sessions = self.registry.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.get(&self.client_id).is_some_and(|(id, _)| *id == self.id) {
+            sessions.remove(&self.client_id);
+        }
+    }
 }
 
 struct MqttServer {

@@ -33,7 +33,7 @@ use zilla_engine::{Authorizations, ByteStream, StreamInfo};
 use crate::codec::{self, CodecError, Version};
 use crate::options::Operation;
 use crate::port::{OpenError, OpenSession, SessionsPort, Upstream};
-use crate::server::ServerConfig;
+use crate::server::{Registration, ServerConfig};
 use crate::topic;
 
 /// Topic aliases a client may use toward the proxy; resolved here, never sent upstream.
@@ -250,6 +250,8 @@ async fn open_session(
         assigned = Some(id);
     }
 
+    // A connection with this client id, if any, is taken over now.
+    let registration = config.sessions.register(&connect.client_id);
     let authorizations = Authorizations::new();
     // Every exit a route accepts this session on gets an upstream session.
     let mut exits: Vec<(Arc<str>, SessionsPort)> = Vec::new();
@@ -352,8 +354,18 @@ async fn open_session(
     }
 
     let connack = merged_connack(&upstreams, assigned, config.maximum_packet_size);
-    let session = Session::new(config.clone(), version, &connect, client, buf, upstreams, router, &connack, peer);
-    let mut session = session;
+    let mut session = Session::new(
+        config.clone(),
+        version,
+        &connect,
+        client,
+        buf,
+        upstreams,
+        router,
+        &connack,
+        peer,
+        registration,
+    );
     session.send_client(&Packet::ConnAck(connack));
     config.events.info(
         "MQTT_SESSION_STARTED",
@@ -536,6 +548,8 @@ enum End {
     UpstreamLost(usize, String),
     /// An upstream sent DISCONNECT; relayed to the client.
     UpstreamDisconnected(usize, Disconnect),
+    /// Another connection with the same client id arrived.
+    TakenOver,
     /// The engine is shutting down.
     Draining,
 }
@@ -571,6 +585,7 @@ struct Session {
     retain_available: bool,
     keep_alive: Option<Duration>,
     last_heard: Instant,
+    registration: Registration,
 }
 
 impl Session {
@@ -585,6 +600,7 @@ impl Session {
         router: Router,
         connack: &ConnAck,
         peer: &str,
+        registration: Registration,
     ) -> Self {
         let connect_properties = connect.properties.as_ref();
         let ack_properties = connack.properties.as_ref();
@@ -628,6 +644,7 @@ impl Session {
             keep_alive: (client_keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
             last_heard: Instant::now(),
+            registration,
             config,
         }
     }
@@ -659,6 +676,7 @@ impl Session {
                 client_in,
                 upstreams,
                 config,
+                registration,
                 ..
             } = self;
             client_in.reserve(READ_CHUNK);
@@ -688,6 +706,7 @@ impl Session {
                 },
                 _ = sleep_until(deadline) => self.on_timer(),
                 _ = config.shutdown.draining() => Err(End::Draining),
+                _ = registration.taken_over.notified() => Err(End::TakenOver),
             };
             if let Err(end) = outcome {
                 return end;
@@ -1250,6 +1269,14 @@ impl Session {
                 );
                 self.send_client(&Packet::Disconnect(disconnect));
                 self.close_client().await;
+            }
+            End::TakenOver => {
+                events.info(
+                    "MQTT_SESSION_TAKEN_OVER",
+                    format!("client {peer} id {client_id}: a newer connection took the session over"),
+                );
+                self.disconnect_client(DisconnectReasonCode::SessionTakenOver, "session taken over".into())
+                    .await;
             }
             End::Draining => {
                 for link in &mut self.upstreams {
