@@ -10,64 +10,22 @@ use rumqttc::v5::mqttbytes::v5::{LastWill, Packet as V5Packet, PublishProperties
 use rumqttc::v5::mqttbytes::QoS as V5QoS;
 use rumqttc::v5::{AsyncClient as V5Client, Event as V5Event, EventLoop as V5EventLoop, MqttOptions as V5Options};
 use rumqttc::{AsyncClient as V4Client, Event as V4Event, EventLoop as V4EventLoop, MqttOptions as V4Options, Packet as V4Packet, QoS as V4QoS};
-use zilla::engine::Engine;
+// Links every first-party plugin, as the host does.
+use zilla as _;
 use zilla_testkit::mqtt::packets::{
     ConnectProperties, DisconnectReasonCode, Filter, Packet, PubAck, PubAckReason, Publish,
     PublishProperties as RawPublishProperties, QoS, RetainForwardRule, Subscribe,
     SubscribeReasonCode,
 };
 use zilla_testkit::mqtt::{connect_packet, RawMqtt};
+use zilla_testkit::proxy::{mqtt_proxy_yaml, Proxy};
 use zilla_testkit::Mosquitto;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running proxy; shut down on drop of the test's runtime.
-struct Proxy {
-    engine: Engine,
-    port: u16,
-}
-
-impl Proxy {
-    async fn start(yaml: String) -> Self {
-        let engine = Engine::from_yaml(yaml).build().expect("the proxy configuration is valid");
-        let started = engine.start().await.expect("the proxy starts");
-        let port = started
-            .iter()
-            .find(|b| b.name == "north_tcp_server")
-            .expect("north_tcp_server started")
-            .listening[0]
-            .port();
-        Self { engine, port }
-    }
-
-    /// One broker behind an unauthenticated proxy.
-    async fn single(broker: &Mosquitto) -> Self {
-        Self::start(format!(
-            "
-name: mqtt-proxy
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options: {{ host: 127.0.0.1, port: 0 }}
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    exit: north_mqtt_client
-  north_mqtt_client:
-    type: mqtt
-    kind: client
-    exit: south_tcp_client
-  south_tcp_client:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {} }}
-",
-            broker.port()
-        ))
-        .await
-    }
+/// One broker behind an unauthenticated proxy.
+async fn single(broker: &Mosquitto) -> Proxy {
+    Proxy::start(&mqtt_proxy_yaml("    exit: mqtt_client_a", &[("a", broker.port())])).await
 }
 
 async fn v5_client(id: &str, port: u16, configure: impl FnOnce(&mut V5Options)) -> (V5Client, V5EventLoop) {
@@ -153,7 +111,7 @@ async fn next_v5<T>(
 #[tokio::test]
 async fn v5_qos_0_1_2_with_properties_both_ways() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
 
     // Subscriber behind the proxy, publisher directly on the broker: downstream.
     let (subscriber, events) = v5_client("v5-sub", proxy.port, |_| {}).await;
@@ -204,7 +162,7 @@ async fn v5_qos_0_1_2_with_properties_both_ways() {
 #[tokio::test]
 async fn v4_clients_publish_and_subscribe_at_every_qos() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (subscriber, mut sub_events) = v4_client("v4-sub", proxy.port).await;
     subscriber.subscribe("v4/#", V4QoS::ExactlyOnce).await.unwrap();
     v4_until(&mut sub_events, |e| matches!(e, V4Event::Incoming(V4Packet::SubAck(_))).then_some(())).await;
@@ -232,7 +190,7 @@ async fn v4_clients_publish_and_subscribe_at_every_qos() {
 #[tokio::test]
 async fn qos1_is_acknowledged_only_after_the_broker_and_ids_are_mapped() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (mut client, ack) = RawMqtt::connect(proxy.port, "raw-qos1").await;
     assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::Success);
     // The proxy advertises topic aliases it resolves itself.
@@ -264,7 +222,7 @@ async fn qos1_is_acknowledged_only_after_the_broker_and_ids_are_mapped() {
 #[tokio::test]
 async fn retained_messages_and_subscription_options() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (mut publisher, _) = RawMqtt::connect(proxy.port, "retainer").await;
     publisher
         .send(&Packet::Publish(Publish {
@@ -339,7 +297,7 @@ async fn retained_messages_and_subscription_options() {
 #[tokio::test]
 async fn topic_aliases_from_the_client_are_resolved() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (mut subscriber, _) = RawMqtt::connect(proxy.port, "alias-reader").await;
     subscriber
         .send(&Packet::Subscribe(Subscribe {
@@ -404,7 +362,7 @@ async fn topic_aliases_from_the_client_are_resolved() {
 #[tokio::test]
 async fn will_fires_on_abrupt_loss_but_not_on_disconnect() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (watcher, events) = v5_client("will-watcher", broker.port(), |_| {}).await;
     let mut watched = drive_v5(events);
     watcher.subscribe("wills/#", V5QoS::AtLeastOnce).await.unwrap();
@@ -436,7 +394,7 @@ async fn will_fires_on_abrupt_loss_but_not_on_disconnect() {
 #[tokio::test]
 async fn assigned_client_id_and_persistent_session_with_queued_messages() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
 
     let (_anonymous, ack) = RawMqtt::connect(proxy.port, "").await;
     let assigned = ack
@@ -522,7 +480,7 @@ async fn assigned_client_id_and_persistent_session_with_queued_messages() {
 #[tokio::test]
 async fn session_takeover_disconnects_the_older_connection() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let (mut first, _) = RawMqtt::connect(proxy.port, "same-id").await;
     let (mut second, ack) = RawMqtt::connect(proxy.port, "same-id").await;
     assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::Success);
@@ -538,7 +496,7 @@ async fn session_takeover_disconnects_the_older_connection() {
 #[tokio::test]
 async fn mosquitto_clients_v311_and_v5_through_the_proxy() {
     let broker = Mosquitto::start().unwrap();
-    let proxy = Proxy::single(&broker).await;
+    let proxy = single(&broker).await;
     let port = proxy.port.to_string();
     for version in ["mqttv311", "mqttv5"] {
         let topic = format!("cli/{version}");

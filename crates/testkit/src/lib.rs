@@ -7,6 +7,7 @@
 mod mosquitto;
 pub mod mqtt;
 mod process;
+pub mod proxy;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
 pub use process::{Output, ZillaProcess};

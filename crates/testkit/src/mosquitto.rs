@@ -102,6 +102,12 @@ impl Mosquitto {
         self.port
     }
 
+    /// Kills the broker (SIGKILL): no goodbye to its clients.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `MOSQUITTO_BROKER_HOST` and `MOSQUITTO_BROKER_PORT` for this broker, as
     /// the examples' configurations expect them.
     pub fn env(&self) -> [(&'static str, String); 2] {

@@ -1,0 +1,136 @@
+//! The proxy in-process for tests: configurations of the usual shape, started
+//! on a free port, and the telemetry events they emit, captured.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use zilla_engine::telemetry::{format_event, Event, Exporter};
+use zilla_engine::{register_exporter, BuildError, Engine, ExporterFactory, PluginContext};
+
+/// A started engine and the port its `north_tcp_server` listens on.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The running engine.
+    pub engine: Engine,
+    /// The port of `north_tcp_server`.
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Builds and starts `yaml`, whose `north_tcp_server` listens on port 0.
+    pub async fn start(yaml: &str) -> Self {
+        capture_events();
+        let engine = Engine::from_yaml(yaml)
+            .build()
+            .unwrap_or_else(|errors| panic!("the test configuration is valid: {errors}"));
+        let started = engine.start().await.expect("the proxy starts");
+        let port = started
+            .iter()
+            .find(|b| b.name == "north_tcp_server")
+            .expect("north_tcp_server started")
+            .listening[0]
+            .port();
+        Self { engine, port }
+    }
+}
+
+/// `tcp server -> mqtt server -> mqtt client(s) -> tcp client(s)`: `server`
+/// is the mqtt server's body after `kind` (options, routes, exit), and each
+/// `(name, port)` in `brokers` gets `mqtt_client_<name>` and `tcp_client_<name>`.
+pub fn mqtt_proxy_yaml(server: &str, brokers: &[(&str, u16)]) -> String {
+    let mut yaml = format!(
+        "
+name: test-proxy
+telemetry:
+  exporters:
+    capture:
+      type: capture
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: {{ host: 127.0.0.1, port: 0 }}
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+{server}
+"
+    );
+    for (name, port) in brokers {
+        yaml.push_str(&format!(
+            "
+  mqtt_client_{name}:
+    type: mqtt
+    kind: client
+    exit: tcp_client_{name}
+  tcp_client_{name}:
+    type: tcp
+    kind: client
+    options: {{ host: 127.0.0.1, port: {port} }}
+"
+        ));
+    }
+    yaml
+}
+
+/// Events exported by every engine in this process with the `capture` exporter.
+pub fn captured_events() -> Vec<String> {
+    events().lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Waits until a captured event contains every one of `needles`.
+pub async fn wait_for_event(needles: &[&str]) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(line) = captured_events()
+                .into_iter()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return line;
+            }
+            // Polling interval; the condition decides.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no event with {needles:?} in {:#?}", captured_events()))
+}
+
+fn events() -> &'static Arc<Mutex<Vec<String>>> {
+    static EVENTS: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    EVENTS.get_or_init(Default::default)
+}
+
+/// Installs the engine's event layer as this process's subscriber (once).
+fn capture_events() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let _ = tracing_subscriber::registry()
+            .with(zilla_engine::EventLayer)
+            .try_init();
+    });
+}
+
+struct CaptureExporter;
+
+impl Exporter for CaptureExporter {
+    fn export(&self, event: &Event<'_>) {
+        events()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format_event(event));
+    }
+}
+
+fn build_capture(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
+    cx.no_options()?;
+    Ok(Arc::new(CaptureExporter))
+}
+
+register_exporter!(ExporterFactory {
+    type_name: "capture",
+    build: build_capture,
+});
