@@ -2,14 +2,19 @@
 //! with `tcp -> mqtt server -> mqtt client -> tcp`, and real clients (rumqttc
 //! v4 and v5, mosquitto_pub/mosquitto_sub, and a raw client for exact bytes).
 
-use tokio::process::Command;
 use std::time::Duration;
+use tokio::process::Command;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet as V5Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS as V5QoS;
-use rumqttc::v5::{AsyncClient as V5Client, Event as V5Event, EventLoop as V5EventLoop, MqttOptions as V5Options};
-use rumqttc::{AsyncClient as V4Client, Event as V4Event, EventLoop as V4EventLoop, MqttOptions as V4Options, Packet as V4Packet, QoS as V4QoS};
+use rumqttc::v5::{
+    AsyncClient as V5Client, Event as V5Event, EventLoop as V5EventLoop, MqttOptions as V5Options,
+};
+use rumqttc::{
+    AsyncClient as V4Client, Event as V4Event, EventLoop as V4EventLoop, MqttOptions as V4Options,
+    Packet as V4Packet, QoS as V4QoS,
+};
 // Links every first-party plugin, as the host does.
 use zilla as _;
 use zilla_testkit::mqtt::packets::{
@@ -25,10 +30,18 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One broker behind an unauthenticated proxy.
 async fn single(broker: &Mosquitto) -> Proxy {
-    Proxy::start(&mqtt_proxy_yaml("    exit: mqtt_client_a", &[("a", broker.port())])).await
+    Proxy::start(&mqtt_proxy_yaml(
+        "    exit: mqtt_client_a",
+        &[("a", broker.port())],
+    ))
+    .await
 }
 
-async fn v5_client(id: &str, port: u16, configure: impl FnOnce(&mut V5Options)) -> (V5Client, V5EventLoop) {
+async fn v5_client(
+    id: &str,
+    port: u16,
+    configure: impl FnOnce(&mut V5Options),
+) -> (V5Client, V5EventLoop) {
     let mut options = V5Options::new(id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(10));
     configure(&mut options);
@@ -116,7 +129,10 @@ async fn v5_qos_0_1_2_with_properties_both_ways() {
     // Subscriber behind the proxy, publisher directly on the broker: downstream.
     let (subscriber, events) = v5_client("v5-sub", proxy.port, |_| {}).await;
     let mut received = drive_v5(events);
-    subscriber.subscribe("props/#", V5QoS::ExactlyOnce).await.unwrap();
+    subscriber
+        .subscribe("props/#", V5QoS::ExactlyOnce)
+        .await
+        .unwrap();
     next_v5(&mut received, v5_suback).await;
 
     // Publisher behind the proxy too: upstream then downstream.
@@ -138,24 +154,41 @@ async fn v5_qos_0_1_2_with_properties_both_ways() {
         (V5QoS::ExactlyOnce, "props/q2"),
     ] {
         publisher
-            .publish_with_properties(topic, qos, false, format!("{{\"qos\":\"{topic}\"}}"), properties.clone())
+            .publish_with_properties(
+                topic,
+                qos,
+                false,
+                format!("{{\"qos\":\"{topic}\"}}"),
+                properties.clone(),
+            )
             .await
             .unwrap();
         let message = next_v5(&mut received, v5_publish).await;
         assert_eq!(message.topic, topic.as_bytes());
         assert_eq!(message.qos, qos);
-        assert_eq!(message.payload, format!("{{\"qos\":\"{topic}\"}}").as_bytes());
+        assert_eq!(
+            message.payload,
+            format!("{{\"qos\":\"{topic}\"}}").as_bytes()
+        );
         let got = message.properties.expect("properties pass through");
         assert_eq!(got.payload_format_indicator, Some(1));
         assert_eq!(got.content_type.as_deref(), Some("application/json"));
         assert_eq!(got.response_topic.as_deref(), Some("props/reply"));
         assert_eq!(got.correlation_data.as_deref(), Some(&b"corr-1"[..]));
         assert_eq!(got.user_properties, properties.user_properties);
-        assert!(got.message_expiry_interval.is_some_and(|e| e <= 3600 && e > 3500));
+        assert!(got
+            .message_expiry_interval
+            .is_some_and(|e| e <= 3600 && e > 3500));
     }
     // The publisher's QoS 1 and 2 flows completed: PUBACK and PUBCOMP arrived.
-    next_v5(&mut published, |e| matches!(e, V5Event::Incoming(V5Packet::PubAck(_))).then_some(())).await;
-    next_v5(&mut published, |e| matches!(e, V5Event::Incoming(V5Packet::PubComp(_))).then_some(())).await;
+    next_v5(&mut published, |e| {
+        matches!(e, V5Event::Incoming(V5Packet::PubAck(_))).then_some(())
+    })
+    .await;
+    next_v5(&mut published, |e| {
+        matches!(e, V5Event::Incoming(V5Packet::PubComp(_))).then_some(())
+    })
+    .await;
     proxy.engine.shutdown().await;
 }
 
@@ -164,8 +197,14 @@ async fn v4_clients_publish_and_subscribe_at_every_qos() {
     let broker = Mosquitto::start().unwrap();
     let proxy = single(&broker).await;
     let (subscriber, mut sub_events) = v4_client("v4-sub", proxy.port).await;
-    subscriber.subscribe("v4/#", V4QoS::ExactlyOnce).await.unwrap();
-    v4_until(&mut sub_events, |e| matches!(e, V4Event::Incoming(V4Packet::SubAck(_))).then_some(())).await;
+    subscriber
+        .subscribe("v4/#", V4QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    v4_until(&mut sub_events, |e| {
+        matches!(e, V4Event::Incoming(V4Packet::SubAck(_))).then_some(())
+    })
+    .await;
 
     let (publisher, mut pub_events) = v4_client("v4-pub", proxy.port).await;
     tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
@@ -174,7 +213,10 @@ async fn v4_clients_publish_and_subscribe_at_every_qos() {
         (V4QoS::AtLeastOnce, "v4/q1"),
         (V4QoS::ExactlyOnce, "v4/q2"),
     ] {
-        publisher.publish(topic, qos, false, topic.as_bytes().to_vec()).await.unwrap();
+        publisher
+            .publish(topic, qos, false, topic.as_bytes().to_vec())
+            .await
+            .unwrap();
         let message = v4_until(&mut sub_events, |e| match e {
             V4Event::Incoming(V4Packet::Publish(p)) => Some(p.clone()),
             _ => None,
@@ -192,9 +234,15 @@ async fn qos1_is_acknowledged_only_after_the_broker_and_ids_are_mapped() {
     let broker = Mosquitto::start().unwrap();
     let proxy = single(&broker).await;
     let (mut client, ack) = RawMqtt::connect(proxy.port, "raw-qos1").await;
-    assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::Success);
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+    );
     // The proxy advertises topic aliases it resolves itself.
-    assert_eq!(ack.properties.as_ref().and_then(|p| p.topic_alias_max), Some(64));
+    assert_eq!(
+        ack.properties.as_ref().and_then(|p| p.topic_alias_max),
+        Some(64)
+    );
     for pkid in [7u16, 9, 65535] {
         client
             .send(&Packet::Publish(Publish {
@@ -208,10 +256,17 @@ async fn qos1_is_acknowledged_only_after_the_broker_and_ids_are_mapped() {
             }))
             .await;
         match client.recv().await {
-            Some(Packet::PubAck(PubAck { pkid: acked, reason, .. })) => {
+            Some(Packet::PubAck(PubAck {
+                pkid: acked,
+                reason,
+                ..
+            })) => {
                 assert_eq!(acked, pkid, "the client's own packet id comes back");
                 // mosquitto answers 0x10 No matching subscribers; relayed as is.
-                assert!(matches!(reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers));
+                assert!(matches!(
+                    reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                ));
             }
             other => panic!("expected PUBACK, got {other:?}"),
         }
@@ -258,7 +313,10 @@ async fn retained_messages_and_subscription_options() {
     match subscriber.recv().await {
         Some(Packet::SubAck(ack)) => {
             assert_eq!(ack.pkid, 3);
-            assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+            assert_eq!(
+                ack.return_codes,
+                vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+            );
         }
         other => panic!("expected SUBACK, got {other:?}"),
     }
@@ -266,7 +324,10 @@ async fn retained_messages_and_subscription_options() {
         Some(Packet::Publish(message)) => {
             assert!(message.retain);
             assert_eq!(message.payload.as_ref(), b"on");
-            assert_eq!(message.properties.map(|p| p.subscription_identifiers), Some(vec![42]));
+            assert_eq!(
+                message.properties.map(|p| p.subscription_identifiers),
+                Some(vec![42])
+            );
         }
         other => panic!("expected the retained PUBLISH, got {other:?}"),
     }
@@ -286,7 +347,8 @@ async fn retained_messages_and_subscription_options() {
     }))
     .await;
     assert!(matches!(late.recv().await, Some(Packet::SubAck(_))));
-    late.send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq)).await;
+    late.send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq))
+        .await;
     assert!(
         matches!(late.recv().await, Some(Packet::PingResp(_))),
         "nothing retained arrives before the PINGRESP"
@@ -335,7 +397,9 @@ async fn topic_aliases_from_the_client_are_resolved() {
             }),
         })
     };
-    publisher.send(&aliased("alias/long/topic/name", b"first")).await;
+    publisher
+        .send(&aliased("alias/long/topic/name", b"first"))
+        .await;
     publisher.send(&aliased("", b"second")).await;
     for expected in [&b"first"[..], b"second"] {
         match subscriber.recv().await {
@@ -365,28 +429,53 @@ async fn will_fires_on_abrupt_loss_but_not_on_disconnect() {
     let proxy = single(&broker).await;
     let (watcher, events) = v5_client("will-watcher", broker.port(), |_| {}).await;
     let mut watched = drive_v5(events);
-    watcher.subscribe("wills/#", V5QoS::AtLeastOnce).await.unwrap();
+    watcher
+        .subscribe("wills/#", V5QoS::AtLeastOnce)
+        .await
+        .unwrap();
     next_v5(&mut watched, v5_suback).await;
 
     // A clean DISCONNECT: no will.
     let (polite, mut events) = v5_client("polite", proxy.port, |o| {
-        o.set_last_will(LastWill::new("wills/polite", "gone", V5QoS::AtLeastOnce, false, None));
+        o.set_last_will(LastWill::new(
+            "wills/polite",
+            "gone",
+            V5QoS::AtLeastOnce,
+            false,
+            None,
+        ));
     })
     .await;
-    v5_until(&mut events, |e| matches!(e, V5Event::Incoming(V5Packet::ConnAck(_))).then_some(())).await;
+    v5_until(&mut events, |e| {
+        matches!(e, V5Event::Incoming(V5Packet::ConnAck(_))).then_some(())
+    })
+    .await;
     polite.disconnect().await.unwrap();
     let _ = tokio::time::timeout(TIMEOUT, async { while events.poll().await.is_ok() {} }).await;
 
     // An abrupt loss: the will reaches the broker's subscribers.
     let (_abrupt, mut events) = v5_client("abrupt", proxy.port, |o| {
-        o.set_last_will(LastWill::new("wills/abrupt", "lost", V5QoS::AtLeastOnce, false, None));
+        o.set_last_will(LastWill::new(
+            "wills/abrupt",
+            "lost",
+            V5QoS::AtLeastOnce,
+            false,
+            None,
+        ));
     })
     .await;
-    v5_until(&mut events, |e| matches!(e, V5Event::Incoming(V5Packet::ConnAck(_))).then_some(())).await;
+    v5_until(&mut events, |e| {
+        matches!(e, V5Event::Incoming(V5Packet::ConnAck(_))).then_some(())
+    })
+    .await;
     drop(events); // closes the socket without DISCONNECT
 
     let will = next_v5(&mut watched, v5_publish).await;
-    assert_eq!(will.topic, &b"wills/abrupt"[..], "only the abrupt client's will fires");
+    assert_eq!(
+        will.topic,
+        &b"wills/abrupt"[..],
+        "only the abrupt client's will fires"
+    );
     assert_eq!(will.payload, &b"lost"[..]);
     proxy.engine.shutdown().await;
 }
@@ -438,10 +527,12 @@ async fn assigned_client_id_and_persistent_session_with_queued_messages() {
         .await;
     assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
     client
-        .send(&Packet::Disconnect(zilla_testkit::mqtt::packets::Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-            properties: None,
-        }))
+        .send(&Packet::Disconnect(
+            zilla_testkit::mqtt::packets::Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+                properties: None,
+            },
+        ))
         .await;
     assert!(client.closed().await.is_none());
 
@@ -483,12 +574,17 @@ async fn session_takeover_disconnects_the_older_connection() {
     let proxy = single(&broker).await;
     let (mut first, _) = RawMqtt::connect(proxy.port, "same-id").await;
     let (mut second, ack) = RawMqtt::connect(proxy.port, "same-id").await;
-    assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::Success);
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+    );
     assert_eq!(
         first.closed().await.map(|d| d.reason_code),
         Some(DisconnectReasonCode::SessionTakenOver)
     );
-    second.send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq)).await;
+    second
+        .send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq))
+        .await;
     assert!(matches!(second.recv().await, Some(Packet::PingResp(_))));
     proxy.engine.shutdown().await;
 }
@@ -516,7 +612,10 @@ async fn mosquitto_clients_v311_and_v5_through_the_proxy() {
         assert!(status.success());
         let output = subscriber.wait_with_output().await.unwrap();
         assert!(output.status.success(), "mosquitto_sub -V {version} failed");
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "Hello, world");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "Hello, world"
+        );
     }
     proxy.engine.shutdown().await;
 }

@@ -74,7 +74,9 @@ async fn next_topic(client: &mut RawMqtt) -> String {
 
 /// Sends a PINGREQ and returns the topics of messages that arrive before the PINGRESP.
 async fn drain_topics(client: &mut RawMqtt) -> Vec<String> {
-    client.send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq)).await;
+    client
+        .send(&Packet::PingReq(zilla_testkit::mqtt::packets::PingReq))
+        .await;
     let mut topics = Vec::new();
     loop {
         match client.recv().await {
@@ -104,8 +106,14 @@ async fn publishes_route_by_topic_and_one_client_reaches_both_brokers() {
 
     assert_eq!(next_topic(&mut on_b).await, "b/temperature");
     assert_eq!(next_topic(&mut on_a).await, "a/humidity");
-    assert!(drain_topics(&mut on_a).await.is_empty(), "nothing else reached broker a");
-    assert!(drain_topics(&mut on_b).await.is_empty(), "nothing else reached broker b");
+    assert!(
+        drain_topics(&mut on_a).await.is_empty(),
+        "nothing else reached broker a"
+    );
+    assert!(
+        drain_topics(&mut on_b).await.is_empty(),
+        "nothing else reached broker b"
+    );
     proxy.engine.shutdown().await;
 }
 
@@ -122,7 +130,10 @@ async fn one_subscribe_is_split_across_brokers_and_its_suback_merged() {
     match device.recv().await {
         Some(Packet::SubAck(ack)) => {
             assert_eq!(ack.pkid, 9);
-            assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 3]);
+            assert_eq!(
+                ack.return_codes,
+                vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 3]
+            );
         }
         other => panic!("expected one merged SUBACK, got {other:?}"),
     }
@@ -171,13 +182,25 @@ async fn unroutable_publish_and_subscribe_are_refused_with_0x83() {
     assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
     publisher.send(&publish("actuators/1", b"no")).await;
     let disconnect = publisher.closed().await.expect("a DISCONNECT");
-    assert_eq!(disconnect.reason_code, DisconnectReasonCode::ImplementationSpecificError);
+    assert_eq!(
+        disconnect.reason_code,
+        DisconnectReasonCode::ImplementationSpecificError
+    );
 
     let (mut subscriber, _) = RawMqtt::connect(proxy.port, "stray-subscriber").await;
     subscriber.send(&subscribe(1, &["actuators/#"])).await;
     let disconnect = subscriber.closed().await.expect("a DISCONNECT");
-    assert_eq!(disconnect.reason_code, DisconnectReasonCode::ImplementationSpecificError);
-    zilla_testkit::proxy::wait_for_event(&["MQTT_SESSION_REFUSED", "stray-subscriber", "no route for subscription to \"actuators/#\"", "0x83"]).await;
+    assert_eq!(
+        disconnect.reason_code,
+        DisconnectReasonCode::ImplementationSpecificError
+    );
+    zilla_testkit::proxy::wait_for_event(&[
+        "MQTT_SESSION_REFUSED",
+        "stray-subscriber",
+        "no route for subscription to \"actuators/#\"",
+        "0x83",
+    ])
+    .await;
     proxy.engine.shutdown().await;
 }
 
@@ -192,8 +215,14 @@ async fn a_session_no_route_accepts_gets_connack_0x87() {
         exit: mqtt_client_a";
     let proxy = Proxy::start(&mqtt_proxy_yaml(routes, &[("a", broker.port())])).await;
     let (_, ack) = RawMqtt::connect(proxy.port, "stranger").await;
-    assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::NotAuthorized
+    );
     let (_, ack) = RawMqtt::connect(proxy.port, "known-1").await;
-    assert_eq!(ack.code, zilla_testkit::mqtt::packets::ConnectReturnCode::Success);
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+    );
     proxy.engine.shutdown().await;
 }

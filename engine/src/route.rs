@@ -157,7 +157,9 @@ impl<W, E: ?Sized> Routes<W, E> {
                 route: Some(route),
             })
             .or_else(|| {
-                self.default.as_ref().map(|exit| Resolved { exit, route: None })
+                self.default
+                    .as_ref()
+                    .map(|exit| Resolved { exit, route: None })
             })
     }
 

@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <task>`:
 //!
-//! - `ci`: format check, clippy with warnings denied, every test, docs.
+//! - `ci`: format check, clippy with warnings denied, every test, the fuzz
+//!   targets' build, docs.
 //! - `demo [--once]`: builds the host, starts a local mosquitto on a free port,
 //!   runs the proxy example in front of it and shows a message going through.
 
@@ -13,9 +14,9 @@ use zilla_testkit::{mosquitto_path, wait_for, Mosquitto, ZillaProcess, MOSQUITTO
 
 const USAGE: &str = "usage: cargo xtask <ci | demo [--once]>";
 
-/// The example the demo runs; it grows with the product (tcp proxy now, the
-/// seed's mqtt.proxy.jwt once the mqtt and jwt bindings land).
-const DEMO_EXAMPLE: &str = "examples/tcp.proxy";
+/// The example the demo runs; it grows with the product (the MQTT proxy now,
+/// the seed's mqtt.proxy.jwt once the tls and jwt plugins land).
+const DEMO_EXAMPLE: &str = "examples/mqtt.proxy";
 const DEMO_PORT: u16 = 7183;
 
 fn main() -> Result<()> {
@@ -65,6 +66,10 @@ fn ci() -> Result<()> {
         ]),
     )?;
     run("tests", cargo().args(["test", "--workspace"]))?;
+    run(
+        "fuzz targets build",
+        cargo().args(["check", "--manifest-path", "fuzz/Cargo.toml"]),
+    )?;
     run(
         "docs",
         cargo()
@@ -139,7 +144,9 @@ fn demo(once: bool) -> Result<()> {
     }
 
     let port = DEMO_PORT.to_string();
-    println!("\n== a message through the proxy (port {port}) to mosquitto and back");
+    println!(
+        "\n== mosquitto_sub and mosquitto_pub, both through the proxy (port {port}), via mosquitto"
+    );
     let subscriber = Command::new("mosquitto_sub")
         .args([
             "-h",

@@ -21,10 +21,16 @@ const MAX_CONNACK_SIZE: usize = 64 * 1024;
 pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
     let options = cx.options::<MqttClientOptions>()?;
     if !cx.config().routes.is_empty() {
-        return Err(cx.error("routes", "an mqtt client takes its `exit` only, no `routes`"));
+        return Err(cx.error(
+            "routes",
+            "an mqtt client takes its `exit` only, no `routes`",
+        ));
     }
     let Some(exit) = cx.default_exit::<dyn StreamConnector>()? else {
-        return Err(cx.error("", "an mqtt client needs an `exit` that opens byte streams (tcp or tls client)"));
+        return Err(cx.error(
+            "",
+            "an mqtt client needs an `exit` that opens byte streams (tcp or tls client)",
+        ));
     };
     Ok(Arc::new(MqttClient {
         exit,
@@ -72,7 +78,7 @@ impl MqttSessions for MqttClient {
                 match codec::read(&mut read_buf, Version::V5, MAX_CONNACK_SIZE) {
                     Ok(Some(Packet::ConnAck(connack))) => {
                         if connack.code != ConnectReturnCode::Success {
-                            return Err(OpenError::Refused(connack));
+                            return Err(OpenError::Refused(Box::new(connack)));
                         }
                         let keep_alive = connack
                             .properties
@@ -92,7 +98,9 @@ impl MqttSessions for MqttClient {
                         )))
                     }
                     Ok(None) => {}
-                    Err(e) => return Err(OpenError::Failed(format!("broker sent a bad CONNACK: {e}"))),
+                    Err(e) => {
+                        return Err(OpenError::Failed(format!("broker sent a bad CONNACK: {e}")))
+                    }
                 }
                 let read = stream
                     .read_buf(&mut read_buf)

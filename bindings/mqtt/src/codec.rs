@@ -8,10 +8,9 @@
 
 use bytes::{Buf, BytesMut};
 use mqtt_bytes_v5::{
-    ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Login,
-    Packet, PingReq, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
-    PubRel, PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
-    Unsubscribe,
+    ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Login, Packet,
+    PingReq, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use rumqttc::mqttbytes::v4;
 
@@ -93,7 +92,9 @@ fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
         }
     }
     if buf.len() >= 5 {
-        return Err(CodecError::malformed("remaining length longer than four bytes"));
+        return Err(CodecError::malformed(
+            "remaining length longer than four bytes",
+        ));
     }
     Ok(None)
 }
@@ -120,7 +121,9 @@ fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
         15 if version == Version::V5 => Err(CodecError::protocol(
             "AUTH is not supported (no authentication method was agreed)",
         )),
-        0 | 15 => Err(CodecError::malformed(format!("reserved packet type {packet_type}"))),
+        0 | 15 => Err(CodecError::malformed(format!(
+            "reserved packet type {packet_type}"
+        ))),
         _ if flags != 0 => Err(CodecError::malformed(format!(
             "reserved flags of packet type {packet_type} must be 0000, found {flags:04b}"
         ))),
@@ -131,7 +134,11 @@ fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
 /// Decodes the next packet from `buf`, or returns `Ok(None)` when it is not
 /// complete yet. Packets whose remaining length exceeds `max_size` are refused
 /// as soon as their header arrives, before their body is buffered.
-pub fn read(buf: &mut BytesMut, version: Version, max_size: usize) -> Result<Option<Packet>, CodecError> {
+pub fn read(
+    buf: &mut BytesMut,
+    version: Version,
+    max_size: usize,
+) -> Result<Option<Packet>, CodecError> {
     let Some(header) = fixed_header(buf)? else {
         return Ok(None);
     };
@@ -225,7 +232,9 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
                 });
             }
             if publish.qos != QoS::AtMostOnce && publish.pkid == 0 {
-                return Err(CodecError::malformed("PUBLISH QoS > 0 without packet identifier"));
+                return Err(CodecError::malformed(
+                    "PUBLISH QoS > 0 without packet identifier",
+                ));
             }
             Ok(())
         }
@@ -527,7 +536,11 @@ mod tests {
     #[test]
     fn wildcard_publish_topic_is_invalid() {
         // PUBLISH QoS 0, topic "a/+" and an empty property block.
-        let error = decode(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00], Version::V5).unwrap_err();
+        let error = decode(
+            &[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', 0x00],
+            Version::V5,
+        )
+        .unwrap_err();
         assert_eq!(error.reason, DisconnectReasonCode::TopicNameInvalid);
     }
 
@@ -555,7 +568,9 @@ mod tests {
     fn connect_version_is_detected() {
         let v5 = [0x10, 0x0A, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05];
         assert_eq!(connect_version(&v5), Ok(Some(Ok(Version::V5))));
-        let v31 = [0x10, 0x0A, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03];
+        let v31 = [
+            0x10, 0x0A, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+        ];
         assert_eq!(connect_version(&v31), Ok(Some(Err(3))));
         assert!(connect_version(&[0x30, 0x00]).is_err());
         assert_eq!(connect_version(&[0x10]), Ok(None));

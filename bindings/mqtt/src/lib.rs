@@ -9,8 +9,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod codec;
 mod client;
+pub mod codec;
 pub mod options;
 pub mod port;
 mod server;

@@ -21,7 +21,11 @@ pub struct MqttServerOptions {
     )]
     pub maximum_packet_size: Option<u32>,
     /// Seconds a new connection has to send its CONNECT (default 10).
-    #[serde(default, rename = "connect-timeout", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "connect-timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connect_timeout: Option<u16>,
 }
 
@@ -30,7 +34,11 @@ pub struct MqttServerOptions {
 #[serde(deny_unknown_fields)]
 pub struct MqttClientOptions {
     /// Seconds to wait for the broker's CONNACK (default 10).
-    #[serde(default, rename = "connect-timeout", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "connect-timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connect_timeout: Option<u16>,
 }
 
@@ -178,12 +186,18 @@ mod tests {
     fn options_round_trip() {
         let yaml = "versions:\n- v3.1.1\n- v5\nmaximum-packet-size: 65536\n";
         let options: MqttServerOptions = serde_yaml::from_str(yaml).unwrap();
-        assert_eq!(options.versions, Some(vec![VersionName::V311, VersionName::V5]));
+        assert_eq!(
+            options.versions,
+            Some(vec![VersionName::V311, VersionName::V5])
+        );
         let again: MqttServerOptions =
             serde_yaml::from_str(&serde_yaml::to_string(&options).unwrap()).unwrap();
         assert_eq!(options, again);
         let error = serde_yaml::from_str::<MqttServerOptions>("versions: [v4]\n").unwrap_err();
-        assert!(error.to_string().contains("unknown variant `v4`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown variant `v4`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl std::fmt::Debug for Upstream {
 #[derive(Debug)]
 pub enum OpenError {
     /// The broker answered with a failure CONNACK, relayed to the client.
-    Refused(ConnAck),
+    Refused(Box<ConnAck>),
     /// The broker could not be reached or misbehaved.
     Failed(String),
 }
@@ -59,7 +59,9 @@ pub enum OpenError {
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::Refused(connack) => write!(f, "broker refused the session: {:?}", connack.code),
+            OpenError::Refused(connack) => {
+                write!(f, "broker refused the session: {:?}", connack.code)
+            }
             OpenError::Failed(message) => f.write_str(message),
         }
     }

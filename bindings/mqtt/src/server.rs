@@ -109,8 +109,15 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut sessions = self.registry.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if sessions.get(&self.client_id).is_some_and(|(id, _)| *id == self.id) {
+        let mut sessions = self
+            .registry
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if sessions
+            .get(&self.client_id)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
             sessions.remove(&self.client_id);
         }
     }

@@ -67,7 +67,10 @@ pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, inf
         Err(_) => {
             config.events.warn(
                 "MQTT_CONNECT_TIMEOUT",
-                format!("client {peer} sent no CONNECT within {:?}; closed", config.connect_timeout),
+                format!(
+                    "client {peer} sent no CONNECT within {:?}; closed",
+                    config.connect_timeout
+                ),
             );
             return;
         }
@@ -93,7 +96,12 @@ async fn read_connect(
                     Version::V5 => ConnectReturnCode::UnsupportedProtocolVersion,
                     Version::V4 => ConnectReturnCode::RefusedProtocolVersion,
                 };
-                send_connack(client, version, refused(code, "protocol version not enabled")).await;
+                send_connack(
+                    client,
+                    version,
+                    refused(code, "protocol version not enabled"),
+                )
+                .await;
                 return Err(CodecError {
                     reason: DisconnectReasonCode::ProtocolError,
                     message: format!("MQTT {} is not enabled; CONNACK refused", version.as_str()),
@@ -197,7 +205,12 @@ fn assign_client_id() -> String {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("zilla-{:x}{:04x}{:x}", nanos, std::process::id() & 0xFFFF, count)
+    format!(
+        "zilla-{:x}{:04x}{:x}",
+        nanos,
+        std::process::id() & 0xFFFF,
+        count
+    )
 }
 
 /// Checks the CONNECT, routes the session, opens its upstreams and answers
@@ -310,7 +323,11 @@ async fn open_session(
     let opening = exits.iter().enumerate().map(|(index, (_, port))| {
         port.open(OpenSession {
             connect: upstream_connect.clone(),
-            will: if will_exit == Some(index) { will.clone() } else { None },
+            will: if will_exit == Some(index) {
+                will.clone()
+            } else {
+                None
+            },
             login: login.clone(),
             origin: info.clone(),
         })
@@ -329,6 +346,7 @@ async fn open_session(
     if let Some((name, error)) = failure {
         let ack = match error {
             OpenError::Refused(ack) => {
+                let ack = *ack;
                 config.events.warn(
                     "MQTT_CONNECT_REJECTED",
                     format!(
@@ -347,7 +365,10 @@ async fn open_session(
         send_connack(&mut client, version, ack).await;
         for mut link in upstreams {
             // Undo the half-made session without firing its will.
-            link.send(&Packet::Disconnect(disconnect(DisconnectReasonCode::NormalDisconnection, None)));
+            link.send(&Packet::Disconnect(disconnect(
+                DisconnectReasonCode::NormalDisconnection,
+                None,
+            )));
             let _ = link.flush().await;
         }
         return None;
@@ -385,25 +406,29 @@ async fn open_session(
 }
 
 /// The client's CONNACK: what every upstream allows, and what the proxy adds.
-fn merged_connack(upstreams: &[Link], assigned: Option<String>, maximum_packet_size: u32) -> ConnAck {
+fn merged_connack(
+    upstreams: &[Link],
+    assigned: Option<String>,
+    maximum_packet_size: u32,
+) -> ConnAck {
     let first = upstreams[0].connack.properties.clone();
     let all = || upstreams.iter().map(|l| l.connack.properties.as_ref());
-    let min_u16 = |get: fn(&ConnAckProperties) -> Option<u16>| {
-        all().filter_map(|p| p.and_then(get)).min()
-    };
-    let flag = |get: fn(&ConnAckProperties) -> Option<u8>| {
-        all().filter_map(|p| p.and_then(get)).min()
-    };
-    let broker_max_packet = all().filter_map(|p| p.and_then(|p| p.max_packet_size)).min();
+    let min_u16 =
+        |get: fn(&ConnAckProperties) -> Option<u16>| all().filter_map(|p| p.and_then(get)).min();
+    let flag =
+        |get: fn(&ConnAckProperties) -> Option<u8>| all().filter_map(|p| p.and_then(get)).min();
+    let broker_max_packet = all()
+        .filter_map(|p| p.and_then(|p| p.max_packet_size))
+        .min();
     let mut properties = first.unwrap_or_else(empty_connack_properties);
     properties.receive_max = min_u16(|p| p.receive_max);
     properties.max_qos = flag(|p| p.max_qos);
     properties.retain_available = flag(|p| p.retain_available);
     properties.wildcard_subscription_available = flag(|p| p.wildcard_subscription_available);
-    properties.subscription_identifiers_available =
-        flag(|p| p.subscription_identifiers_available);
+    properties.subscription_identifiers_available = flag(|p| p.subscription_identifiers_available);
     properties.shared_subscription_available = flag(|p| p.shared_subscription_available);
-    properties.max_packet_size = Some(broker_max_packet.map_or(maximum_packet_size, |m| m.min(maximum_packet_size)));
+    properties.max_packet_size =
+        Some(broker_max_packet.map_or(maximum_packet_size, |m| m.min(maximum_packet_size)));
     properties.topic_alias_max = Some(TOPIC_ALIAS_MAXIMUM);
     if assigned.is_some() {
         properties.assigned_client_identifier = assigned;
@@ -439,11 +464,16 @@ struct Router {
 impl Router {
     fn route(&self, operation: Operation<'_>) -> Option<usize> {
         let conditions = &self.config.conditions;
-        let resolved = self.config.routes.resolve_by(&self.authorizations, |index, _| {
-            conditions[index].accepts(Operation::Session(&self.client_id))
-                && conditions[index].accepts(operation)
-        })?;
-        self.exits.iter().position(|name| *name == resolved.exit.name)
+        let resolved = self
+            .config
+            .routes
+            .resolve_by(&self.authorizations, |index, _| {
+                conditions[index].accepts(Operation::Session(&self.client_id))
+                    && conditions[index].accepts(operation)
+            })?;
+        self.exits
+            .iter()
+            .position(|name| *name == resolved.exit.name)
     }
 }
 
@@ -475,7 +505,8 @@ struct Link {
 
 impl Link {
     fn new(name: Arc<str>, upstream: Upstream) -> Self {
-        let keep_alive = (upstream.keep_alive > 0).then(|| Duration::from_secs(u64::from(upstream.keep_alive)));
+        let keep_alive =
+            (upstream.keep_alive > 0).then(|| Duration::from_secs(u64::from(upstream.keep_alive)));
         Self {
             name,
             stream: upstream.stream,
@@ -524,6 +555,9 @@ impl Link {
         })
     }
 }
+
+/// The reason string and user properties of a SUBACK or UNSUBACK.
+type AckProperties = (Option<String>, Vec<(String, String)>);
 
 /// A client SUBSCRIBE or UNSUBSCRIBE waiting for its upstreams' answers.
 struct PendingAck {
@@ -589,7 +623,10 @@ struct Session {
 }
 
 impl Session {
-    #[expect(clippy::too_many_arguments, reason = "assembled once, from the CONNECT exchange")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "assembled once, from the CONNECT exchange"
+    )]
     fn new(
         config: Arc<ServerConfig>,
         version: Version,
@@ -624,17 +661,22 @@ impl Session {
             pending_acks: HashMap::new(),
             aliases: HashMap::new(),
             client_receive_maximum: usize::from(
-                connect_properties.and_then(|p| p.receive_maximum).unwrap_or(u16::MAX),
+                connect_properties
+                    .and_then(|p| p.receive_maximum)
+                    .unwrap_or(u16::MAX),
             ),
             server_receive_maximum: usize::from(
-                ack_properties.and_then(|p| p.receive_max).unwrap_or(u16::MAX),
+                ack_properties
+                    .and_then(|p| p.receive_max)
+                    .unwrap_or(u16::MAX),
             ),
             client_maximum_packet_size: connect_properties
                 .and_then(|p| p.max_packet_size)
                 .map_or(usize::MAX, |m| m as usize),
             server_maximum_packet_size: ack_properties
                 .and_then(|p| p.max_packet_size)
-                .unwrap_or(config.maximum_packet_size) as usize,
+                .unwrap_or(config.maximum_packet_size)
+                as usize,
             maximum_qos: match ack_properties.and_then(|p| p.max_qos) {
                 Some(0) => QoS::AtMostOnce,
                 Some(1) => QoS::AtLeastOnce,
@@ -771,7 +813,11 @@ impl Session {
     fn on_client_input(&mut self) -> Result<(), End> {
         self.last_heard = Instant::now();
         loop {
-            match codec::read(&mut self.client_in, self.version, self.server_maximum_packet_size) {
+            match codec::read(
+                &mut self.client_in,
+                self.version,
+                self.server_maximum_packet_size,
+            ) {
                 Ok(Some(packet)) => self.on_client_packet(packet)?,
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(End::Refuse(error.reason, error.message)),
@@ -786,7 +832,10 @@ impl Session {
                 Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
                 Ok(None) => return Ok(()),
                 Err(error) => {
-                    return Err(End::UpstreamLost(index, format!("sent a bad packet: {error}")))
+                    return Err(End::UpstreamLost(
+                        index,
+                        format!("sent a bad packet: {error}"),
+                    ))
                 }
             }
         }
@@ -901,7 +950,10 @@ impl Session {
         if publish.qos > self.maximum_qos {
             return Err(End::Refuse(
                 DisconnectReasonCode::QoSNotSupported,
-                format!("QoS {:?} above the maximum {:?}", publish.qos, self.maximum_qos),
+                format!(
+                    "QoS {:?} above the maximum {:?}",
+                    publish.qos, self.maximum_qos
+                ),
             ));
         }
         if publish.retain && !self.retain_available {
@@ -941,12 +993,18 @@ impl Session {
             if self.inbound.len() >= self.server_receive_maximum {
                 return Err(End::Refuse(
                     DisconnectReasonCode::ReceiveMaximumExceeded,
-                    format!("more than {} QoS 1/2 publishes in flight", self.server_receive_maximum),
+                    format!(
+                        "more than {} QoS 1/2 publishes in flight",
+                        self.server_receive_maximum
+                    ),
                 ));
             }
             let client_pkid = publish.pkid;
             let Some(pkid) = self.upstreams[index].allocate(Origin::Publish(client_pkid)) else {
-                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+                return Err(End::Refuse(
+                    DisconnectReasonCode::QuotaExceeded,
+                    "no packet id free".into(),
+                ));
             };
             self.inbound.insert(client_pkid, (index, pkid));
             publish.pkid = pkid;
@@ -980,8 +1038,12 @@ impl Session {
             user_properties: Vec::new(),
         };
         for (index, filters) in groups {
-            let Some(pkid) = self.upstreams[index].allocate(Origin::Subscribe(subscribe.pkid)) else {
-                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+            let Some(pkid) = self.upstreams[index].allocate(Origin::Subscribe(subscribe.pkid))
+            else {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::QuotaExceeded,
+                    "no packet id free".into(),
+                ));
             };
             let (positions, filters): (Vec<usize>, Vec<Filter>) = filters.into_iter().unzip();
             pending.waiting.insert((index, pkid), positions);
@@ -1015,7 +1077,10 @@ impl Session {
         for (index, filters) in groups {
             let Some(pkid) = self.upstreams[index].allocate(Origin::Unsubscribe(unsubscribe.pkid))
             else {
-                return Err(End::Refuse(DisconnectReasonCode::QuotaExceeded, "no packet id free".into()));
+                return Err(End::Refuse(
+                    DisconnectReasonCode::QuotaExceeded,
+                    "no packet id free".into(),
+                ));
             };
             let (positions, filters): (Vec<usize>, Vec<String>) = filters.into_iter().unzip();
             pending.waiting.insert((index, pkid), positions);
@@ -1043,25 +1108,25 @@ impl Session {
             return;
         };
         let codes = pending.codes.into_iter().map(|code| code.unwrap_or(0x80));
+        let has_properties = pending.reason_string.is_some() || !pending.user_properties.is_empty();
+        let (reason_string, user_properties) = (pending.reason_string, pending.user_properties);
         let packet = if subscribe {
             Packet::SubAck(SubAck {
                 pkid,
                 return_codes: codes.map(subscribe_reason).collect(),
-                properties: (pending.reason_string.is_some() || !pending.user_properties.is_empty())
-                    .then(|| mqtt_bytes_v5::SubAckProperties {
-                        reason_string: pending.reason_string,
-                        user_properties: pending.user_properties,
-                    }),
+                properties: has_properties.then_some(mqtt_bytes_v5::SubAckProperties {
+                    reason_string,
+                    user_properties,
+                }),
             })
         } else {
             Packet::UnsubAck(UnsubAck {
                 pkid,
                 reasons: codes.map(unsubscribe_reason).collect(),
-                properties: (pending.reason_string.is_some() || !pending.user_properties.is_empty())
-                    .then(|| mqtt_bytes_v5::UnsubAckProperties {
-                        reason_string: pending.reason_string,
-                        user_properties: pending.user_properties,
-                    }),
+                properties: has_properties.then_some(mqtt_bytes_v5::UnsubAckProperties {
+                    reason_string,
+                    user_properties,
+                }),
             })
         };
         self.send_client(&packet);
@@ -1074,9 +1139,14 @@ impl Session {
                 Ok(())
             }
             Packet::PubAck(ack) => {
-                if let Some(Origin::Publish(client_pkid)) = self.upstreams[index].used.remove(&ack.pkid) {
+                if let Some(Origin::Publish(client_pkid)) =
+                    self.upstreams[index].used.remove(&ack.pkid)
+                {
                     self.inbound.remove(&client_pkid);
-                    self.send_client(&Packet::PubAck(PubAck { pkid: client_pkid, ..ack }));
+                    self.send_client(&Packet::PubAck(PubAck {
+                        pkid: client_pkid,
+                        ..ack
+                    }));
                 }
                 Ok(())
             }
@@ -1091,21 +1161,32 @@ impl Session {
                         link.used.remove(&rec.pkid);
                         self.inbound.remove(&client_pkid);
                     }
-                    self.send_client(&Packet::PubRec(PubRec { pkid: client_pkid, ..rec }));
+                    self.send_client(&Packet::PubRec(PubRec {
+                        pkid: client_pkid,
+                        ..rec
+                    }));
                 }
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                if let Some(Origin::Publish(client_pkid)) = self.upstreams[index].used.remove(&comp.pkid) {
+                if let Some(Origin::Publish(client_pkid)) =
+                    self.upstreams[index].used.remove(&comp.pkid)
+                {
                     self.inbound.remove(&client_pkid);
-                    self.send_client(&Packet::PubComp(PubComp { pkid: client_pkid, ..comp }));
+                    self.send_client(&Packet::PubComp(PubComp {
+                        pkid: client_pkid,
+                        ..comp
+                    }));
                 }
                 Ok(())
             }
             Packet::PubRel(rel) => {
                 match self.delivering.get(&(index, rel.pkid)) {
                     Some(&client_pkid) => {
-                        self.send_client(&Packet::PubRel(PubRel { pkid: client_pkid, ..rel }));
+                        self.send_client(&Packet::PubRel(PubRel {
+                            pkid: client_pkid,
+                            ..rel
+                        }));
                     }
                     None => self.upstreams[index].send(&Packet::PubComp(PubComp {
                         pkid: rel.pkid,
@@ -1116,12 +1197,25 @@ impl Session {
                 Ok(())
             }
             Packet::SubAck(ack) => {
-                self.upstream_ack(index, ack.pkid, ack.return_codes.iter().map(|c| subscribe_code(*c)).collect(), ack.properties.map(|p| (p.reason_string, p.user_properties)));
+                self.upstream_ack(
+                    index,
+                    ack.pkid,
+                    ack.return_codes
+                        .iter()
+                        .map(|c| subscribe_code(*c))
+                        .collect(),
+                    ack.properties.map(|p| (p.reason_string, p.user_properties)),
+                );
                 Ok(())
             }
             Packet::UnsubAck(ack) => {
                 let codes = ack.reasons.iter().map(|r| unsubscribe_code(*r)).collect();
-                self.upstream_ack(index, ack.pkid, codes, ack.properties.map(|p| (p.reason_string, p.user_properties)));
+                self.upstream_ack(
+                    index,
+                    ack.pkid,
+                    codes,
+                    ack.properties.map(|p| (p.reason_string, p.user_properties)),
+                );
                 Ok(())
             }
             Packet::PingResp(_) => {
@@ -1141,7 +1235,7 @@ impl Session {
         index: usize,
         pkid: u16,
         codes: Vec<u8>,
-        properties: Option<(Option<String>, Vec<(String, String)>)>,
+        properties: Option<AckProperties>,
     ) {
         let (client_pkid, subscribe) = match self.upstreams[index].used.remove(&pkid) {
             Some(Origin::Subscribe(p)) => (p, true),
@@ -1231,7 +1325,10 @@ impl Session {
         match end {
             End::ClientDisconnected => {
                 let _ = self.flush().await;
-                events.info("MQTT_SESSION_ENDED", format!("client {peer} id {client_id} disconnected"));
+                events.info(
+                    "MQTT_SESSION_ENDED",
+                    format!("client {peer} id {client_id} disconnected"),
+                );
             }
             End::ClientLost(why) => {
                 events.info(
@@ -1242,7 +1339,10 @@ impl Session {
             End::Refuse(reason, why) => {
                 events.warn(
                     "MQTT_SESSION_REFUSED",
-                    format!("client {peer} id {client_id}: {why}; DISCONNECT 0x{:02X}", reason as u8),
+                    format!(
+                        "client {peer} id {client_id}: {why}; DISCONNECT 0x{:02X}",
+                        reason as u8
+                    ),
                 );
                 self.disconnect_client(reason, why).await;
             }
@@ -1273,10 +1373,15 @@ impl Session {
             End::TakenOver => {
                 events.info(
                     "MQTT_SESSION_TAKEN_OVER",
-                    format!("client {peer} id {client_id}: a newer connection took the session over"),
+                    format!(
+                        "client {peer} id {client_id}: a newer connection took the session over"
+                    ),
                 );
-                self.disconnect_client(DisconnectReasonCode::SessionTakenOver, "session taken over".into())
-                    .await;
+                self.disconnect_client(
+                    DisconnectReasonCode::SessionTakenOver,
+                    "session taken over".into(),
+                )
+                .await;
             }
             End::Draining => {
                 for link in &mut self.upstreams {
@@ -1287,8 +1392,11 @@ impl Session {
                     )));
                 }
                 let _ = self.flush_upstreams().await;
-                self.disconnect_client(DisconnectReasonCode::ServerShuttingDown, "server shutting down".into())
-                    .await;
+                self.disconnect_client(
+                    DisconnectReasonCode::ServerShuttingDown,
+                    "server shutting down".into(),
+                )
+                .await;
             }
         }
         // Dropping the upstream streams without DISCONNECT is an abrupt loss

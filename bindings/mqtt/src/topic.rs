@@ -23,11 +23,14 @@ pub fn is_valid_filter(filter: &str) -> bool {
         None => filter,
     };
     let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(index, level)| match *level {
-        "#" => index == levels.len() - 1,
-        "+" => true,
-        level => !level.contains(['+', '#']),
-    })
+    levels
+        .iter()
+        .enumerate()
+        .all(|(index, level)| match *level {
+            "#" => index == levels.len() - 1,
+            "+" => true,
+            level => !level.contains(['+', '#']),
+        })
 }
 
 /// Splits `$share/<group>/<filter>` into group and filter.

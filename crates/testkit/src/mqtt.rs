@@ -21,7 +21,11 @@ pub struct RawMqtt {
 }
 
 /// A CONNECT for `client_id` with MQTT 5 defaults.
-pub fn connect_packet(client_id: &str, clean_start: bool, properties: Option<ConnectProperties>) -> Packet {
+pub fn connect_packet(
+    client_id: &str,
+    clean_start: bool,
+    properties: Option<ConnectProperties>,
+) -> Packet {
     Packet::Connect(
         Connect {
             keep_alive: 30,
@@ -91,6 +95,11 @@ impl RawMqtt {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// The underlying stream, for reading raw bytes.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Waits for the connection to close, skipping whatever arrives first;
