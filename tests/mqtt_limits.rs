@@ -364,3 +364,37 @@ async fn sys_topics_and_shared_subscriptions_pass_through() {
     );
     proxy.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_brokers_receive_maximum_is_advertised_and_enforced() {
+    let broker = Mosquitto::start_with("max_inflight_messages 3").unwrap();
+    let proxy = single(&broker).await;
+    let mut client = RawMqtt::open(proxy.port).await;
+    client.send(&connect("eager-1", 30, None, None)).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.properties.and_then(|p| p.receive_max), Some(3));
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // Four QoS 1 publishes in one write: the fourth exceeds the receive maximum.
+    let mut burst = bytes::BytesMut::new();
+    for pkid in 1..=4u16 {
+        publish("eager/x", QoS::AtLeastOnce, pkid, vec![1])
+            .write(&mut burst)
+            .unwrap();
+    }
+    client.send_bytes(&burst).await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::ReceiveMaximumExceeded)
+    );
+    wait_for_event(&[
+        "MQTT_SESSION_REFUSED",
+        "eager-1",
+        "more than 3 QoS 1/2 publishes in flight",
+        "0x93",
+    ])
+    .await;
+    proxy.engine.shutdown().await;
+}

@@ -453,6 +453,42 @@ async fn will_fires_on_abrupt_loss_but_not_on_disconnect() {
     polite.disconnect().await.unwrap();
     let _ = tokio::time::timeout(TIMEOUT, async { while events.poll().await.is_ok() {} }).await;
 
+    // DISCONNECT 0x04: the client leaves but asks for its will.
+    let mut leaving = RawMqtt::open(proxy.port).await;
+    leaving
+        .send(&Packet::Connect(
+            zilla_testkit::mqtt::packets::Connect {
+                keep_alive: 30,
+                client_id: "leaving".into(),
+                clean_start: true,
+                properties: None,
+            },
+            Some(zilla_testkit::mqtt::packets::LastWill {
+                topic: Bytes::from_static(b"wills/leaving"),
+                message: Bytes::from_static(b"asked for"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: None,
+            }),
+            None,
+        ))
+        .await;
+    assert!(matches!(leaving.recv().await, Some(Packet::ConnAck(_))));
+    leaving
+        .send(&Packet::Disconnect(
+            zilla_testkit::mqtt::packets::Disconnect {
+                reason_code: DisconnectReasonCode::DisconnectWithWillMessage,
+                properties: None,
+            },
+        ))
+        .await;
+    let will = next_v5(&mut watched, v5_publish).await;
+    assert_eq!(
+        will.topic,
+        &b"wills/leaving"[..],
+        "the polite client's will did not fire; this one did"
+    );
+
     // An abrupt loss: the will reaches the broker's subscribers.
     let (_abrupt, mut events) = v5_client("abrupt", proxy.port, |o| {
         o.set_last_will(LastWill::new(
@@ -616,6 +652,43 @@ async fn mosquitto_clients_v311_and_v5_through_the_proxy() {
             String::from_utf8_lossy(&output.stdout).trim(),
             "Hello, world"
         );
+    }
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_needs_3_1_1_is_spoken_to_in_3_1_1() {
+    let broker = Mosquitto::start().unwrap();
+    let yaml = mqtt_proxy_yaml("    exit: mqtt_client_a", &[("a", broker.port())]).replace(
+        "    kind: client\n    exit: tcp_client_a",
+        "    kind: client\n    options:\n      version: v3.1.1\n    exit: tcp_client_a",
+    );
+    assert!(yaml.contains("version: v3.1.1"));
+    let proxy = Proxy::start(&yaml).await;
+
+    // An MQTT 5 client subscribes and publishes at QoS 1 and 2 through it.
+    let (client, events) = v5_client("v5-over-v4", proxy.port, |_| {}).await;
+    let mut received = drive_v5(events);
+    client
+        .subscribe("legacy/#", V5QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    next_v5(&mut received, v5_suback).await;
+    let tagged = PublishProperties {
+        user_properties: vec![("only".into(), "in v5".into())],
+        ..PublishProperties::default()
+    };
+    for qos in [V5QoS::AtLeastOnce, V5QoS::ExactlyOnce] {
+        client
+            .publish_with_properties("legacy/x", qos, false, "old broker", tagged.clone())
+            .await
+            .unwrap();
+        let message = next_v5(&mut received, v5_publish).await;
+        assert_eq!(message.payload, &b"old broker"[..]);
+        // 3.1.1 has no user properties: proof the broker was spoken to in 3.1.1.
+        assert!(message
+            .properties
+            .is_none_or(|p| p.user_properties.is_empty()));
     }
     proxy.engine.shutdown().await;
 }

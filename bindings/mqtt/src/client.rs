@@ -1,4 +1,5 @@
-//! mqtt client: opens MQTT 5 sessions to a broker over its exit (tcp, or tls).
+//! mqtt client: opens MQTT 5 (or, as an option, 3.1.1) sessions to a broker
+//! over its exit (tcp, or tls).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         ));
     };
     Ok(Arc::new(MqttClient {
+        version: options.version.map_or(Version::V5, |v| v.version()),
         exit,
         connect_timeout: Duration::from_secs(u64::from(
             options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
@@ -41,6 +43,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
 }
 
 struct MqttClient {
+    version: Version,
     exit: Exit<dyn StreamConnector>,
     connect_timeout: Duration,
 }
@@ -67,7 +70,7 @@ impl MqttSessions for MqttClient {
                 .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
             let mut out = BytesMut::new();
             let connect = Packet::Connect(request.connect, request.will, request.login);
-            codec::write(&connect, Version::V5, &mut out)
+            codec::write(&connect, self.version, &mut out)
                 .map_err(|e| OpenError::Failed(format!("cannot encode CONNECT: {e}")))?;
             stream
                 .write_all(&out)
@@ -75,7 +78,7 @@ impl MqttSessions for MqttClient {
                 .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
             let mut read_buf = BytesMut::with_capacity(8 * 1024);
             loop {
-                match codec::read(&mut read_buf, Version::V5, MAX_CONNACK_SIZE) {
+                match codec::read(&mut read_buf, self.version, MAX_CONNACK_SIZE) {
                     Ok(Some(Packet::ConnAck(connack))) => {
                         if connack.code != ConnectReturnCode::Success {
                             return Err(OpenError::Refused(Box::new(connack)));
@@ -90,6 +93,7 @@ impl MqttSessions for MqttClient {
                             read_buf,
                             connack,
                             keep_alive,
+                            version: self.version,
                         });
                     }
                     Ok(Some(other)) => {

@@ -6,7 +6,7 @@
 //! `mqtt-bytes-v5` (MQTT 5) or rumqttc's `mqttbytes::v4` (3.1.1) decode the rest;
 //! 3.1.1 packets are translated to and from the MQTT 5 model.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use mqtt_bytes_v5::{
     ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Login, Packet,
     PingReq, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
@@ -440,8 +440,8 @@ pub fn connack_code_v4(code: ConnectReturnCode) -> v4::ConnectReturnCode {
     }
 }
 
-/// The 3.1.1 form of an MQTT 5 packet the server sends; `None` when 3.1.1
-/// has none (DISCONNECT, AUTH).
+/// The 3.1.1 form of an MQTT 5 packet; `None` when 3.1.1 has none (a server's
+/// DISCONNECT, DISCONNECT with will, AUTH): the caller closes the connection.
 fn to_v4(packet: &Packet) -> Option<v4::Packet> {
     Some(match packet {
         Packet::ConnAck(ack) => v4::Packet::ConnAck(v4::ConnAck {
@@ -476,6 +476,43 @@ fn to_v4(packet: &Packet) -> Option<v4::Packet> {
         Packet::UnsubAck(ack) => v4::Packet::UnsubAck(v4::UnsubAck { pkid: ack.pkid }),
         Packet::PingResp(_) => v4::Packet::PingResp,
         Packet::PingReq(_) => v4::Packet::PingReq,
+        Packet::Connect(connect, will, login) => v4::Packet::Connect(v4::Connect {
+            protocol: rumqttc::mqttbytes::Protocol::V4,
+            keep_alive: connect.keep_alive,
+            client_id: connect.client_id.clone(),
+            clean_session: connect.clean_start,
+            last_will: will.as_ref().map(|will| v4::LastWill {
+                topic: String::from_utf8_lossy(&will.topic).into_owned(),
+                message: will.message.clone(),
+                qos: qos_to_v4(will.qos),
+                retain: will.retain,
+            }),
+            login: login.as_ref().map(|login| v4::Login {
+                username: login.username.clone(),
+                password: login.password.clone(),
+            }),
+        }),
+        Packet::Subscribe(subscribe) => v4::Packet::Subscribe(v4::Subscribe {
+            pkid: subscribe.pkid,
+            filters: subscribe
+                .filters
+                .iter()
+                .map(|filter| v4::SubscribeFilter {
+                    path: filter.path.clone(),
+                    qos: qos_to_v4(filter.qos),
+                })
+                .collect(),
+        }),
+        Packet::Unsubscribe(unsubscribe) => v4::Packet::Unsubscribe(v4::Unsubscribe {
+            pkid: unsubscribe.pkid,
+            topics: unsubscribe.filters.clone(),
+        }),
+        // 3.1.1 cannot ask for the will on DISCONNECT; closing without one does.
+        Packet::Disconnect(disconnect)
+            if disconnect.reason_code == DisconnectReasonCode::NormalDisconnection =>
+        {
+            v4::Packet::Disconnect
+        }
         _ => return None,
     })
 }
@@ -498,11 +535,6 @@ fn write_v4(packet: &v4::Packet, out: &mut BytesMut) -> Result<(), rumqttc::mqtt
         v4::Packet::Disconnect => v4::Disconnect.write(out),
     }
     .map(|_| ())
-}
-
-/// Drops `len` bytes a caller has consumed by other means.
-pub fn discard(buf: &mut BytesMut, len: usize) {
-    buf.advance(len.min(buf.len()));
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ pub struct MqttServerOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttClientOptions {
+    /// The protocol spoken to the broker: `v5` (default) or `v3.1.1` for
+    /// brokers that need it (MQTT 5 properties and subscription options are
+    /// then not carried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionName>,
     /// Seconds to wait for the broker's CONNACK (default 10).
     #[serde(
         default,

@@ -8,6 +8,8 @@ use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, Connect, LastWill, Login};
 use zilla_engine::{async_trait, ByteStream, Port, StreamInfo};
 
+use crate::codec::Version;
+
 /// What the server asks of an upstream session: the client's CONNECT, the
 /// will (only for the upstream the will topic routes to), and the credentials
 /// to present.
@@ -36,6 +38,8 @@ pub struct Upstream {
     /// The keep-alive the session runs with, in seconds (the broker's server
     /// keep-alive when it set one).
     pub keep_alive: u16,
+    /// The protocol spoken with the broker.
+    pub version: Version,
 }
 
 impl std::fmt::Debug for Upstream {

@@ -495,6 +495,7 @@ struct Link {
     read_buf: BytesMut,
     write_buf: BytesMut,
     connack: ConnAck,
+    version: Version,
     /// Our packet ids in use on this upstream.
     used: HashMap<u16, Origin>,
     next_pkid: u16,
@@ -513,6 +514,7 @@ impl Link {
             read_buf: upstream.read_buf,
             write_buf: BytesMut::with_capacity(READ_CHUNK),
             connack: upstream.connack,
+            version: upstream.version,
             used: HashMap::new(),
             next_pkid: 0,
             keep_alive,
@@ -534,7 +536,7 @@ impl Link {
 
     fn send(&mut self, packet: &Packet) {
         // Packets built by the proxy always encode; a failure would be a bug.
-        let _ = codec::write(packet, Version::V5, &mut self.write_buf);
+        let _ = codec::write(packet, self.version, &mut self.write_buf);
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -828,7 +830,7 @@ impl Session {
     fn on_upstream_input(&mut self, index: usize) -> Result<(), End> {
         loop {
             let link = &mut self.upstreams[index];
-            match codec::read(&mut link.read_buf, Version::V5, usize::MAX) {
+            match codec::read(&mut link.read_buf, link.version, usize::MAX) {
                 Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
                 Ok(None) => return Ok(()),
                 Err(error) => {
@@ -1367,7 +1369,9 @@ impl Session {
                         disconnect.reason_code as u8
                     ),
                 );
-                self.send_client(&Packet::Disconnect(disconnect));
+                if self.version == Version::V5 {
+                    self.send_client(&Packet::Disconnect(disconnect));
+                }
                 self.close_client().await;
             }
             End::TakenOver => {
