@@ -398,3 +398,74 @@ async fn the_brokers_receive_maximum_is_advertised_and_enforced() {
     .await;
     proxy.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_proxy_keeps_its_own_keep_alive_with_the_broker() {
+    let broker = Mosquitto::start().unwrap();
+    let proxy = single(&broker).await;
+    // Keep-alive 1 s: the broker drops an upstream silent for 1.5 s. The
+    // client's PINGREQs are answered by the proxy, so only the proxy's own
+    // PINGREQs keep the upstream alive.
+    let mut client = open(proxy.port, connect("pinger-1", 1, None, None)).await;
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    for _ in 0..8 {
+        ticks.tick().await;
+        client.send(&Packet::PingReq(PingReq)).await;
+        assert!(matches!(client.recv().await, Some(Packet::PingResp(_))));
+    }
+    subscribed(&mut client, "alive/#", QoS::AtMostOnce).await;
+    client
+        .send(&publish("alive/x", QoS::AtMostOnce, 0, b"yes".to_vec()))
+        .await;
+    match client.recv().await {
+        Some(Packet::Publish(message)) => assert_eq!(message.payload.as_ref(), b"yes"),
+        other => panic!("the upstream session did not survive 4 s: {other:?}"),
+    }
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_local_subscriptions_do_not_echo_the_clients_own_messages() {
+    let broker = Mosquitto::start().unwrap();
+    let proxy = single(&broker).await;
+    let mut client = open(proxy.port, connect("no-local-1", 30, None, None)).await;
+    client
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            filters: vec![Filter {
+                path: "echo/#".into(),
+                qos: QoS::AtMostOnce,
+                nolocal: true,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            }],
+            properties: None,
+        }))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
+    // QoS 1: the broker would write an echo on this session before its PUBACK.
+    client
+        .send(&publish("echo/mine", QoS::AtLeastOnce, 1, b"own".to_vec()))
+        .await;
+    match client.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.pkid, 1),
+        other => panic!("expected the PUBACK and no echo, got {other:?}"),
+    }
+    let (mut other, _) = RawMqtt::connect(broker.port(), "").await;
+    other
+        .send(&publish(
+            "echo/theirs",
+            QoS::AtMostOnce,
+            0,
+            b"other".to_vec(),
+        ))
+        .await;
+    match client.recv().await {
+        Some(Packet::Publish(message)) => assert_eq!(
+            message.topic, "echo/theirs",
+            "its own message was not echoed"
+        ),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    proxy.engine.shutdown().await;
+}

@@ -226,3 +226,61 @@ async fn a_session_no_route_accepts_gets_connack_0x87() {
     );
     proxy.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn session_present_only_when_every_upstream_had_the_session() {
+    let (broker_a, broker_b) = (Mosquitto::start().unwrap(), Mosquitto::start().unwrap());
+    let proxy = Proxy::start(&mqtt_proxy_yaml(
+        FLEET_ROUTES,
+        &[("a", broker_a.port()), ("b", broker_b.port())],
+    ))
+    .await;
+    let persistent = || {
+        zilla_testkit::mqtt::connect_packet(
+            "device-9",
+            false,
+            Some(zilla_testkit::mqtt::packets::ConnectProperties {
+                session_expiry_interval: Some(300),
+                receive_maximum: None,
+                max_packet_size: None,
+                topic_alias_max: None,
+                request_response_info: None,
+                request_problem_info: None,
+                user_properties: vec![],
+                authentication_method: None,
+                authentication_data: None,
+            }),
+        )
+    };
+    let leave = Packet::Disconnect(zilla_testkit::mqtt::packets::Disconnect {
+        reason_code: DisconnectReasonCode::NormalDisconnection,
+        properties: None,
+    });
+    // Broker a alone knows the session.
+    let mut direct = RawMqtt::open(broker_a.port()).await;
+    direct.send(&persistent()).await;
+    assert!(matches!(direct.recv().await, Some(Packet::ConnAck(_))));
+    direct.send(&leave).await;
+    assert!(direct.closed().await.is_none());
+
+    let session_present = |packet: Option<Packet>| match packet {
+        Some(Packet::ConnAck(ack)) => ack.session_present,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    let mut device = RawMqtt::open(proxy.port).await;
+    device.send(&persistent()).await;
+    assert!(
+        !session_present(device.recv().await),
+        "broker b had no session"
+    );
+    device.send(&leave).await;
+    assert!(device.closed().await.is_none());
+
+    let mut device = RawMqtt::open(proxy.port).await;
+    device.send(&persistent()).await;
+    assert!(
+        session_present(device.recv().await),
+        "now both brokers have it"
+    );
+    proxy.engine.shutdown().await;
+}
