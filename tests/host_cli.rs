@@ -60,7 +60,9 @@ fn version_prints_the_plugin_types() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("bindings: mqtt (server, client), tcp (server, client)"),
+        stdout.contains(
+            "bindings: mqtt (server, client), tcp (server, client), tls (server, client, proxy)"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("exporters: stdout"), "{stdout}");

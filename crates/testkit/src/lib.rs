@@ -6,6 +6,7 @@
 
 mod mosquitto;
 pub mod mqtt;
+pub mod pki;
 mod process;
 pub mod proxy;
 

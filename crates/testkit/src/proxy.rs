@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use zilla_engine::telemetry::{format_event, Event, Exporter};
-use zilla_engine::{register_exporter, BuildError, Engine, ExporterFactory, PluginContext};
+use zilla_engine::{
+    register_exporter, BuildError, Engine, EngineBuilder, ExporterFactory, PluginContext,
+};
 
 /// A started engine and the port its `north_tcp_server` listens on.
 #[derive(Debug)]
@@ -19,8 +21,13 @@ pub struct Proxy {
 impl Proxy {
     /// Builds and starts `yaml`, whose `north_tcp_server` listens on port 0.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with(Engine::from_yaml(yaml)).await
+    }
+
+    /// Builds and starts a configured engine builder.
+    pub async fn start_with(builder: EngineBuilder) -> Self {
         capture_events();
-        let engine = Engine::from_yaml(yaml)
+        let engine = builder
             .build()
             .unwrap_or_else(|errors| panic!("the test configuration is valid: {errors}"));
         let started = engine.start().await.expect("the proxy starts");

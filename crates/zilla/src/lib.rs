@@ -14,7 +14,15 @@ pub use zilla_engine as engine;
 // `tests/host_cli.rs` checks that the registry lists every one of them.
 use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
+use zilla_binding_tls as _;
+use zilla_vault_filesystem as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
 /// checked against it at test time.
-pub const FIRST_PARTY_PLUGINS: &[&str] = &["binding:mqtt", "binding:tcp", "exporter:stdout"];
+pub const FIRST_PARTY_PLUGINS: &[&str] = &[
+    "binding:mqtt",
+    "binding:tcp",
+    "binding:tls",
+    "vault:filesystem",
+    "exporter:stdout",
+];
