@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnectReturnCode, Packet};
+use mqtt_bytes_v5::{ConnectReturnCode, Login, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zilla_engine::{
     async_trait, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports, StreamConnector,
 };
 
 use crate::codec::{self, Version};
-use crate::options::MqttClientOptions;
+use crate::options::{CredentialsPattern, MqttClientOptions};
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 
 const DEFAULT_CONNECT_TIMEOUT: u16 = 10;
@@ -33,7 +33,23 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             "an mqtt client needs an `exit` that opens byte streams (tcp or tls client)",
         ));
     };
+    let forward = match options.authorization.len() {
+        0 => None,
+        1 => {
+            let (name, authorization) = options.authorization.iter().next().expect("one entry");
+            let pattern =
+                CredentialsPattern::new(&authorization.credentials.connect).map_err(|message| {
+                    cx.error(
+                        &format!("options.authorization.{name}.credentials.connect"),
+                        message,
+                    )
+                })?;
+            Some(pattern)
+        }
+        _ => return Err(cx.error("options.authorization", "name exactly one guard")),
+    };
     Ok(Arc::new(MqttClient {
+        forward,
         version: options.version.map_or(Version::V5, |v| v.version()),
         exit,
         connect_timeout: Duration::from_secs(u64::from(
@@ -43,6 +59,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
 }
 
 struct MqttClient {
+    /// Where to put the client's accepted credentials in the upstream CONNECT.
+    forward: Option<CredentialsPattern>,
     version: Version,
     exit: Exit<dyn StreamConnector>,
     connect_timeout: Duration,
@@ -69,7 +87,21 @@ impl MqttSessions for MqttClient {
                 .await
                 .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
             let mut out = BytesMut::new();
-            let connect = Packet::Connect(request.connect, request.will, request.login);
+            let login = match (&self.forward, &request.credentials) {
+                (Some(pattern), Some(credentials)) => Some(if pattern.in_password {
+                    Login {
+                        username: String::new(),
+                        password: pattern.wrap(credentials),
+                    }
+                } else {
+                    Login {
+                        username: pattern.wrap(credentials),
+                        password: String::new(),
+                    }
+                }),
+                _ => request.login,
+            };
+            let connect = Packet::Connect(request.connect, request.will, login);
             codec::write(&connect, self.version, &mut out)
                 .map_err(|e| OpenError::Failed(format!("cannot encode CONNECT: {e}")))?;
             stream

@@ -281,6 +281,37 @@ pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<()
     })
 }
 
+/// An MQTT 5 DISCONNECT with any reason `code`, including those the codec
+/// crate has no name for (0xA0 Maximum connect time).
+pub fn write_disconnect(code: u8, reason: Option<&str>, out: &mut BytesMut) {
+    fn varint(mut value: usize, out: &mut BytesMut) {
+        loop {
+            let mut byte = (value % 128) as u8;
+            value /= 128;
+            if value > 0 {
+                byte |= 0x80;
+            }
+            out.extend_from_slice(&[byte]);
+            if value == 0 {
+                return;
+            }
+        }
+    }
+    let reason = reason.map(|r| &r.as_bytes()[..r.len().min(u16::MAX as usize)]);
+    let properties_len = reason.map_or(0, |r| 3 + r.len());
+    let mut properties_len_bytes = BytesMut::new();
+    varint(properties_len, &mut properties_len_bytes);
+    out.extend_from_slice(&[0xE0]);
+    varint(1 + properties_len_bytes.len() + properties_len, out);
+    out.extend_from_slice(&[code]);
+    out.extend_from_slice(&properties_len_bytes);
+    if let Some(reason) = reason {
+        out.extend_from_slice(&[0x1F]);
+        out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+        out.extend_from_slice(reason);
+    }
+}
+
 /// The size `packet` takes on the wire, for maximum-packet-size checks.
 pub fn encoded_len(packet: &Packet, version: Version) -> usize {
     let mut scratch = BytesMut::new();
@@ -594,6 +625,19 @@ mod tests {
         let mut again = BytesMut::new();
         write(&packet, Version::V4, &mut again).unwrap();
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn raw_disconnects_decode() {
+        let mut out = BytesMut::new();
+        write_disconnect(0x87, Some("no"), &mut out);
+        match Packet::read(&mut out, None).unwrap() {
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::NotAuthorized);
+                assert_eq!(d.properties.unwrap().reason_string.as_deref(), Some("no"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The mqtt binding's options and route conditions, as written in `zilla.yaml`.
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Version;
@@ -27,6 +28,10 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub connect_timeout: Option<u16>,
+    /// The guard that authorizes sessions (server), or where the client's
+    /// credentials are forwarded upstream (client).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub authorization: IndexMap<String, AuthorizationOptions>,
 }
 
 /// `options` of an mqtt client.
@@ -45,6 +50,79 @@ pub struct MqttClientOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub connect_timeout: Option<u16>,
+    /// The guard that authorizes sessions (server), or where the client's
+    /// credentials are forwarded upstream (client).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub authorization: IndexMap<String, AuthorizationOptions>,
+}
+
+/// `authorization.<guard>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationOptions {
+    /// Where the credentials are.
+    pub credentials: CredentialsOptions,
+}
+
+/// `credentials`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsOptions {
+    /// In the CONNECT packet.
+    pub connect: ConnectCredentials,
+}
+
+/// `connect`: exactly one of `username` and `password`, a pattern such as
+/// `Bearer {credentials}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectCredentials {
+    /// The credentials are in the user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The credentials are in the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// Where credentials sit in a CONNECT, and how they are wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsPattern {
+    /// True for the password, false for the user name.
+    pub in_password: bool,
+    prefix: String,
+    suffix: String,
+}
+
+impl CredentialsPattern {
+    /// Reads `connect` (exactly one field, containing `{credentials}` once).
+    pub fn new(connect: &ConnectCredentials) -> Result<Self, String> {
+        let (in_password, pattern) = match (&connect.username, &connect.password) {
+            (Some(pattern), None) => (false, pattern),
+            (None, Some(pattern)) => (true, pattern),
+            _ => return Err("exactly one of `username` and `password` must be given".into()),
+        };
+        let Some((prefix, suffix)) = pattern.split_once("{credentials}") else {
+            return Err(format!("`{pattern}` does not contain `{{credentials}}`"));
+        };
+        Ok(Self {
+            in_password,
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        })
+    }
+
+    /// The credentials inside `text`, when it has the pattern's shape.
+    pub fn extract<'a>(&self, text: &'a str) -> Option<&'a str> {
+        text.strip_prefix(&self.prefix)?
+            .strip_suffix(&self.suffix)
+            .filter(|credentials| !credentials.is_empty())
+    }
+
+    /// `credentials` wrapped in the pattern.
+    pub fn wrap(&self, credentials: &str) -> String {
+        format!("{}{credentials}{}", self.prefix, self.suffix)
+    }
 }
 
 /// A protocol version name in `options.versions`.
@@ -97,8 +175,62 @@ pub struct SessionCondition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicCondition {
-    /// A topic filter (`+`, `#`).
+    /// A topic filter (`+`, `#`), whose `{param}` levels are bound by `params`.
     pub topic: String,
+    /// Values of `{param}` levels: `${guarded['<guard>'].identity}` or
+    /// `${guarded['<guard>'].attributes.<name>}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub params: IndexMap<String, String>,
+}
+
+/// Where a `{param}` takes its value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamSource {
+    /// The guard session's identity.
+    Identity(String),
+    /// A named attribute of the guard session.
+    Attribute(String, String),
+}
+
+impl ParamSource {
+    /// Parses `${guarded['guard'].identity}` or `${guarded['guard'].attributes.name}`.
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let invalid = || {
+            format!(
+                "`{expression}` is not `${{guarded['<guard>'].identity}}` or `${{guarded['<guard>'].attributes.<name>}}`"
+            )
+        };
+        let inner = expression
+            .trim()
+            .strip_prefix("${")
+            .and_then(|e| e.strip_suffix('}'))
+            .ok_or_else(invalid)?
+            .trim();
+        let rest = inner.strip_prefix("guarded[").ok_or_else(invalid)?;
+        let (guard, rest) = rest.split_once(']').ok_or_else(invalid)?;
+        let guard = guard.trim().trim_matches(['\'', '"']).to_owned();
+        match rest.strip_prefix('.').ok_or_else(invalid)? {
+            "identity" => Ok(ParamSource::Identity(guard)),
+            other => match other.strip_prefix("attributes.") {
+                Some(name) if !name.is_empty() => {
+                    Ok(ParamSource::Attribute(guard, name.to_owned()))
+                }
+                _ => Err(invalid()),
+            },
+        }
+    }
+
+    /// The value for this session, if its guard granted one.
+    pub fn value<'a>(&self, authorizations: &'a zilla_engine::Authorizations) -> Option<&'a str> {
+        match self {
+            ParamSource::Identity(guard) => authorizations.get(guard)?.identity.as_deref(),
+            ParamSource::Attribute(guard, name) => authorizations
+                .get(guard)?
+                .attributes
+                .get(name)
+                .map(String::as_str),
+        }
+    }
 }
 
 /// What a route is asked about.
@@ -114,45 +246,153 @@ pub enum Operation<'a> {
 
 /// The conditions of one route, grouped by kind. Conditions of one kind only
 /// restrict operations of that kind (as in Zilla): a route with only `publish`
-/// conditions accepts any session and any subscription.
+/// conditions accepts any session and any subscription. `None` means "no
+/// condition of this kind"; an empty list means "none can match" (e.g. a
+/// `{param}` the session's token does not bind).
 #[derive(Debug, Clone, Default)]
 pub struct RouteConditions {
-    sessions: Vec<String>,
-    publishes: Vec<String>,
-    subscribes: Vec<String>,
+    sessions: Option<Vec<String>>,
+    publishes: Option<Vec<String>>,
+    subscribes: Option<Vec<String>>,
+}
+
+/// A topic condition with its `{param}` sources parsed.
+#[derive(Debug, Clone)]
+pub struct TopicTemplate {
+    topic: String,
+    params: Vec<(String, ParamSource)>,
+}
+
+impl TopicTemplate {
+    /// Parses a condition's params; errors name the bad param.
+    pub fn new(condition: &TopicCondition) -> Result<Self, String> {
+        let mut params = Vec::new();
+        for (name, expression) in &condition.params {
+            if !condition
+                .topic
+                .split('/')
+                .any(|level| level == format!("{{{name}}}"))
+            {
+                return Err(format!(
+                    "param `{name}` does not appear as `{{{name}}}` in `{}`",
+                    condition.topic
+                ));
+            }
+            params.push((name.clone(), ParamSource::parse(expression)?));
+        }
+        Ok(Self {
+            topic: condition.topic.clone(),
+            params,
+        })
+    }
+
+    /// The filter with params bound for a session (`None` when a value is
+    /// missing or would change the filter's shape), or with every param as
+    /// `+` when `authorizations` is `None`.
+    fn bind(&self, authorizations: Option<&zilla_engine::Authorizations>) -> Option<String> {
+        let mut levels = Vec::new();
+        for level in self.topic.split('/') {
+            let param = level
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .and_then(|name| self.params.iter().find(|(n, _)| n == name));
+            match (param, authorizations) {
+                (Some(_), None) => levels.push("+".to_owned()),
+                (Some((_, source)), Some(authorizations)) => {
+                    let value = source.value(authorizations)?;
+                    if value.is_empty() || value.contains(['/', '+', '#', '\0']) {
+                        return None;
+                    }
+                    levels.push(value.to_owned());
+                }
+                (None, _) => levels.push(level.to_owned()),
+            }
+        }
+        Some(levels.join("/"))
+    }
+}
+
+/// The conditions of one route as configured, before a session binds params.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTemplate {
+    sessions: Option<Vec<String>>,
+    publishes: Option<Vec<TopicTemplate>>,
+    subscribes: Option<Vec<TopicTemplate>>,
+}
+
+impl RouteTemplate {
+    /// Gathers the conditions of every `when` entry of a route.
+    pub fn new<'a>(when: impl IntoIterator<Item = &'a MqttCondition>) -> Result<Self, String> {
+        let mut template = Self::default();
+        for condition in when {
+            if !condition.session.is_empty() {
+                template
+                    .sessions
+                    .get_or_insert_with(Vec::new)
+                    .extend(condition.session.iter().map(|s| s.client_id.clone()));
+            }
+            for (target, topics) in [
+                (&mut template.publishes, &condition.publish),
+                (&mut template.subscribes, &condition.subscribe),
+            ] {
+                if !topics.is_empty() {
+                    let list = target.get_or_insert_with(Vec::new);
+                    for topic in topics {
+                        list.push(TopicTemplate::new(topic)?);
+                    }
+                }
+            }
+        }
+        Ok(template)
+    }
+
+    /// The conditions as they apply to a session authorized as `authorizations`.
+    pub fn bind(&self, authorizations: &zilla_engine::Authorizations) -> RouteConditions {
+        self.bind_with(Some(authorizations))
+    }
+
+    /// The conditions with every param as `+`: what the route could accept
+    /// for some token, to tell "not allowed" from "not routable".
+    pub fn unbound(&self) -> RouteConditions {
+        self.bind_with(None)
+    }
+
+    fn bind_with(&self, authorizations: Option<&zilla_engine::Authorizations>) -> RouteConditions {
+        let bind = |templates: &Option<Vec<TopicTemplate>>| {
+            templates
+                .as_ref()
+                .map(|list| list.iter().filter_map(|t| t.bind(authorizations)).collect())
+        };
+        RouteConditions {
+            sessions: self.sessions.clone(),
+            publishes: bind(&self.publishes),
+            subscribes: bind(&self.subscribes),
+        }
+    }
 }
 
 impl RouteConditions {
-    /// Gathers the conditions of every `when` entry of a route.
+    /// Gathers the conditions of every `when` entry of a route that has no params.
     pub fn new<'a>(when: impl IntoIterator<Item = &'a MqttCondition>) -> Self {
-        let mut conditions = Self::default();
-        for condition in when {
-            conditions
-                .sessions
-                .extend(condition.session.iter().map(|s| s.client_id.clone()));
-            conditions
-                .publishes
-                .extend(condition.publish.iter().map(|t| t.topic.clone()));
-            conditions
-                .subscribes
-                .extend(condition.subscribe.iter().map(|t| t.topic.clone()));
-        }
-        conditions
+        RouteTemplate::new(when).unwrap_or_default().unbound()
     }
 
     /// Whether this route accepts `operation`.
     pub fn accepts(&self, operation: Operation<'_>) -> bool {
         match operation {
-            Operation::Session(client_id) => {
-                self.sessions.is_empty() || self.sessions.iter().any(|p| glob(p, client_id))
-            }
-            Operation::Publish(name) => {
-                self.publishes.is_empty() || self.publishes.iter().any(|f| topic::matches(f, name))
-            }
+            Operation::Session(client_id) => self
+                .sessions
+                .as_ref()
+                .is_none_or(|patterns| patterns.iter().any(|p| glob(p, client_id))),
+            Operation::Publish(name) => self
+                .publishes
+                .as_ref()
+                .is_none_or(|filters| filters.iter().any(|f| topic::matches(f, name))),
             Operation::Subscribe(filter) => {
                 let filter = topic::effective_filter(filter);
-                self.subscribes.is_empty()
-                    || self.subscribes.iter().any(|f| topic::covers(f, filter))
+                self.subscribes
+                    .as_ref()
+                    .is_none_or(|filters| filters.iter().any(|f| topic::covers(f, filter)))
             }
         }
     }
@@ -226,6 +466,69 @@ mod tests {
         let route = RouteConditions::new(&when);
         assert!(route.accepts(Operation::Subscribe("$share/g/sensors/+/temp")));
         assert!(!route.accepts(Operation::Subscribe("#")));
+    }
+
+    #[test]
+    fn params_bind_to_the_session_and_never_widen_a_filter() {
+        use zilla_engine::{Authorizations, GuardSession};
+        let when: Vec<MqttCondition> = serde_yaml::from_str(
+            "- publish:\n  - topic: tenants/{tenant}/#\n    params:\n      tenant: ${guarded['authn_jwt'].attributes.tenant}\n",
+        )
+        .unwrap();
+        let template = RouteTemplate::new(&when).unwrap();
+        let mut acme = Authorizations::new();
+        acme.insert(
+            "authn_jwt",
+            GuardSession {
+                attributes: [("tenant".to_owned(), "acme".to_owned())].into(),
+                ..GuardSession::default()
+            },
+        );
+        let bound = template.bind(&acme);
+        assert!(bound.accepts(Operation::Publish("tenants/acme/x")));
+        assert!(!bound.accepts(Operation::Publish("tenants/other/x")));
+        let mut sneaky = Authorizations::new();
+        sneaky.insert(
+            "authn_jwt",
+            GuardSession {
+                attributes: [("tenant".to_owned(), "#".to_owned())].into(),
+                ..GuardSession::default()
+            },
+        );
+        assert!(!template
+            .bind(&sneaky)
+            .accepts(Operation::Publish("tenants/acme/x")));
+        assert!(!template
+            .bind(&Authorizations::new())
+            .accepts(Operation::Publish("tenants/acme/x")));
+        assert!(template
+            .unbound()
+            .accepts(Operation::Publish("tenants/anyone/x")));
+        let bad: Vec<MqttCondition> = serde_yaml::from_str(
+            "- publish:\n  - topic: a/{x}\n    params:\n      x: ${identity}\n",
+        )
+        .unwrap();
+        assert!(RouteTemplate::new(&bad)
+            .unwrap_err()
+            .contains("is not `${guarded"));
+    }
+
+    #[test]
+    fn credentials_patterns() {
+        let pattern = CredentialsPattern::new(&ConnectCredentials {
+            username: Some("Bearer {credentials}".into()),
+            password: None,
+        })
+        .unwrap();
+        assert_eq!(pattern.extract("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(pattern.extract("abc.def"), None);
+        assert_eq!(pattern.extract("Bearer "), None);
+        assert_eq!(pattern.wrap("t"), "Bearer t");
+        assert!(CredentialsPattern::new(&ConnectCredentials {
+            username: None,
+            password: None
+        })
+        .is_err());
     }
 
     #[test]

@@ -19,8 +19,11 @@ pub struct OpenSession {
     pub connect: Connect,
     /// The will to register upstream.
     pub will: Option<LastWill>,
-    /// Credentials for the broker.
+    /// Credentials for the broker: the client's own, when the server consumed none.
     pub login: Option<Login>,
+    /// The credentials the server's guard accepted (e.g. the JWT), for a
+    /// client binding that forwards them.
+    pub credentials: Option<String>,
     /// What is known about the client's connection.
     pub origin: StreamInfo,
 }

@@ -8,12 +8,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Ports, Routes, Shutdown,
-    StreamHandler, StreamInfo,
+    async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Guard, Ports, Routes,
+    Shutdown, StreamHandler, StreamInfo,
 };
 
 use crate::codec::Version;
-use crate::options::{MqttCondition, MqttServerOptions, RouteConditions};
+use crate::options::{
+    CredentialsPattern, MqttCondition, MqttServerOptions, RouteConditions, RouteTemplate,
+};
 use crate::port::MqttSessions;
 use crate::session;
 
@@ -25,6 +27,29 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let routes = cx.required_routes::<MqttCondition, dyn MqttSessions>();
     let options = options?;
     let routes = routes?;
+    let authorization = match options.authorization.len() {
+        0 => None,
+        1 => {
+            let (name, authorization) = options.authorization.iter().next().expect("one entry");
+            let path = format!("options.authorization.{name}");
+            let guard = cx.guard(name, &path)?;
+            let pattern = CredentialsPattern::new(&authorization.credentials.connect)
+                .map_err(|message| cx.error(&format!("{path}.credentials.connect"), message))?;
+            Some(ServerAuthorization {
+                guard_name: name.as_str().into(),
+                guard,
+                pattern,
+            })
+        }
+        _ => return Err(cx.error("options.authorization", "name exactly one guard")),
+    };
+    let mut templates = Vec::new();
+    for (index, route) in routes.iter().enumerate() {
+        match RouteTemplate::new(&route.when) {
+            Ok(template) => templates.push(template),
+            Err(message) => return Err(cx.error(&format!("routes[{index}].when"), message)),
+        }
+    }
     let versions = match &options.versions {
         Some(versions) if versions.is_empty() => {
             return Err(cx.error("options.versions", "at least one version must be enabled"))
@@ -32,10 +57,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         Some(versions) => versions.iter().map(|v| v.version()).collect(),
         None => vec![Version::V4, Version::V5],
     };
-    let conditions = routes
-        .iter()
-        .map(|route| RouteConditions::new(&route.when))
-        .collect();
+    let unbound = templates.iter().map(RouteTemplate::unbound).collect();
     Ok(Arc::new(MqttServer {
         config: Arc::new(ServerConfig {
             versions,
@@ -46,7 +68,9 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
                 options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             )),
             routes,
-            conditions,
+            templates,
+            unbound,
+            authorization,
             events: cx.events(),
             shutdown: cx.shutdown(),
             sessions: Arc::default(),
@@ -60,12 +84,23 @@ pub(crate) struct ServerConfig {
     pub(crate) maximum_packet_size: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) routes: Routes<MqttCondition, dyn MqttSessions>,
-    /// The conditions of `routes`, by route index, grouped by kind.
-    pub(crate) conditions: Vec<RouteConditions>,
+    /// The conditions of `routes`, by route index, before a session binds params.
+    pub(crate) templates: Vec<RouteTemplate>,
+    /// The conditions with params unbound: what some token could be allowed.
+    pub(crate) unbound: Vec<RouteConditions>,
+    /// The guard that authorizes sessions, if any.
+    pub(crate) authorization: Option<ServerAuthorization>,
     pub(crate) events: Events,
     pub(crate) shutdown: Shutdown,
     /// Connected sessions by client id, so a new connection takes over an old one.
     pub(crate) sessions: Arc<SessionRegistry>,
+}
+
+/// The guard of `options.authorization` and where the credentials are.
+pub(crate) struct ServerAuthorization {
+    pub(crate) guard_name: Arc<str>,
+    pub(crate) guard: Arc<dyn Guard>,
+    pub(crate) pattern: CredentialsPattern,
 }
 
 /// The client ids connected through one mqtt server, each with the signal

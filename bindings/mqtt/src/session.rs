@@ -28,10 +28,10 @@ use mqtt_bytes_v5::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use zilla_engine::{Authorizations, ByteStream, StreamInfo};
+use zilla_engine::{Authorizations, ByteStream, GuardRejection, StreamInfo};
 
 use crate::codec::{self, CodecError, Version};
-use crate::options::Operation;
+use crate::options::{Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort, Upstream};
 use crate::server::{Registration, ServerConfig};
 use crate::topic;
@@ -263,15 +263,101 @@ async fn open_session(
         assigned = Some(id);
     }
 
-    // A connection with this client id, if any, is taken over now.
-    let registration = config.sessions.register(&connect.client_id);
-    let authorizations = Authorizations::new();
+    let mut authorizations = Authorizations::new();
+    let mut login = login;
+    let mut credentials = None;
+    let mut expires_at = None;
+    if let Some(authorization) = &config.authorization {
+        let pattern = &authorization.pattern;
+        let field = login.as_ref().map(|l| {
+            if pattern.in_password {
+                l.password.as_str()
+            } else {
+                l.username.as_str()
+            }
+        });
+        let position = if pattern.in_password {
+            "password"
+        } else {
+            "user name"
+        };
+        let token = match field.map(|text| pattern.extract(text)) {
+            Some(Some(token)) => token.to_owned(),
+            Some(None) => {
+                let why = format!(
+                    "the CONNECT {position} does not hold credentials in the expected form"
+                );
+                let ack = refuse(
+                    ConnectReturnCode::BadUserNamePassword,
+                    &why,
+                    &connect.client_id,
+                );
+                send_connack(&mut client, version, ack).await;
+                return None;
+            }
+            None => {
+                let why = format!("no credentials: the CONNECT has no {position}");
+                let ack = refuse(
+                    ConnectReturnCode::BadUserNamePassword,
+                    &why,
+                    &connect.client_id,
+                );
+                send_connack(&mut client, version, ack).await;
+                return None;
+            }
+        };
+        match authorization.guard.authorize(&token).await {
+            Ok(session) => {
+                expires_at = session.expires_at;
+                config.events.info(
+                    "MQTT_AUTHORIZATION_SUCCEEDED",
+                    format!(
+                        "client {peer} id {:?}: {} authorized identity {:?}",
+                        connect.client_id, authorization.guard_name, session.identity
+                    ),
+                );
+                authorizations.insert(authorization.guard_name.clone(), session);
+                credentials = Some(token);
+                // The credentials were for the proxy; they go upstream only
+                // where an mqtt client forwards them.
+                login = None;
+            }
+            Err(GuardRejection::InvalidCredentials(why)) => {
+                let why = format!(
+                    "{} refused the credentials: {why}",
+                    authorization.guard_name
+                );
+                let ack = refuse(
+                    ConnectReturnCode::BadUserNamePassword,
+                    &why,
+                    &connect.client_id,
+                );
+                send_connack(&mut client, version, ack).await;
+                return None;
+            }
+            Err(GuardRejection::Unavailable(why)) => {
+                let why = format!("{} cannot decide: {why}", authorization.guard_name);
+                let ack = refuse(
+                    ConnectReturnCode::ServerUnavailable,
+                    &why,
+                    &connect.client_id,
+                );
+                send_connack(&mut client, version, ack).await;
+                return None;
+            }
+        }
+    }
+    let conditions: Vec<RouteConditions> = config
+        .templates
+        .iter()
+        .map(|template| template.bind(&authorizations))
+        .collect();
     // Every exit a route accepts this session on gets an upstream session.
     let mut exits: Vec<(Arc<str>, SessionsPort)> = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
         let guarded = route.guarded.iter().all(|g| g.is_met(&authorizations));
         if guarded
-            && config.conditions[index].accepts(Operation::Session(&connect.client_id))
+            && conditions[index].accepts(Operation::Session(&connect.client_id))
             && !exits.iter().any(|(name, _)| *name == route.exit.name)
         {
             exits.push((route.exit.name.clone(), route.exit.port.clone()));
@@ -291,10 +377,13 @@ async fn open_session(
         send_connack(&mut client, version, ack).await;
         return None;
     }
+    // Only an authorized, routable session takes over a connection with its id.
+    let registration = config.sessions.register(&connect.client_id);
     let router = Router {
         config: config.clone(),
         client_id: connect.client_id.clone(),
         authorizations,
+        conditions,
         exits: exits.iter().map(|(name, _)| name.clone()).collect(),
     };
     let will_exit = match &will {
@@ -329,6 +418,7 @@ async fn open_session(
                 None
             },
             login: login.clone(),
+            credentials: credentials.clone(),
             origin: info.clone(),
         })
     });
@@ -387,6 +477,11 @@ async fn open_session(
         peer,
         registration,
     );
+    session.expires_at = expires_at.map(|at: std::time::SystemTime| {
+        Instant::now()
+            + at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+    });
     session.send_client(&Packet::ConnAck(connack));
     config.events.info(
         "MQTT_SESSION_STARTED",
@@ -457,13 +552,15 @@ struct Router {
     config: Arc<ServerConfig>,
     client_id: String,
     authorizations: Authorizations,
+    /// The routes' conditions with this session's params bound.
+    conditions: Vec<RouteConditions>,
     /// Exit names, by upstream index.
     exits: Vec<Arc<str>>,
 }
 
 impl Router {
     fn route(&self, operation: Operation<'_>) -> Option<usize> {
-        let conditions = &self.config.conditions;
+        let conditions = &self.conditions;
         let resolved = self
             .config
             .routes
@@ -474,6 +571,16 @@ impl Router {
         self.exits
             .iter()
             .position(|name| *name == resolved.exit.name)
+    }
+
+    /// Whether some token could have been allowed `operation`: the difference
+    /// between "not authorized" (0x87) and "not routable" (0x83).
+    fn could_route(&self, operation: Operation<'_>) -> bool {
+        self.config.routes.default_exit().is_some()
+            || self.config.unbound.iter().any(|conditions| {
+                conditions.accepts(Operation::Session(&self.client_id))
+                    && conditions.accepts(operation)
+            })
     }
 }
 
@@ -586,6 +693,8 @@ enum End {
     UpstreamDisconnected(usize, Disconnect),
     /// Another connection with the same client id arrived.
     TakenOver,
+    /// The credentials the session was authorized with expired.
+    Expired,
     /// The engine is shutting down.
     Draining,
 }
@@ -621,6 +730,8 @@ struct Session {
     retain_available: bool,
     keep_alive: Option<Duration>,
     last_heard: Instant,
+    /// When the session's credentials expire.
+    expires_at: Option<Instant>,
     registration: Registration,
 }
 
@@ -688,6 +799,7 @@ impl Session {
             keep_alive: (client_keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
             last_heard: Instant::now(),
+            expires_at: None,
             registration,
             config,
         }
@@ -764,11 +876,15 @@ impl Session {
             .iter()
             .filter_map(Link::ping_due)
             .chain(client)
+            .chain(self.expires_at)
             .min()
     }
 
     fn on_timer(&mut self) -> Result<(), End> {
         let now = Instant::now();
+        if self.expires_at.is_some_and(|at| now >= at) {
+            return Err(End::Expired);
+        }
         if let Some(keep_alive) = self.keep_alive {
             if now >= self.last_heard + keep_alive {
                 return Err(End::Refuse(
@@ -975,6 +1091,35 @@ impl Session {
             ));
         }
         let Some(index) = self.router.route(Operation::Publish(&publish.topic)) else {
+            if self.router.could_route(Operation::Publish(&publish.topic)) {
+                self.config.events.warn(
+                    "MQTT_PUBLISH_REJECTED",
+                    format!(
+                        "client {} id {:?}: publish to {:?} is not authorized",
+                        self.peer, self.client_id, publish.topic
+                    ),
+                );
+                // 3.1.1 has no failure acknowledgement: the ack (without its
+                // reason) stops retransmission, and the message is dropped.
+                match publish.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => {
+                        self.send_client(&Packet::PubAck(PubAck {
+                            pkid: publish.pkid,
+                            reason: PubAckReason::NotAuthorized,
+                            properties: None,
+                        }));
+                    }
+                    QoS::ExactlyOnce => {
+                        self.send_client(&Packet::PubRec(PubRec {
+                            pkid: publish.pkid,
+                            reason: PubRecReason::NotAuthorized,
+                            properties: None,
+                        }));
+                    }
+                }
+                return Ok(());
+            }
             return Err(End::Refuse(
                 DisconnectReasonCode::ImplementationSpecificError,
                 format!("no route for publish to {:?}", publish.topic),
@@ -1025,6 +1170,16 @@ impl Session {
             }
             match self.router.route(Operation::Subscribe(&filter.path)) {
                 Some(index) => groups.entry(index).or_default().push((position, filter)),
+                None if self.router.could_route(Operation::Subscribe(&filter.path)) => {
+                    self.config.events.warn(
+                        "MQTT_SUBSCRIBE_REJECTED",
+                        format!(
+                            "client {} id {:?}: subscription to {:?} is not authorized",
+                            self.peer, self.client_id, filter.path
+                        ),
+                    );
+                    codes[position] = Some(0x87);
+                }
                 None => {
                     return Err(End::Refuse(
                         DisconnectReasonCode::ImplementationSpecificError,
@@ -1386,6 +1541,20 @@ impl Session {
                     "session taken over".into(),
                 )
                 .await;
+            }
+            End::Expired => {
+                events.warn(
+                    "MQTT_SESSION_EXPIRED",
+                    format!("client {peer} id {client_id}: credentials expired; DISCONNECT 0xA0"),
+                );
+                if self.version == Version::V5 {
+                    codec::write_disconnect(
+                        0xA0,
+                        Some("credentials expired"),
+                        &mut self.client_out,
+                    );
+                }
+                self.close_client().await;
             }
             End::Draining => {
                 for link in &mut self.upstreams {

@@ -15,6 +15,7 @@ pub use zilla_engine as engine;
 use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
 use zilla_binding_tls as _;
+use zilla_guard_jwt as _;
 use zilla_vault_filesystem as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
@@ -23,6 +24,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "binding:mqtt",
     "binding:tcp",
     "binding:tls",
+    "guard:jwt",
     "vault:filesystem",
     "exporter:stdout",
 ];

@@ -55,7 +55,12 @@ impl KeySource {
     }
 
     /// Sets refresh intervals and the shutdown that ends periodic refresh.
-    pub(crate) fn configure(&mut self, refresh_min: Option<Duration>, refresh_period: Option<Duration>, shutdown: Shutdown) {
+    pub(crate) fn configure(
+        &mut self,
+        refresh_min: Option<Duration>,
+        refresh_period: Option<Duration>,
+        shutdown: Shutdown,
+    ) {
         if let KeySource::Remote(remote) = self {
             if let Some(remote) = Arc::get_mut(remote) {
                 if let Some(min) = refresh_min {
@@ -74,8 +79,15 @@ impl KeySource {
         let KeySource::Remote(remote) = self else {
             return Ok(());
         };
-        remote.refresh().await.map_err(GuardRejection::Unavailable)?;
-        let shutdown = remote.shutdown.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        remote
+            .refresh()
+            .await
+            .map_err(GuardRejection::Unavailable)?;
+        let shutdown = remote
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(shutdown) = shutdown {
             let periodic = remote.clone();
             let watcher = shutdown.clone();
@@ -86,7 +98,10 @@ impl KeySource {
                         _ = tokio::time::sleep(periodic.refresh_period) => {}
                     }
                     if let Err(why) = periodic.refresh().await {
-                        periodic.events.warn("JWT_KEYS_REFRESH_FAILED", format!("{}: {why}; keeping the cached keys", periodic.url));
+                        periodic.events.warn(
+                            "JWT_KEYS_REFRESH_FAILED",
+                            format!("{}: {why}; keeping the cached keys", periodic.url),
+                        );
                     }
                 }
             });
@@ -99,7 +114,11 @@ impl KeySource {
         match self {
             KeySource::Inline(keys) => select(keys, kid),
             KeySource::Remote(remote) => {
-                let cached = remote.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let cached = remote
+                    .keys
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 match select(&cached, kid) {
                     Ok(key) => Ok(key),
                     Err(unknown) => {
@@ -107,10 +126,16 @@ impl KeySource {
                             return Err(unknown);
                         }
                         if let Err(why) = remote.refresh().await {
-                            remote.events.warn("JWT_KEYS_REFRESH_FAILED", format!("{}: {why}", remote.url));
+                            remote
+                                .events
+                                .warn("JWT_KEYS_REFRESH_FAILED", format!("{}: {why}", remote.url));
                             return Err(unknown);
                         }
-                        let fresh = remote.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        let fresh = remote
+                            .keys
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
                         select(&fresh, kid)
                     }
                 }
@@ -167,7 +192,9 @@ impl Remote {
                 .and_then(|jwk| jwk.decoding_key());
             match usable {
                 Ok(key) => keys.push(key),
-                Err(why) => self.events.warn("JWT_KEY_IGNORED", format!("{}: {why}", self.url)),
+                Err(why) => self
+                    .events
+                    .warn("JWT_KEY_IGNORED", format!("{}: {why}", self.url)),
             }
         }
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);

@@ -27,8 +27,8 @@ use zilla_engine::{
 };
 
 pub use jwk::Jwk;
-pub use jwks::{PROPERTY_REFRESH_MIN, PROPERTY_REFRESH_PERIOD};
 use jwks::KeySource;
+pub use jwks::{PROPERTY_REFRESH_MIN, PROPERTY_REFRESH_PERIOD};
 
 /// `options` of a jwt guard.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -98,7 +98,9 @@ impl JwtGuard {
             Some(KeysOption::Inline(jwks)) => {
                 let mut keys = Vec::new();
                 for (index, jwk) in jwks.into_iter().enumerate() {
-                    let key = jwk.decoding_key().map_err(|e| (format!("keys[{index}]"), e))?;
+                    let key = jwk
+                        .decoding_key()
+                        .map_err(|e| (format!("keys[{index}]"), e))?;
                     keys.push(key);
                 }
                 KeySource::inline(keys)
@@ -109,7 +111,12 @@ impl JwtGuard {
                     format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
                     events,
                 ),
-                None => return Err(("keys".into(), "needs `keys` or an `issuer` to find them at".into())),
+                None => {
+                    return Err((
+                        "keys".into(),
+                        "needs `keys` or an `issuer` to find them at".into(),
+                    ))
+                }
             },
         };
         Ok(Self {
@@ -135,7 +142,11 @@ impl JwtGuard {
         let attributes: BTreeMap<String, String> = self
             .attributes
             .iter()
-            .filter_map(|(name, path)| claim(claims, path).and_then(text).map(|v| (name.clone(), v)))
+            .filter_map(|(name, path)| {
+                claim(claims, path)
+                    .and_then(text)
+                    .map(|v| (name.clone(), v))
+            })
             .collect();
         GuardSession {
             identity: claim(claims, &self.identity).and_then(text),
@@ -151,7 +162,8 @@ impl JwtGuard {
 
 /// The claim at a dotted path (`realm_access.roles`).
 fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(claims, |value, segment| value.get(segment))
+    path.split('.')
+        .try_fold(claims, |value, segment| value.get(segment))
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -170,7 +182,8 @@ fn invalid(reason: impl Into<String>) -> GuardRejection {
 #[async_trait]
 impl Guard for JwtGuard {
     async fn authorize(&self, credentials: &str) -> Result<GuardSession, GuardRejection> {
-        let header = decode_header(credentials).map_err(|e| invalid(format!("not a signed JWT: {e}")))?;
+        let header =
+            decode_header(credentials).map_err(|e| invalid(format!("not a signed JWT: {e}")))?;
         let key = self.keys.find(header.kid.as_deref()).await?;
         if header.alg != key.algorithm {
             return Err(invalid(format!(
@@ -225,20 +238,23 @@ impl Guard for JwtGuard {
 
 fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
     let options: JwtOptions = cx.options()?;
-    let seconds = |cx: &mut PluginContext<'_>, name: &str| -> Result<Option<Duration>, BuildError> {
-        match cx.property(name).map(str::to_owned) {
-            None => Ok(None),
-            Some(value) => match value.parse::<f64>() {
-                Ok(s) if s >= 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
-                _ => Err(cx.error("", format!("-P {name}: expected seconds, found `{value}`"))),
-            },
-        }
-    };
+    let seconds =
+        |cx: &mut PluginContext<'_>, name: &str| -> Result<Option<Duration>, BuildError> {
+            match cx.property(name).map(str::to_owned) {
+                None => Ok(None),
+                Some(value) => match value.parse::<f64>() {
+                    Ok(s) if s >= 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+                    _ => Err(cx.error("", format!("-P {name}: expected seconds, found `{value}`"))),
+                },
+            }
+        };
     let refresh_min = seconds(cx, jwks::PROPERTY_REFRESH_MIN)?;
     let refresh_period = seconds(cx, jwks::PROPERTY_REFRESH_PERIOD)?;
     match JwtGuard::new(options, cx.events()) {
         Ok(mut guard) => {
-            guard.keys.configure(refresh_min, refresh_period, cx.shutdown());
+            guard
+                .keys
+                .configure(refresh_min, refresh_period, cx.shutdown());
             Ok(Arc::new(guard))
         }
         Err((path, message)) => Err(cx.error(&format!("options.{path}"), message)),

@@ -20,7 +20,10 @@ keys:
 ";
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn guard(yaml: &str) -> JwtGuard {
@@ -31,7 +34,12 @@ fn guard(yaml: &str) -> JwtGuard {
 fn sign(claims: serde_json::Value, kid: Option<&str>) -> String {
     let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
-    encode(&header, &claims, &EncodingKey::from_rsa_pem(SEED_KEY.as_bytes()).unwrap()).unwrap()
+    encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(SEED_KEY.as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn claims() -> serde_json::Value {
@@ -55,10 +63,16 @@ fn rejected(result: Result<GuardSession, GuardRejection>) -> String {
 #[tokio::test]
 async fn a_valid_seed_token_grants_roles_identity_and_attributes() {
     let guard = guard(&format!("{SEED_GUARD}attributes:\n  tenant: tenant.id\n"));
-    let session = guard.authorize(&sign(claims(), Some("example"))).await.unwrap();
+    let session = guard
+        .authorize(&sign(claims(), Some("example")))
+        .await
+        .unwrap();
     assert_eq!(session.identity.as_deref(), Some("device1"));
     assert_eq!(session.roles, vec!["mqtt:stream", "other"]);
-    assert_eq!(session.attributes.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        session.attributes.get("tenant").map(String::as_str),
+        Some("acme")
+    );
     assert!(session.expires_at.is_some());
     assert!(guard.verify(&session, &["mqtt:stream".into()]));
     assert!(!guard.verify(&session, &["admin".into()]));
@@ -66,11 +80,16 @@ async fn a_valid_seed_token_grants_roles_identity_and_attributes() {
 
 #[tokio::test]
 async fn roles_from_an_array_at_a_dotted_path() {
-    let guard = guard(&format!("{SEED_GUARD}roles: realm.roles\nidentity: client_id\n"));
+    let guard = guard(&format!(
+        "{SEED_GUARD}roles: realm.roles\nidentity: client_id\n"
+    ));
     let mut claims = claims();
     claims["realm"] = json!({"roles": ["reader", "writer"]});
     claims["client_id"] = json!("app-7");
-    let session = guard.authorize(&sign(claims, Some("example"))).await.unwrap();
+    let session = guard
+        .authorize(&sign(claims, Some("example")))
+        .await
+        .unwrap();
     assert_eq!(session.roles, vec!["reader", "writer"]);
     assert_eq!(session.identity.as_deref(), Some("app-7"));
 }
@@ -83,13 +102,22 @@ async fn bad_tokens_are_refused_with_their_reason() {
         claims[key] = value;
         sign(claims, Some("example"))
     };
-    assert_eq!(rejected(guard.authorize(&with("exp", json!(now() - 10))).await), "token expired");
+    assert_eq!(
+        rejected(guard.authorize(&with("exp", json!(now() - 10))).await),
+        "token expired"
+    );
     assert_eq!(
         rejected(guard.authorize(&with("nbf", json!(now() + 600))).await),
         "token not valid yet (nbf)"
     );
-    assert_eq!(rejected(guard.authorize(&with("iss", json!("https://evil"))).await), "wrong issuer");
-    assert_eq!(rejected(guard.authorize(&with("aud", json!("https://other"))).await), "wrong audience");
+    assert_eq!(
+        rejected(guard.authorize(&with("iss", json!("https://evil"))).await),
+        "wrong issuer"
+    );
+    assert_eq!(
+        rejected(guard.authorize(&with("aud", json!("https://other"))).await),
+        "wrong audience"
+    );
     assert_eq!(
         rejected(guard.authorize(&sign(claims(), Some("rotated"))).await),
         "unknown key id `rotated`"
@@ -114,7 +142,12 @@ async fn bad_tokens_are_refused_with_their_reason() {
     // HS256 "signed" with the RSA public key as the secret: algorithm confusion.
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("example".into());
-    let confused = encode(&header, &claims(), &EncodingKey::from_secret(SEED_GUARD.as_bytes())).unwrap();
+    let confused = encode(
+        &header,
+        &claims(),
+        &EncodingKey::from_secret(SEED_GUARD.as_bytes()),
+    )
+    .unwrap();
     assert_eq!(
         rejected(guard.authorize(&confused).await),
         "token alg HS256 does not match key alg RS256"
@@ -127,7 +160,11 @@ fn base64_url_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -139,12 +176,23 @@ fn base64_url_encode(bytes: &[u8]) -> String {
 #[test]
 fn options_round_trip_and_reject_none_keys() {
     let options: JwtOptions = serde_yaml::from_str(SEED_GUARD).unwrap();
-    let again: JwtOptions = serde_yaml::from_str(&serde_yaml::to_string(&options).unwrap()).unwrap();
+    let again: JwtOptions =
+        serde_yaml::from_str(&serde_yaml::to_string(&options).unwrap()).unwrap();
     assert_eq!(options, again);
     let none: JwtOptions =
-        serde_yaml::from_str("keys:\n  - kty: oct\n    k: c2VjcmV0\n    alg: none\n    kid: x\n").unwrap();
+        serde_yaml::from_str("keys:\n  - kty: oct\n    k: c2VjcmV0\n    alg: none\n    kid: x\n")
+            .unwrap();
     let error = JwtGuard::new(none, Events::new("t", "g")).unwrap_err();
-    assert_eq!(error, ("keys[0]".to_owned(), "`alg: none` is never accepted".to_owned()));
+    assert_eq!(
+        error,
+        (
+            "keys[0]".to_owned(),
+            "`alg: none` is never accepted".to_owned()
+        )
+    );
     let url: JwtOptions = serde_yaml::from_str("keys: http://127.0.0.1:1/jwks.json\n").unwrap();
-    assert_eq!(url.keys, Some(KeysOption::Url("http://127.0.0.1:1/jwks.json".into())));
+    assert_eq!(
+        url.keys,
+        Some(KeysOption::Url("http://127.0.0.1:1/jwks.json".into()))
+    );
 }
