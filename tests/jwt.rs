@@ -557,3 +557,111 @@ bindings:
     .await;
     proxy.engine.shutdown().await;
 }
+
+/// A one-shot broker stand-in that records the CONNECT it receives.
+async fn recording_broker() -> (u16, tokio::sync::oneshot::Receiver<Packet>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let connect = loop {
+            stream.read_buf(&mut buf).await.unwrap();
+            if let Ok(packet) = Packet::read(&mut buf, None) {
+                break packet;
+            }
+        };
+        let mut out = BytesMut::new();
+        Packet::ConnAck(zilla_testkit::mqtt::packets::ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::Success,
+            properties: None,
+        })
+        .write(&mut out)
+        .unwrap();
+        stream.write_all(&out).await.unwrap();
+        let _ = sender.send(connect);
+        // Hold the connection open until the proxy closes it.
+        let _ = stream.read_buf(&mut buf).await;
+    });
+    (port, receiver)
+}
+
+#[tokio::test]
+async fn the_mqtt_client_forwards_the_token_upstream_only_when_configured() {
+    let yaml = |broker: u16, forward: bool| {
+        let client_options = if forward {
+            "    options:\n      authorization:\n        authn_jwt:\n          credentials:\n            connect:\n              password: \"{credentials}\"\n"
+        } else {
+            ""
+        };
+        let seed = std::fs::read_to_string(seed_dir().join("zilla.yaml")).unwrap();
+        let guard = seed
+            .split("guards:\n")
+            .nth(1)
+            .unwrap()
+            .split("bindings:\n")
+            .next()
+            .unwrap()
+            .to_owned();
+        format!(
+            "
+name: forwarding
+guards:
+{guard}bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: {{ host: 127.0.0.1, port: 0 }}
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      authorization:
+        authn_jwt:
+          credentials:
+            connect:
+              username: Bearer {{credentials}}
+    routes:
+      - guarded:
+          authn_jwt: [mqtt:stream]
+        exit: north_mqtt_client
+  north_mqtt_client:
+    type: mqtt
+    kind: client
+{client_options}    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options: {{ host: 127.0.0.1, port: {broker} }}
+"
+        )
+    };
+    let token = sign(&seed_claims("mqtt:stream"), "example");
+    let bearer = format!("Bearer {token}");
+    for forward in [true, false] {
+        let (broker, connect) = recording_broker().await;
+        let proxy = Proxy::start(&yaml(broker, forward)).await;
+        let (_client, ack) = connect_v5(proxy.port, "forwarded", Some(&bearer)).await;
+        assert_eq!(ack.code, ConnectReturnCode::Success);
+        let login = match connect.await.unwrap() {
+            Packet::Connect(_, _, login) => login,
+            other => panic!("expected CONNECT, got {other:?}"),
+        };
+        if forward {
+            assert_eq!(
+                login.map(|l| l.password),
+                Some(token.clone()),
+                "the token, in the password"
+            );
+        } else {
+            assert!(
+                login.is_none(),
+                "credentials meant for the proxy stay at the proxy"
+            );
+        }
+        proxy.engine.shutdown().await;
+    }
+}

@@ -3,20 +3,23 @@
 //! - `ci`: format check, clippy with warnings denied, every test, the fuzz
 //!   targets' build, docs.
 //! - `demo [--once]`: builds the host, starts a local mosquitto on a free port,
-//!   runs the proxy example in front of it and shows a message going through.
+//!   runs the seed example (`examples/mqtt.proxy.jwt`) in front of it, prints a
+//!   fresh token and the commands that work with it, and shows a message going
+//!   through.
+//! - `token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS]
+//!   [--key PEM] [--kid KID] [--issuer I] [--audience A]`: prints a signed JWT.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use zilla_testkit::{mosquitto_path, wait_for, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
+use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
 
-const USAGE: &str = "usage: cargo xtask <ci | demo [--once]>";
+const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
 
-/// The example the demo runs; it grows with the product (the MQTT proxy now,
-/// the seed's mqtt.proxy.jwt once the tls and jwt plugins land).
-const DEMO_EXAMPLE: &str = "examples/mqtt.proxy";
+/// The example the demo runs: the seed configuration, verbatim.
+const DEMO_EXAMPLE: &str = "examples/mqtt.proxy.jwt";
 const DEMO_PORT: u16 = 7183;
 
 fn main() -> Result<()> {
@@ -26,6 +29,10 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(args.iter().any(|a| a == "--once")),
+        Some("token") => {
+            println!("{}", token(&args[1..])?);
+            Ok(())
+        }
         _ => bail!("{USAGE}"),
     }
 }
@@ -123,6 +130,56 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Signs a token for the seed's guard (or another, with the options).
+fn token(args: &[String]) -> Result<String> {
+    let mut key = "examples/mqtt.proxy.jwt/private.pem".to_owned();
+    let mut kid = "example".to_owned();
+    let mut claims = serde_json::json!({
+        "iss": "https://auth.example.com",
+        "aud": "https://api.example.com",
+        "sub": "device1",
+        "scope": "mqtt:stream",
+    });
+    let mut expires_in = 3600u64;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value; {USAGE}"))
+        };
+        match flag.as_str() {
+            "--sub" => claims["sub"] = value()?.into(),
+            "--scope" => claims["scope"] = value()?.into(),
+            "--issuer" => claims["iss"] = value()?.into(),
+            "--audience" => claims["aud"] = value()?.into(),
+            "--expires-in" => {
+                expires_in = value()?.parse().context("--expires-in takes seconds")?
+            }
+            "--key" => key = value()?,
+            "--kid" => kid = value()?,
+            "--claim" => {
+                let claim = value()?;
+                let (name, value) = claim
+                    .split_once('=')
+                    .with_context(|| format!("--claim takes name=value, found `{claim}`"))?;
+                claims[name] = value.into();
+            }
+            other => bail!("unknown option `{other}`; {USAGE}"),
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    claims["exp"] = (now + expires_in).into();
+    let pem = std::fs::read(&key).with_context(|| format!("cannot read the signing key {key}"))?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid);
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&pem).context("not an RSA private key in PEM")?;
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
 fn demo(once: bool) -> Result<()> {
     run(
         "build the host",
@@ -133,67 +190,94 @@ fn demo(once: bool) -> Result<()> {
     println!("\n== mosquitto listening on 127.0.0.1:{}", broker.port());
 
     let config = Path::new(DEMO_EXAMPLE).join("zilla.yaml");
-    let env = [
-        ("MOSQUITTO_BROKER_HOST", "127.0.0.1".to_owned()),
-        ("MOSQUITTO_BROKER_PORT", broker.port().to_string()),
-    ];
+    let mut env = broker.env().to_vec();
+    env.push(("KEYSTORE_PASSWORD", "generated".to_owned()));
     let mut zilla = ZillaProcess::start(Path::new("target/release/zilla"), &config, &env, &[])
         .map_err(anyhow::Error::msg)?;
     for line in zilla.output().stdout {
         println!("   {line}");
     }
 
-    let port = DEMO_PORT.to_string();
+    let token = token(&[])?;
+    let bearer = format!("Bearer {token}");
+    let cafile = Path::new(DEMO_EXAMPLE).join("tls/test-ca.pem");
+    println!("\n== a token signed with {DEMO_EXAMPLE}/private.pem (scope mqtt:stream, valid 1 h):\n{token}");
     println!(
-        "\n== mosquitto_sub and mosquitto_pub, both through the proxy (port {port}), via mosquitto"
+        "\n== a message published over TLS (port 7883) and received over plain MQTT (port {DEMO_PORT}), both through the proxy"
     );
-    let subscriber = Command::new("mosquitto_sub")
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", "7883", "--cafile"])
+        .arg(&cafile)
+        .args([
+            "-t",
+            "zilla",
+            "-m",
+            "Hello, world",
+            "-r",
+            "-q",
+            "1",
+            "-u",
+            &bearer,
+        ])
+        .status()
+        .context("cannot run mosquitto_pub")?;
+    if !published.success() {
+        bail!("mosquitto_pub through the proxy failed ({published})");
+    }
+    let received = Command::new("mosquitto_sub")
         .args([
             "-h",
-            "127.0.0.1",
+            "localhost",
             "-p",
-            &port,
+            &DEMO_PORT.to_string(),
             "-t",
-            "demo/hello",
+            "zilla",
             "-C",
             "1",
             "-W",
             "10",
             "-v",
         ])
-        .stdout(Stdio::piped())
-        .spawn()
+        .args(["-u", &bearer])
+        .output()
         .context("cannot run mosquitto_sub")?;
-    // Publish until the subscriber has it: the first publish may precede its SUBSCRIBE.
-    let mut subscriber = Some(subscriber);
-    let received = wait_for(
-        "the subscriber to receive the message",
-        Duration::from_secs(10),
-        || {
-            let _ = Command::new("mosquitto_pub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-t",
-                    "demo/hello",
-                    "-m",
-                    "Hello, world",
-                ])
-                .status();
-            let child = subscriber.as_mut()?;
-            match child.try_wait() {
-                Ok(Some(_)) => subscriber.take().and_then(|c| c.wait_with_output().ok()),
-                _ => None,
-            }
-        },
-    )
-    .map_err(anyhow::Error::msg)?;
     print!(
         "   mosquitto_sub received: {}",
         String::from_utf8_lossy(&received.stdout)
     );
+    if !received.status.success() {
+        bail!(
+            "mosquitto_sub through the proxy failed ({})",
+            received.status
+        );
+    }
+    let refused = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &DEMO_PORT.to_string(),
+            "-t",
+            "zilla",
+            "-m",
+            "no token",
+        ])
+        .output()
+        .context("cannot run mosquitto_pub")?;
+    println!(
+        "   without a token: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+
+    println!("\n== what the proxy logged (its stdout exporter):");
+    for line in zilla
+        .output()
+        .stdout
+        .iter()
+        .filter(|l| l.contains(" MQTT_") || l.contains(" TLS_"))
+    {
+        println!("   {line}");
+    }
 
     if once {
         let (status, _) = zilla
@@ -203,10 +287,12 @@ fn demo(once: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\n== the proxy keeps running; try it yourself:\n   \
-         mosquitto_sub -h localhost -p {port} -t 'demo/#' -v\n   \
-         mosquitto_pub -h localhost -p {port} -t demo/hello -m 'Hello, world'\n\
-         Press Ctrl-C to stop."
+        "\n== the proxy keeps running; try it yourself (TOKEN is the token above):\n   \
+         mosquitto_sub -h localhost -p {DEMO_PORT} -t 'zilla/#' -v -u \"Bearer $TOKEN\"\n   \
+         mosquitto_pub -h localhost -p 7883 --cafile {} -t zilla/hello -m 'Hello, world' -u \"Bearer $TOKEN\"\n   \
+         cargo xtask token --scope mqtt:stream --sub device2   # another token\n\
+         Press Ctrl-C to stop.",
+        cafile.display()
     );
     let status = zilla.wait()?;
     println!("zilla exited with {status}");
