@@ -350,12 +350,25 @@ fn from_v4(packet: v4::Packet) -> Packet {
                 username: login.username,
                 password: login.password,
             });
+            // 3.1.1 sessions without clean session last until the next clean
+            // one; MQTT 5 says so with the largest session expiry.
+            let properties = (!connect.clean_session).then(|| mqtt_bytes_v5::ConnectProperties {
+                session_expiry_interval: Some(u32::MAX),
+                receive_maximum: None,
+                max_packet_size: None,
+                topic_alias_max: None,
+                request_response_info: None,
+                request_problem_info: None,
+                user_properties: Vec::new(),
+                authentication_method: None,
+                authentication_data: None,
+            });
             Packet::Connect(
                 Connect {
                     keep_alive: connect.keep_alive,
                     client_id: connect.client_id,
                     clean_start: connect.clean_session,
-                    properties: None,
+                    properties,
                 },
                 will,
                 login,

@@ -400,27 +400,28 @@ impl RouteConditions {
 
 /// `*` matches any run of characters; everything else matches itself.
 fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(mut remaining) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob(rest, remaining) {
-                    return true;
-                }
-                let mut chars = remaining.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                remaining = chars.as_str();
-            }
+    // Linear-time wildcard matching (the classic two-pointer walk with one
+    // backtrack point): client ids come from clients and may be long.
+    let (pattern, text): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), text.chars().collect());
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
         }
     }
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -538,5 +539,10 @@ mod tests {
         assert!(glob("*-7", "sensor-7"));
         assert!(!glob("a*c", "abd"));
         assert!(glob("exact", "exact"));
+        assert!(glob("sensor-*-room-*-temp", "sensor-1-room-2-temp"));
+        assert!(!glob("sensor-*-room-*-temp", "sensor-1-room-2-hum"));
+        // Long hostile ids stay linear.
+        let long = "sensor-".to_owned() + &"-room-".repeat(10_000) + "x";
+        assert!(!glob("sensor-*-room-*-temp", &long));
     }
 }

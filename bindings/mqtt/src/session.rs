@@ -41,6 +41,8 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 /// Upstream keep-alive when the client asked for none: the proxy still checks its brokers.
 const DEFAULT_UPSTREAM_KEEP_ALIVE: u16 = 60;
 const READ_CHUNK: usize = 8 * 1024;
+/// How long a client or broker may leave our writes unread before the session ends.
+const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// Serves one client connection until it ends.
 pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, info: StreamInfo) {
@@ -379,9 +381,11 @@ async fn open_session(
     }
     // Only an authorized, routable session takes over a connection with its id.
     let registration = config.sessions.register(&connect.client_id);
+    let session = Operation::Session(&connect.client_id);
     let router = Router {
         config: config.clone(),
-        client_id: connect.client_id.clone(),
+        session_accepted: conditions.iter().map(|c| c.accepts(session)).collect(),
+        unbound_session_accepted: config.unbound.iter().map(|c| c.accepts(session)).collect(),
         authorizations,
         conditions,
         exits: exits.iter().map(|(name, _)| name.clone()).collect(),
@@ -408,6 +412,12 @@ async fn open_session(
     let mut upstream_connect = connect.clone();
     if upstream_connect.keep_alive == 0 {
         upstream_connect.keep_alive = DEFAULT_UPSTREAM_KEEP_ALIVE;
+    }
+    if let Some(properties) = upstream_connect.properties.as_mut() {
+        // Brokers must not alias topics: aliases from several brokers would
+        // collide on the one client connection, and the proxy reorders QoS 0
+        // ahead of queued QoS 1/2 messages.
+        properties.topic_alias_max = None;
     }
     let opening = exits.iter().enumerate().map(|(index, (_, port))| {
         port.open(OpenSession {
@@ -550,7 +560,10 @@ fn disconnect(reason: DisconnectReasonCode, message: Option<String>) -> Disconne
 /// Routes the operations of one session to the index of its upstream.
 struct Router {
     config: Arc<ServerConfig>,
-    client_id: String,
+    /// Whether each route accepts this session's client id, decided once.
+    session_accepted: Vec<bool>,
+    /// The same for the unbound conditions.
+    unbound_session_accepted: Vec<bool>,
     authorizations: Authorizations,
     /// The routes' conditions with this session's params bound.
     conditions: Vec<RouteConditions>,
@@ -565,8 +578,7 @@ impl Router {
             .config
             .routes
             .resolve_by(&self.authorizations, |index, _| {
-                conditions[index].accepts(Operation::Session(&self.client_id))
-                    && conditions[index].accepts(operation)
+                self.session_accepted[index] && conditions[index].accepts(operation)
             })?;
         self.exits
             .iter()
@@ -577,10 +589,12 @@ impl Router {
     /// between "not authorized" (0x87) and "not routable" (0x83).
     fn could_route(&self, operation: Operation<'_>) -> bool {
         self.config.routes.default_exit().is_some()
-            || self.config.unbound.iter().any(|conditions| {
-                conditions.accepts(Operation::Session(&self.client_id))
-                    && conditions.accepts(operation)
-            })
+            || self
+                .config
+                .unbound
+                .iter()
+                .zip(&self.unbound_session_accepted)
+                .any(|(conditions, accepted)| *accepted && conditions.accepts(operation))
     }
 }
 
@@ -603,6 +617,8 @@ struct Link {
     write_buf: BytesMut,
     connack: ConnAck,
     version: Version,
+    /// The largest packet the broker accepts.
+    maximum_packet_size: usize,
     /// Our packet ids in use on this upstream.
     used: HashMap<u16, Origin>,
     next_pkid: u16,
@@ -620,6 +636,12 @@ impl Link {
             stream: upstream.stream,
             read_buf: upstream.read_buf,
             write_buf: BytesMut::with_capacity(READ_CHUNK),
+            maximum_packet_size: upstream
+                .connack
+                .properties
+                .as_ref()
+                .and_then(|p| p.max_packet_size)
+                .map_or(usize::MAX, |m| m as usize),
             connack: upstream.connack,
             version: upstream.version,
             used: HashMap::new(),
@@ -639,6 +661,30 @@ impl Link {
             }
         }
         None
+    }
+
+    /// Ends the flow of our publish `pkid`, returning the client's packet id;
+    /// an id that stands for something else is left alone.
+    fn take_publish(&mut self, pkid: u16) -> Option<u16> {
+        match self.used.get(&pkid) {
+            Some(Origin::Publish(client_pkid)) => {
+                let client_pkid = *client_pkid;
+                self.used.remove(&pkid);
+                Some(client_pkid)
+            }
+            _ => None,
+        }
+    }
+
+    /// Encodes `packet` unless it exceeds the broker's maximum packet size.
+    fn send_bounded(&mut self, packet: &Packet) -> bool {
+        let start = self.write_buf.len();
+        let _ = codec::write(packet, self.version, &mut self.write_buf);
+        if self.write_buf.len() - start > self.maximum_packet_size {
+            self.write_buf.truncate(start);
+            return false;
+        }
+        true
     }
 
     fn send(&mut self, packet: &Packet) {
@@ -732,6 +778,8 @@ struct Session {
     last_heard: Instant,
     /// When the session's credentials expire.
     expires_at: Option<Instant>,
+    /// Rotates which upstream is read first.
+    turn: usize,
     registration: Registration,
 }
 
@@ -754,9 +802,13 @@ impl Session {
     ) -> Self {
         let connect_properties = connect.properties.as_ref();
         let ack_properties = connack.properties.as_ref();
-        let client_keep_alive = ack_properties
-            .and_then(|p| p.server_keep_alive)
-            .unwrap_or(connect.keep_alive);
+        // A 3.1.1 client cannot be told a server keep-alive: it keeps its own.
+        let client_keep_alive = match version {
+            Version::V5 => ack_properties
+                .and_then(|p| p.server_keep_alive)
+                .unwrap_or(connect.keep_alive),
+            Version::V4 => connect.keep_alive,
+        };
         Self {
             version,
             client_id: connect.client_id.clone(),
@@ -800,6 +852,7 @@ impl Session {
                 .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
             last_heard: Instant::now(),
             expires_at: None,
+            turn: 0,
             registration,
             config,
         }
@@ -833,11 +886,19 @@ impl Session {
                 upstreams,
                 config,
                 registration,
+                turn,
                 ..
             } = self;
             client_in.reserve(READ_CHUNK);
+            // Start each poll at a different upstream, so a busy broker cannot
+            // starve the others (their PINGRESPs included).
+            *turn = turn.wrapping_add(1);
+            let count = upstreams.len();
+            let first = *turn % count;
             let upstream_read = poll_fn(|cx| {
-                for (index, link) in upstreams.iter_mut().enumerate() {
+                for offset in 0..count {
+                    let index = (first + offset) % count;
+                    let link = &mut upstreams[index];
                     link.read_buf.reserve(READ_CHUNK);
                     if let Poll::Ready(result) = tokio_util::io::poll_read_buf(
                         Pin::new(&mut link.stream),
@@ -912,18 +973,31 @@ impl Session {
         Ok(())
     }
 
-    /// Writes what each side has pending.
+    /// Writes what each side has pending. A peer that stops reading for
+    /// [`WRITE_STALL`] ends the session instead of holding it forever.
     async fn flush(&mut self) -> Result<(), End> {
         for index in 0..self.upstreams.len() {
-            if let Err(e) = self.upstreams[index].flush().await {
-                return Err(End::UpstreamLost(index, format!("write failed: {e}")));
+            match tokio::time::timeout(WRITE_STALL, self.upstreams[index].flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(End::UpstreamLost(index, format!("write failed: {e}"))),
+                Err(_) => {
+                    return Err(End::UpstreamLost(
+                        index,
+                        format!("stopped reading for {WRITE_STALL:?}"),
+                    ))
+                }
             }
         }
         if !self.client_out.is_empty() {
-            if let Err(e) = self.client.write_all(&self.client_out).await {
-                return Err(End::ClientLost(format!("write failed: {e}")));
+            match tokio::time::timeout(WRITE_STALL, self.client.write_all(&self.client_out)).await {
+                Ok(Ok(())) => self.client_out.clear(),
+                Ok(Err(e)) => return Err(End::ClientLost(format!("write failed: {e}"))),
+                Err(_) => {
+                    return Err(End::ClientLost(format!(
+                        "stopped reading for {WRITE_STALL:?}"
+                    )))
+                }
             }
-            self.client_out.clear();
         }
         Ok(())
     }
@@ -964,11 +1038,20 @@ impl Session {
     fn send_client(&mut self, packet: &Packet) -> bool {
         let start = self.client_out.len();
         let _ = codec::write(packet, self.version, &mut self.client_out);
-        if self.client_out.len() - start > self.client_maximum_packet_size {
-            self.client_out.truncate(start);
-            return false;
+        if self.client_out.len() - start <= self.client_maximum_packet_size {
+            return true;
         }
-        true
+        self.client_out.truncate(start);
+        // Reason strings and user properties are the first thing MQTT lets a
+        // sender drop to fit; an acknowledgement must not be lost for them.
+        if let Some(bare) = without_properties(packet) {
+            let _ = codec::write(&bare, self.version, &mut self.client_out);
+            if self.client_out.len() - start <= self.client_maximum_packet_size {
+                return true;
+            }
+            self.client_out.truncate(start);
+        }
+        false
     }
 
     fn on_client_packet(&mut self, packet: Packet) -> Result<(), End> {
@@ -1156,7 +1239,36 @@ impl Session {
             self.inbound.insert(client_pkid, (index, pkid));
             publish.pkid = pkid;
         }
-        self.upstreams[index].send(&Packet::Publish(publish));
+        let (qos, upstream_pkid) = (publish.qos, publish.pkid);
+        let link = &mut self.upstreams[index];
+        if !link.send_bounded(&Packet::Publish(publish)) {
+            // Larger than this broker accepts (after alias expansion or 3.1.1
+            // translation): refuse this publish rather than lose the session.
+            let name = link.name.clone();
+            if let Some(client_pkid) = link.take_publish(upstream_pkid) {
+                self.inbound.remove(&client_pkid);
+                let refused = match qos {
+                    QoS::AtLeastOnce => Packet::PubAck(PubAck {
+                        pkid: client_pkid,
+                        reason: PubAckReason::QuotaExceeded,
+                        properties: None,
+                    }),
+                    _ => Packet::PubRec(PubRec {
+                        pkid: client_pkid,
+                        reason: PubRecReason::QuotaExceeded,
+                        properties: None,
+                    }),
+                };
+                self.send_client(&refused);
+            }
+            self.config.events.warn(
+                "MQTT_PUBLISH_REJECTED",
+                format!(
+                    "client {} id {:?}: publish larger than upstream {name} accepts",
+                    self.peer, self.client_id
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -1394,13 +1506,22 @@ impl Session {
         codes: Vec<u8>,
         properties: Option<AckProperties>,
     ) {
-        let (client_pkid, subscribe) = match self.upstreams[index].used.remove(&pkid) {
-            Some(Origin::Subscribe(p)) => (p, true),
-            Some(Origin::Unsubscribe(p)) => (p, false),
+        let used = &mut self.upstreams[index].used;
+        let (client_pkid, subscribe) = match used.get(&pkid) {
+            Some(Origin::Subscribe(p)) => (*p, true),
+            Some(Origin::Unsubscribe(p)) => (*p, false),
+            // An acknowledgement of the wrong kind leaves the request pending.
             _ => return,
         };
+        used.remove(&pkid);
         if let Some(pending) = self.pending_acks.get_mut(&client_pkid) {
             if let Some(positions) = pending.waiting.remove(&(index, pkid)) {
+                // A 3.1.1 broker's UNSUBACK has no reason codes: success.
+                let codes = if codes.is_empty() {
+                    vec![0; positions.len()]
+                } else {
+                    codes
+                };
                 for (position, code) in positions.into_iter().zip(codes) {
                     pending.codes[position] = Some(code);
                 }
@@ -1606,6 +1727,49 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// An acknowledgement without its optional properties.
+fn without_properties(packet: &Packet) -> Option<Packet> {
+    Some(match packet {
+        Packet::ConnAck(ack) => Packet::ConnAck(ConnAck {
+            properties: ack.properties.clone().map(|p| ConnAckProperties {
+                reason_string: None,
+                user_properties: Vec::new(),
+                ..p
+            }),
+            ..ack.clone()
+        }),
+        Packet::PubAck(ack) => Packet::PubAck(PubAck {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::PubRec(ack) => Packet::PubRec(PubRec {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::PubRel(ack) => Packet::PubRel(PubRel {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::PubComp(ack) => Packet::PubComp(PubComp {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::SubAck(ack) => Packet::SubAck(SubAck {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::UnsubAck(ack) => Packet::UnsubAck(UnsubAck {
+            properties: None,
+            ..ack.clone()
+        }),
+        Packet::Disconnect(d) => Packet::Disconnect(Disconnect {
+            properties: None,
+            ..d.clone()
+        }),
+        _ => return None,
+    })
 }
 
 fn packet_name(packet: &Packet) -> &'static str {
