@@ -108,7 +108,25 @@ pub(crate) struct ServerAuthorization {
 #[derive(Debug, Default)]
 pub(crate) struct SessionRegistry {
     sessions: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    /// Packet-id state left by persistent sessions, until they resume or expire.
+    carried: Mutex<HashMap<String, Carried>>,
     next: AtomicU64,
+}
+
+/// What a persistent session's connection leaves for the next one: the
+/// packet ids of QoS 1/2 flows still open, by upstream exit name, so that a
+/// resumed session can finish them (MQTT 4.4).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Carried {
+    /// Client publishes in flight: (client id, exit, upstream id).
+    pub(crate) inbound: Vec<(u16, Arc<str>, u16)>,
+    /// Messages to the client in flight: (client id, exit, upstream id).
+    pub(crate) outbound: Vec<(u16, Arc<str>, u16)>,
+    /// The next upstream packet id, by exit.
+    pub(crate) next_pkids: Vec<(Arc<str>, u16)>,
+    pub(crate) next_client_pkid: u16,
+    /// When the session expires at the brokers (`None`: never).
+    pub(crate) expires: Option<tokio::time::Instant>,
 }
 
 impl SessionRegistry {
@@ -130,6 +148,30 @@ impl SessionRegistry {
             id,
             taken_over,
         }
+    }
+}
+
+impl SessionRegistry {
+    /// Keeps `carried` for `client_id`'s next connection.
+    pub(crate) fn carry(&self, client_id: &str, carried: Carried) {
+        let mut all = self.carried.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        // Expired sessions are gone at the brokers too; forget their state.
+        all.retain(|_, c| c.expires.is_none_or(|at| at > now));
+        all.insert(client_id.to_owned(), carried);
+    }
+
+    /// Takes what `client_id`'s previous connection left, if still valid.
+    pub(crate) fn resume(&self, client_id: &str) -> Option<Carried> {
+        let carried = self
+            .carried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id)?;
+        carried
+            .expires
+            .is_none_or(|at| at > tokio::time::Instant::now())
+            .then_some(carried)
     }
 }
 

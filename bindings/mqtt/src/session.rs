@@ -33,7 +33,7 @@ use zilla_engine::{Authorizations, ByteStream, GuardRejection, StreamInfo};
 use crate::codec::{self, CodecError, Version};
 use crate::options::{Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort, Upstream};
-use crate::server::{Registration, ServerConfig};
+use crate::server::{Carried, Registration, ServerConfig};
 use crate::topic;
 
 /// Topic aliases a client may use toward the proxy; resolved here, never sent upstream.
@@ -487,6 +487,13 @@ async fn open_session(
         peer,
         registration,
     );
+    if connect.clean_start {
+        config.sessions.resume(&connect.client_id);
+    } else if connack.session_present {
+        if let Some(carried) = config.sessions.resume(&connect.client_id) {
+            session.restore(carried);
+        }
+    }
     session.expires_at = expires_at.map(|at: std::time::SystemTime| {
         Instant::now()
             + at.duration_since(std::time::SystemTime::now())
@@ -780,6 +787,9 @@ struct Session {
     expires_at: Option<Instant>,
     /// Rotates which upstream is read first.
     turn: usize,
+    /// How long the brokers keep the session after the connection ends:
+    /// zero for a clean session, `None` for "until a clean start".
+    session_expiry: Option<Duration>,
     registration: Registration,
 }
 
@@ -853,6 +863,11 @@ impl Session {
             last_heard: Instant::now(),
             expires_at: None,
             turn: 0,
+            session_expiry: match connect_properties.and_then(|p| p.session_expiry_interval) {
+                None => Some(Duration::ZERO),
+                Some(u32::MAX) => None,
+                Some(seconds) => Some(Duration::from_secs(u64::from(seconds))),
+            },
             registration,
             config,
         }
@@ -1108,6 +1123,16 @@ impl Session {
                 Ok(())
             }
             Packet::Disconnect(disconnect) => {
+                if let Some(seconds) = disconnect
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
+                {
+                    self.session_expiry = match seconds {
+                        u32::MAX => None,
+                        seconds => Some(Duration::from_secs(u64::from(seconds))),
+                    };
+                }
                 for link in &mut self.upstreams {
                     link.send(&Packet::Disconnect(disconnect.clone()));
                 }
@@ -1209,10 +1234,13 @@ impl Session {
             ));
         };
         if publish.qos != QoS::AtMostOnce {
-            if let Some(&(_, upstream_pkid)) = self.inbound.get(&publish.pkid) {
-                // A retransmission: the first copy is still in flight upstream.
+            if let Some(&(mapped, upstream_pkid)) = self.inbound.get(&publish.pkid) {
+                // A retransmission (after a reconnect, the only time MQTT
+                // allows one): it goes again to where the first copy went,
+                // with the same packet id, so the broker can recognise it.
                 if publish.dup {
-                    let _ = upstream_pkid;
+                    publish.pkid = upstream_pkid;
+                    self.upstreams[mapped].send(&Packet::Publish(publish));
                     return Ok(());
                 }
                 return Err(End::Refuse(
@@ -1541,8 +1569,13 @@ impl Session {
             self.send_client(&Packet::Publish(publish));
             return;
         }
-        if self.delivering.contains_key(&(index, publish.pkid)) {
-            // The broker retransmits what the client has not acknowledged yet.
+        if let Some(&client_pkid) = self.delivering.get(&(index, publish.pkid)) {
+            // The broker resends what the client had not acknowledged when the
+            // session resumed: the client gets it again under its own id.
+            let mut publish = publish;
+            publish.pkid = client_pkid;
+            publish.dup = true;
+            self.send_client(&Packet::Publish(publish));
             return;
         }
         self.waiting.push_back((index, publish));
@@ -1595,8 +1628,65 @@ impl Session {
         None
     }
 
+    /// Puts back the packet-id state a previous connection of this persistent
+    /// session left, for the upstreams it still has.
+    fn restore(&mut self, carried: Carried) {
+        let index_of =
+            |upstreams: &[Link], name: &Arc<str>| upstreams.iter().position(|l| l.name == *name);
+        for (client_pkid, exit, pkid) in carried.inbound {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.upstreams[index]
+                    .used
+                    .insert(pkid, Origin::Publish(client_pkid));
+                self.inbound.insert(client_pkid, (index, pkid));
+            }
+        }
+        for (client_pkid, exit, pkid) in carried.outbound {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.outbound.insert(client_pkid, (index, pkid));
+                self.delivering.insert((index, pkid), client_pkid);
+            }
+        }
+        for (exit, next) in carried.next_pkids {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.upstreams[index].next_pkid = next;
+            }
+        }
+        self.next_client_pkid = carried.next_client_pkid;
+    }
+
+    /// The packet-id state to carry to the next connection, for a persistent session.
+    fn carried(&self) -> Option<Carried> {
+        if self.session_expiry == Some(Duration::ZERO) {
+            return None;
+        }
+        let name = |index: usize| self.upstreams[index].name.clone();
+        Some(Carried {
+            inbound: self
+                .inbound
+                .iter()
+                .map(|(&p, &(i, q))| (p, name(i), q))
+                .collect(),
+            outbound: self
+                .outbound
+                .iter()
+                .map(|(&p, &(i, q))| (p, name(i), q))
+                .collect(),
+            next_pkids: self
+                .upstreams
+                .iter()
+                .map(|l| (l.name.clone(), l.next_pkid))
+                .collect(),
+            next_client_pkid: self.next_client_pkid,
+            expires: self.session_expiry.map(|after| Instant::now() + after),
+        })
+    }
+
     /// Tells each side what it needs to know, then closes everything.
     async fn finish(mut self, end: End) {
+        if let Some(carried) = self.carried() {
+            self.config.sessions.carry(&self.client_id, carried);
+        }
         let client_id = format!("{:?}", self.client_id);
         let events = self.config.events.clone();
         let peer = self.peer.clone();
