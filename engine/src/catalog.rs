@@ -37,4 +37,20 @@ pub struct CatalogError(pub String);
 pub trait Catalog: Send + Sync + 'static {
     /// The schema `reference` names.
     async fn resolve(&self, reference: &SchemaRef) -> Result<Schema, CatalogError>;
+
+    /// The schema, when the catalog has it at hand without I/O (inline,
+    /// filesystem, or cached); models use it to compile at startup.
+    fn resolve_now(&self, reference: &SchemaRef) -> Option<Result<Schema, CatalogError>> {
+        let _ = reference;
+        None
+    }
+}
+
+impl std::fmt::Display for SchemaRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchemaRef::Subject { subject, version } => write!(f, "subject `{subject}` version `{version}`"),
+            SchemaRef::Id(id) => write!(f, "schema id {id}"),
+        }
+    }
 }

@@ -416,6 +416,34 @@ impl<'a> PluginContext<'a> {
         ))
     }
 
+    /// The schema text a model reference's `catalog` names, resolved now
+    /// (the catalog must have it at hand: inline, filesystem, or cached).
+    pub fn schema(
+        &mut self,
+        references: &crate::model::CatalogReferences,
+        relative: &str,
+    ) -> Result<crate::catalog::Schema, BuildError> {
+        let Some((catalog_name, selectors)) = references.iter().next() else {
+            return Err(self.error(relative, "a model with a schema needs `catalog`"));
+        };
+        let path = format!("{relative}.{catalog_name}");
+        let catalog = self.catalog(catalog_name, &path)?;
+        let Some(selector) = selectors.first() else {
+            return Err(self.error(&path, "name a schema: `- subject: <subject>` or `- id: <id>`"));
+        };
+        let reference = selector
+            .reference()
+            .map_err(|message| self.error(&format!("{path}[0]"), message))?;
+        match catalog.resolve_now(&reference) {
+            Some(Ok(schema)) => Ok(schema),
+            Some(Err(error)) => Err(self.error(&format!("{path}[0]"), error.to_string())),
+            None => Err(self.error(
+                &format!("{path}[0]"),
+                format!("catalog `{catalog_name}` cannot provide {reference} at startup"),
+            )),
+        }
+    }
+
     /// Builds the model a model reference (`{model: json, catalog: ...}`) at
     /// `relative` describes.
     pub fn model(
