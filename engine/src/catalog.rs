@@ -49,7 +49,9 @@ pub trait Catalog: Send + Sync + 'static {
 impl std::fmt::Display for SchemaRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SchemaRef::Subject { subject, version } => write!(f, "subject `{subject}` version `{version}`"),
+            SchemaRef::Subject { subject, version } => {
+                write!(f, "subject `{subject}` version `{version}`")
+            }
             SchemaRef::Id(id) => write!(f, "schema id {id}"),
         }
     }

@@ -429,7 +429,10 @@ impl<'a> PluginContext<'a> {
         let path = format!("{relative}.{catalog_name}");
         let catalog = self.catalog(catalog_name, &path)?;
         let Some(selector) = selectors.first() else {
-            return Err(self.error(&path, "name a schema: `- subject: <subject>` or `- id: <id>`"));
+            return Err(self.error(
+                &path,
+                "name a schema: `- subject: <subject>` or `- id: <id>`",
+            ));
         };
         let reference = selector
             .reference()

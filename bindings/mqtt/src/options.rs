@@ -7,7 +7,7 @@ use crate::codec::Version;
 use crate::topic;
 
 /// `options` of an mqtt server.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttServerOptions {
     /// Protocol versions accepted: `v3.1.1`, `v5` (default both).
@@ -32,6 +32,9 @@ pub struct MqttServerOptions {
     /// credentials are forwarded upstream (client).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub authorization: IndexMap<String, AuthorizationOptions>,
+    /// Payload and user-property validation by topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<TopicOptions>,
 }
 
 /// `options` of an mqtt client.
@@ -54,6 +57,42 @@ pub struct MqttClientOptions {
     /// credentials are forwarded upstream (client).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub authorization: IndexMap<String, AuthorizationOptions>,
+}
+
+/// `topics[]`: what publishes to matching topics must look like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOptions {
+    /// A topic filter (`+`, `#`).
+    pub name: String,
+    /// The payload's model reference (`{model: json, catalog: ...}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_yaml::Value>,
+    /// Models for user properties, by property name.
+    #[serde(
+        default,
+        rename = "user-properties",
+        skip_serializing_if = "IndexMap::is_empty"
+    )]
+    pub user_properties: IndexMap<String, serde_yaml::Value>,
+    /// What happens to an invalid publish: `disconnect` (default, as Zilla:
+    /// DISCONNECT 0x99) or `reject` (PUBACK/PUBREC 0x99, connection kept).
+    #[serde(
+        default,
+        rename = "on-invalid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_invalid: Option<OnInvalid>,
+}
+
+/// `on-invalid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// DISCONNECT 0x99 (3.1.1: the connection closes).
+    Disconnect,
+    /// PUBACK/PUBREC 0x99 for QoS 1/2, dropped at QoS 0; the connection stays.
+    Reject,
 }
 
 /// `authorization.<guard>`.

@@ -8,13 +8,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Guard, Ports, Routes,
-    Shutdown, StreamHandler, StreamInfo,
+    async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Guard, Model, Ports,
+    Routes, Shutdown, StreamHandler, StreamInfo,
 };
 
 use crate::codec::Version;
 use crate::options::{
-    CredentialsPattern, MqttCondition, MqttServerOptions, RouteConditions, RouteTemplate,
+    CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, RouteConditions, RouteTemplate,
 };
 use crate::port::MqttSessions;
 use crate::session;
@@ -43,6 +43,44 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         }
         _ => return Err(cx.error("options.authorization", "name exactly one guard")),
     };
+    let mut topics = Vec::new();
+    let mut invalid = None;
+    for (index, topic) in options.topics.iter().enumerate() {
+        let path = format!("options.topics[{index}]");
+        if !crate::topic::is_valid_filter(&topic.name) {
+            invalid = Some(cx.error(
+                &format!("{path}.name"),
+                format!("`{}` is not a topic filter", topic.name),
+            ));
+            continue;
+        }
+        let content = match &topic.content {
+            Some(reference) => match cx.model(reference, &format!("{path}.content")) {
+                Ok(model) => Some((model_name(reference), model)),
+                Err(error) => {
+                    invalid = Some(error);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let mut user_properties = Vec::new();
+        for (name, reference) in &topic.user_properties {
+            match cx.model(reference, &format!("{path}.user-properties.{name}")) {
+                Ok(model) => user_properties.push((name.clone(), model_name(reference), model)),
+                Err(error) => invalid = Some(error),
+            }
+        }
+        topics.push(TopicValidation {
+            filter: topic.name.clone(),
+            content,
+            user_properties,
+            on_invalid: topic.on_invalid.unwrap_or(OnInvalid::Disconnect),
+        });
+    }
+    if let Some(error) = invalid {
+        return Err(error);
+    }
     let mut templates = Vec::new();
     for (index, route) in routes.iter().enumerate() {
         match RouteTemplate::new(&route.when) {
@@ -71,6 +109,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             templates,
             unbound,
             authorization,
+            topics,
             events: cx.events(),
             shutdown: cx.shutdown(),
             sessions: Arc::default(),
@@ -90,10 +129,34 @@ pub(crate) struct ServerConfig {
     pub(crate) unbound: Vec<RouteConditions>,
     /// The guard that authorizes sessions, if any.
     pub(crate) authorization: Option<ServerAuthorization>,
+    /// Validation of publishes, by topic filter; the first match applies.
+    pub(crate) topics: Vec<TopicValidation>,
     pub(crate) events: Events,
     pub(crate) shutdown: Shutdown,
     /// Connected sessions by client id, so a new connection takes over an old one.
     pub(crate) sessions: Arc<SessionRegistry>,
+}
+
+/// The models publishes to one topic filter must satisfy.
+pub(crate) struct TopicValidation {
+    pub(crate) filter: String,
+    /// The payload's model, with its name for events.
+    pub(crate) content: Option<(String, Arc<dyn Model>)>,
+    /// User property name, model name, model.
+    pub(crate) user_properties: Vec<(String, String, Arc<dyn Model>)>,
+    pub(crate) on_invalid: OnInvalid,
+}
+
+/// The `model` a model reference names, for events.
+fn model_name(reference: &serde_yaml::Value) -> String {
+    match reference {
+        serde_yaml::Value::String(name) => name.clone(),
+        other => other
+            .get("model")
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or("?")
+            .to_owned(),
+    }
 }
 
 /// The guard of `options.authorization` and where the credentials are.

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use zilla_engine::{Authorizations, ByteStream, GuardRejection, StreamInfo};
 
 use crate::codec::{self, CodecError, Version};
-use crate::options::{Operation, RouteConditions};
+use crate::options::{OnInvalid, Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort, Upstream};
 use crate::server::{Carried, Registration, ServerConfig};
 use crate::topic;
@@ -1198,6 +1198,9 @@ impl Session {
                 format!("payload on {:?} declared UTF-8 is not UTF-8", publish.topic),
             ));
         }
+        if let Some(refused) = self.validate(&publish) {
+            return refused;
+        }
         let Some(index) = self.router.route(Operation::Publish(&publish.topic)) else {
             if self.router.could_route(Operation::Publish(&publish.topic)) {
                 self.config.events.warn(
@@ -1298,6 +1301,74 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    /// Checks a publish against the first `topics` entry its topic matches;
+    /// `Some` when it is refused (and answered) or ends the session.
+    fn validate(&mut self, publish: &Publish) -> Option<Result<(), End>> {
+        if self.config.topics.is_empty() {
+            return None;
+        }
+        let config = self.config.clone();
+        let topic = config
+            .topics
+            .iter()
+            .find(|t| topic::matches(&t.filter, &publish.topic))?;
+        let failure = topic
+            .content
+            .as_ref()
+            .and_then(|(name, model)| {
+                model
+                    .validate(&publish.payload)
+                    .err()
+                    .map(|error| format!("payload fails model {name}: {error}"))
+            })
+            .or_else(|| {
+                let properties = publish.properties.as_ref()?;
+                topic
+                    .user_properties
+                    .iter()
+                    .find_map(|(property, name, model)| {
+                        properties
+                            .user_properties
+                            .iter()
+                            .filter(|(key, _)| key == property)
+                            .find_map(|(_, value)| model.validate(value.as_bytes()).err())
+                            .map(|error| {
+                                format!("user property {property:?} fails model {name}: {error}")
+                            })
+                    })
+            })?;
+        let why = format!("publish to {:?} {failure}", publish.topic);
+        self.config.events.warn(
+            "MQTT_VALIDATION_FAILED",
+            format!("client {} id {:?}: {why}", self.peer, self.client_id),
+        );
+        Some(match topic.on_invalid {
+            OnInvalid::Disconnect => {
+                Err(End::Refuse(DisconnectReasonCode::PayloadFormatInvalid, why))
+            }
+            OnInvalid::Reject => {
+                match publish.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => {
+                        self.send_client(&Packet::PubAck(PubAck {
+                            pkid: publish.pkid,
+                            reason: PubAckReason::PayloadFormatInvalid,
+                            properties: None,
+                        }));
+                    }
+                    QoS::ExactlyOnce => {
+                        self.send_client(&Packet::PubRec(PubRec {
+                            pkid: publish.pkid,
+                            reason: PubRecReason::PayloadFormatInvalid,
+                            properties: None,
+                        }));
+                    }
+                }
+                Ok(())
+            }
+        })
     }
 
     fn client_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {

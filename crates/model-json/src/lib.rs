@@ -48,17 +48,22 @@ impl JsonModel {
 
 impl Model for JsonModel {
     fn validate(&self, payload: &[u8]) -> Result<(), ValidationError> {
-        let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| ValidationError {
-            path: None,
-            reason: format!("not JSON (line {}, column {})", e.line(), e.column()),
-        })?;
-        let first = self.validator.iter_errors(&value).next().map(|error| ValidationError {
-            path: Some(match error.instance_path().to_string() {
-                path if path.is_empty() => "/".to_owned(),
-                path => path,
-            }),
-            reason: format!("fails schema rule {}", error.schema_path()),
-        });
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| ValidationError {
+                path: None,
+                reason: format!("not JSON (line {}, column {})", e.line(), e.column()),
+            })?;
+        let first = self
+            .validator
+            .iter_errors(&value)
+            .next()
+            .map(|error| ValidationError {
+                path: Some(match error.instance_path().to_string() {
+                    path if path.is_empty() => "/".to_owned(),
+                    path => path,
+                }),
+                reason: format!("fails schema rule {}", error.schema_path()),
+            });
         match first {
             None => Ok(()),
             Some(error) => Err(error),
@@ -67,7 +72,8 @@ impl Model for JsonModel {
 }
 
 fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Model>, BuildError> {
-    let options: JsonModelOptions = cx.deserialize(cx.raw_options().cloned().unwrap_or_default(), "")?;
+    let options: JsonModelOptions =
+        cx.deserialize(cx.raw_options().cloned().unwrap_or_default(), "")?;
     let schema = cx.schema(&options.catalog, "catalog")?;
     JsonModel::new(&schema.text)
         .map(|model| Arc::new(model) as Arc<dyn Model>)
@@ -92,15 +98,23 @@ mod tests {
         assert!(model.validate(br#"{"id":"1","status":"on"}"#).is_ok());
         let missing = model.validate(br#"{"id":"1","stat":"off"}"#).unwrap_err();
         assert_eq!(missing.to_string(), "/: fails schema rule /required");
-        let wrong = model.validate(br#"{"id":"1","status":"secret-value"}"#).unwrap_err();
+        let wrong = model
+            .validate(br#"{"id":"1","status":"secret-value"}"#)
+            .unwrap_err();
         assert_eq!(wrong.path.as_deref(), Some("/status"));
         assert!(!wrong.to_string().contains("secret-value"));
-        assert!(model.validate(b"not json").unwrap_err().reason.starts_with("not JSON"));
+        assert!(model
+            .validate(b"not json")
+            .unwrap_err()
+            .reason
+            .starts_with("not JSON"));
     }
 
     #[test]
     fn bad_schemas_are_refused() {
         assert!(JsonModel::new("{").unwrap_err().contains("not JSON"));
-        assert!(JsonModel::new(r#"{"type": 7}"#).unwrap_err().contains("not a valid JSON Schema"));
+        assert!(JsonModel::new(r#"{"type": 7}"#)
+            .unwrap_err()
+            .contains("not a valid JSON Schema"));
     }
 }

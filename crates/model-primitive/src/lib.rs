@@ -76,7 +76,9 @@ impl Range {
             Some(')') => false,
             _ => return Err(invalid()),
         };
-        let (low, high) = text[1..text.len() - 1].split_once(',').ok_or_else(invalid)?;
+        let (low, high) = text[1..text.len() - 1]
+            .split_once(',')
+            .ok_or_else(invalid)?;
         let bound = |part: &str, inclusive| -> Result<Option<Bound>, String> {
             match part.trim() {
                 "" => Ok(None),
@@ -93,8 +95,19 @@ impl Range {
     }
 
     fn contains(&self, value: f64) -> bool {
-        self.low.is_none_or(|b| if b.inclusive { value >= b.value } else { value > b.value })
-            && self.high.is_none_or(|b| if b.inclusive { value <= b.value } else { value < b.value })
+        self.low.is_none_or(|b| {
+            if b.inclusive {
+                value >= b.value
+            } else {
+                value > b.value
+            }
+        }) && self.high.is_none_or(|b| {
+            if b.inclusive {
+                value <= b.value
+            } else {
+                value < b.value
+            }
+        })
     }
 }
 
@@ -136,18 +149,31 @@ impl PrimitiveModel {
             "float" => Kind::Float,
             "double" => Kind::Double,
             "boolean" => Kind::Boolean,
-            other => return Err(("model".into(), format!("`{other}` is not a primitive model"))),
+            other => {
+                return Err((
+                    "model".into(),
+                    format!("`{other}` is not a primitive model"),
+                ))
+            }
         };
         if let Some(encoding) = &options.encoding {
-            if !matches!(encoding.to_ascii_lowercase().as_str(), "utf_8" | "utf-8" | "utf8") {
-                return Err(("encoding".into(), format!("only UTF-8 is supported, not `{encoding}`")));
+            if !matches!(
+                encoding.to_ascii_lowercase().as_str(),
+                "utf_8" | "utf-8" | "utf8"
+            ) {
+                return Err((
+                    "encoding".into(),
+                    format!("only UTF-8 is supported, not `{encoding}`"),
+                ));
             }
         }
         let pattern = match &options.pattern {
-            Some(pattern) => Some(
-                regex::Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| ("pattern".to_owned(), format!("not a regular expression: {e}")))?,
-            ),
+            Some(pattern) => Some(regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                (
+                    "pattern".to_owned(),
+                    format!("not a regular expression: {e}"),
+                )
+            })?),
             None => None,
         };
         let range = match &options.range {
@@ -172,12 +198,21 @@ impl PrimitiveModel {
         match self.format {
             Format::Binary => {
                 if payload.len() != expected {
-                    return Err(fail(format!("expected {expected} bytes, found {}", payload.len())));
+                    return Err(fail(format!(
+                        "expected {expected} bytes, found {}",
+                        payload.len()
+                    )));
                 }
                 Ok(match self.kind {
-                    Kind::Int32 => f64::from(i32::from_be_bytes(payload.try_into().unwrap_or_default())),
-                    Kind::Float => f64::from(f32::from_be_bytes(payload.try_into().unwrap_or_default())),
-                    Kind::Int64 => i64::from_be_bytes(payload.try_into().unwrap_or_default()) as f64,
+                    Kind::Int32 => {
+                        f64::from(i32::from_be_bytes(payload.try_into().unwrap_or_default()))
+                    }
+                    Kind::Float => {
+                        f64::from(f32::from_be_bytes(payload.try_into().unwrap_or_default()))
+                    }
+                    Kind::Int64 => {
+                        i64::from_be_bytes(payload.try_into().unwrap_or_default()) as f64
+                    }
                     _ => f64::from_be_bytes(payload.try_into().unwrap_or_default()),
                 })
             }
@@ -211,10 +246,16 @@ impl Model for PrimitiveModel {
                 let text = std::str::from_utf8(payload).map_err(|_| fail("not UTF-8"))?;
                 let length = text.chars().count();
                 if self.min_length.is_some_and(|min| length < min) {
-                    return Err(fail(format!("shorter than minLength {}", self.min_length.unwrap_or(0))));
+                    return Err(fail(format!(
+                        "shorter than minLength {}",
+                        self.min_length.unwrap_or(0)
+                    )));
                 }
                 if self.max_length.is_some_and(|max| length > max) {
-                    return Err(fail(format!("longer than maxLength {}", self.max_length.unwrap_or(0))));
+                    return Err(fail(format!(
+                        "longer than maxLength {}",
+                        self.max_length.unwrap_or(0)
+                    )));
                 }
                 if self.pattern.as_ref().is_some_and(|p| !p.is_match(text)) {
                     return Err(fail("does not match the pattern"));
@@ -253,12 +294,30 @@ fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Model>, BuildError> {
         .map_err(|(field, message)| cx.error(&field, message))
 }
 
-register_model!(ModelFactory { type_name: "string", build });
-register_model!(ModelFactory { type_name: "int32", build });
-register_model!(ModelFactory { type_name: "int64", build });
-register_model!(ModelFactory { type_name: "float", build });
-register_model!(ModelFactory { type_name: "double", build });
-register_model!(ModelFactory { type_name: "boolean", build });
+register_model!(ModelFactory {
+    type_name: "string",
+    build
+});
+register_model!(ModelFactory {
+    type_name: "int32",
+    build
+});
+register_model!(ModelFactory {
+    type_name: "int64",
+    build
+});
+register_model!(ModelFactory {
+    type_name: "float",
+    build
+});
+register_model!(ModelFactory {
+    type_name: "double",
+    build
+});
+register_model!(ModelFactory {
+    type_name: "boolean",
+    build
+});
 
 #[cfg(test)]
 mod tests {
@@ -293,12 +352,15 @@ mod tests {
         assert!(d.validate(b"1.5").is_err());
         assert!(d.validate(b"NaN").is_err());
         assert!(model("model: boolean\n").validate(b"true").is_ok());
-        assert!(model("model: boolean\nformat: binary\n").validate(&[2]).is_err());
+        assert!(model("model: boolean\nformat: binary\n")
+            .validate(&[2])
+            .is_err());
     }
 
     #[test]
     fn bad_options_are_refused() {
-        let bad = |yaml: &str| PrimitiveModel::new(&serde_yaml::from_str(yaml).unwrap()).unwrap_err();
+        let bad =
+            |yaml: &str| PrimitiveModel::new(&serde_yaml::from_str(yaml).unwrap()).unwrap_err();
         assert_eq!(bad("model: int32\nrange: '0..100'\n").0, "range");
         assert_eq!(bad("model: string\npattern: '('\n").0, "pattern");
         assert_eq!(bad("model: string\nencoding: utf_16\n").0, "encoding");

@@ -15,7 +15,11 @@ pub use zilla_engine as engine;
 use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
 use zilla_binding_tls as _;
+use zilla_catalog_filesystem as _;
+use zilla_catalog_inline as _;
 use zilla_guard_jwt as _;
+use zilla_model_json as _;
+use zilla_model_primitive as _;
 use zilla_vault_filesystem as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
@@ -24,7 +28,16 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "binding:mqtt",
     "binding:tcp",
     "binding:tls",
+    "catalog:filesystem",
+    "catalog:inline",
     "guard:jwt",
+    "model:boolean",
+    "model:double",
+    "model:float",
+    "model:int32",
+    "model:int64",
+    "model:json",
+    "model:string",
     "vault:filesystem",
     "exporter:stdout",
 ];

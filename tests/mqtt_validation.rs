@@ -1,0 +1,361 @@
+//! Schema validation at the edge: valid payloads pass to the broker, invalid
+//! ones are refused with 0x99 and never reach a subscriber.
+
+use bytes::Bytes;
+use zilla as _;
+use zilla::engine::Engine;
+use zilla_testkit::mqtt::packets::{
+    DisconnectReasonCode, Filter, Packet, PubAckReason, Publish, PublishProperties, QoS,
+    RetainForwardRule, Subscribe,
+};
+use zilla_testkit::mqtt::RawMqtt;
+use zilla_testkit::proxy::{mqtt_proxy_yaml, wait_for_event, Proxy};
+use zilla_testkit::Mosquitto;
+
+const LIGHTS: &str = r#"{"type":"object","properties":{"id":{"type":"string"},"status":{"type":"string","enum":["on","off"]}},"required":["id","status"]}"#;
+
+fn server(topics: &str) -> String {
+    format!(
+        "    options:
+      topics:
+{topics}
+    exit: mqtt_client_a"
+    )
+}
+
+fn with_catalogs(yaml: String, dir: &std::path::Path) -> String {
+    std::fs::write(dir.join("lights.json"), LIGHTS).unwrap();
+    yaml.replacen(
+        "bindings:",
+        &format!(
+            "catalogs:
+  host_inline:
+    type: inline
+    options:
+      subjects:
+        lights:
+          schema: '{LIGHTS}'
+  host_filesystem:
+    type: filesystem
+    options:
+      subjects:
+        lights:
+          path: lights.json
+bindings:"
+        ),
+        1,
+    )
+}
+
+async fn start(broker: &Mosquitto, dir: &std::path::Path, topics: &str) -> Proxy {
+    let yaml = with_catalogs(
+        mqtt_proxy_yaml(&server(topics), &[("a", broker.port())]),
+        dir,
+    );
+    Proxy::start_with(Engine::from_yaml(yaml).base_dir(dir)).await
+}
+
+fn publish(
+    topic: &str,
+    qos: QoS,
+    pkid: u16,
+    payload: &'static [u8],
+    properties: Option<PublishProperties>,
+) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::from_static(payload),
+        properties,
+    })
+}
+
+async fn watcher(broker: &Mosquitto) -> RawMqtt {
+    let (mut watcher, _) = RawMqtt::connect(broker.port(), "").await;
+    watcher
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            filters: vec![Filter {
+                path: "#".into(),
+                qos: QoS::AtMostOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            }],
+            properties: None,
+        }))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    watcher
+}
+
+async fn next_payload(watcher: &mut RawMqtt) -> Bytes {
+    loop {
+        match watcher.recv().await {
+            Some(Packet::Publish(m)) => return m.payload,
+            Some(_) => {}
+            None => panic!("watcher closed"),
+        }
+    }
+}
+
+const JSON_TOPICS: &str = "        - name: lights/inline/#
+          content:
+            model: json
+            catalog:
+              host_inline:
+                - subject: lights
+        - name: lights/file/#
+          content:
+            model: json
+            catalog:
+              host_filesystem:
+                - subject: lights
+                  version: latest
+        - name: lights/reject/#
+          on-invalid: reject
+          content:
+            model: json
+            catalog:
+              host_inline:
+                - subject: lights
+        - name: counters/#
+          content:
+            model: int32
+            range: '[0,1000]'
+        - name: names/#
+          content:
+            model: string
+            maxLength: 8
+          user-properties:
+            unit:
+              model: string
+              pattern: '[a-z]+'";
+
+#[tokio::test]
+async fn valid_json_passes_and_invalid_json_is_refused_with_0x99() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(&broker, dir.path(), JSON_TOPICS).await;
+    let mut seen = watcher(&broker).await;
+
+    for topic in ["lights/inline/1", "lights/file/1"] {
+        let (mut client, _) = RawMqtt::connect(proxy.port, "lamp").await;
+        client
+            .send(&publish(
+                topic,
+                QoS::AtLeastOnce,
+                1,
+                br#"{"id":"1","status":"on"}"#,
+                None,
+            ))
+            .await;
+        assert!(
+            matches!(client.recv().await, Some(Packet::PubAck(a)) if a.reason != PubAckReason::PayloadFormatInvalid)
+        );
+        assert_eq!(
+            next_payload(&mut seen).await.as_ref(),
+            br#"{"id":"1","status":"on"}"#
+        );
+
+        client
+            .send(&publish(
+                topic,
+                QoS::AtLeastOnce,
+                2,
+                br#"{"id":"1","stat":"off"}"#,
+                None,
+            ))
+            .await;
+        assert_eq!(
+            client.closed().await.map(|d| d.reason_code),
+            Some(DisconnectReasonCode::PayloadFormatInvalid)
+        );
+    }
+    let event = wait_for_event(&[
+        "MQTT_VALIDATION_FAILED",
+        "lights/file/1",
+        "fails model json",
+        "/required",
+    ])
+    .await;
+    assert!(
+        !event.contains("stat\\\":\\\"off"),
+        "events never carry the payload: {event}"
+    );
+
+    // Nothing invalid reached the broker: the next message the watcher sees is this one.
+    let (mut client, _) = RawMqtt::connect(proxy.port, "lamp-2").await;
+    client
+        .send(&publish(
+            "lights/inline/2",
+            QoS::AtLeastOnce,
+            1,
+            br#"{"id":"2","status":"off"}"#,
+            None,
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(
+        next_payload(&mut seen).await.as_ref(),
+        br#"{"id":"2","status":"off"}"#
+    );
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_mode_answers_0x99_and_keeps_the_connection() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(&broker, dir.path(), JSON_TOPICS).await;
+    let mut seen = watcher(&broker).await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "rejected").await;
+    client
+        .send(&publish(
+            "lights/reject/1",
+            QoS::AtLeastOnce,
+            1,
+            b"{not json",
+            None,
+        ))
+        .await;
+    match client.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason, PubAckReason::PayloadFormatInvalid),
+        other => panic!("expected PUBACK 0x99, got {other:?}"),
+    }
+    client
+        .send(&publish(
+            "lights/reject/1",
+            QoS::ExactlyOnce,
+            2,
+            b"[]",
+            None,
+        ))
+        .await;
+    match client.recv().await {
+        Some(Packet::PubRec(r)) => assert_eq!(
+            r.reason,
+            zilla_testkit::mqtt::packets::PubRecReason::PayloadFormatInvalid
+        ),
+        other => panic!("expected PUBREC 0x99, got {other:?}"),
+    }
+    client
+        .send(&publish(
+            "lights/reject/1",
+            QoS::AtLeastOnce,
+            3,
+            br#"{"id":"3","status":"on"}"#,
+            None,
+        ))
+        .await;
+    assert!(
+        matches!(client.recv().await, Some(Packet::PubAck(a)) if a.reason != PubAckReason::PayloadFormatInvalid)
+    );
+    assert_eq!(
+        next_payload(&mut seen).await.as_ref(),
+        br#"{"id":"3","status":"on"}"#
+    );
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn string_number_and_user_property_models() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(&broker, dir.path(), JSON_TOPICS).await;
+    let mut seen = watcher(&broker).await;
+    let unit = |value: &str| {
+        Some(PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![("unit".into(), value.into())],
+            subscription_identifiers: vec![],
+            content_type: None,
+        })
+    };
+    let (mut client, _) = RawMqtt::connect(proxy.port, "numbers").await;
+    client
+        .send(&publish("counters/a", QoS::AtLeastOnce, 1, b"42", None))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(next_payload(&mut seen).await.as_ref(), b"42");
+    client
+        .send(&publish(
+            "names/a",
+            QoS::AtLeastOnce,
+            2,
+            b"short",
+            unit("celsius"),
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(next_payload(&mut seen).await.as_ref(), b"short");
+    client
+        .send(&publish("counters/a", QoS::AtLeastOnce, 3, b"1001", None))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+
+    let (mut client, _) = RawMqtt::connect(proxy.port, "names").await;
+    client
+        .send(&publish(
+            "names/b",
+            QoS::AtLeastOnce,
+            1,
+            b"ok",
+            unit("Celsius!"),
+        ))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    wait_for_event(&[
+        "MQTT_VALIDATION_FAILED",
+        "user property \"unit\" fails model string",
+    ])
+    .await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "long-name").await;
+    client
+        .send(&publish(
+            "names/c",
+            QoS::AtMostOnce,
+            0,
+            b"much too long",
+            None,
+        ))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_model_whose_schema_is_missing_fails_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = "        - name: x/#
+          content:
+            model: json
+            catalog:
+              host_inline:
+                - subject: nope";
+    let yaml = with_catalogs(mqtt_proxy_yaml(&server(topics), &[("a", 1)]), dir.path());
+    let errors = Engine::from_yaml(yaml)
+        .base_dir(dir.path())
+        .build()
+        .unwrap_err();
+    assert!(
+        errors.mentions("bindings.north_mqtt_server.options.topics[0].content.catalog.host_inline[0]: catalog host_inline has no subject `nope` version `latest`"),
+        "{errors}"
+    );
+}
