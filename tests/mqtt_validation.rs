@@ -359,3 +359,99 @@ async fn a_model_whose_schema_is_missing_fails_at_startup() {
         "{errors}"
     );
 }
+
+const READING: &str = r#"{"type":"record","name":"Reading","fields":[{"name":"id","type":"string"},{"name":"celsius","type":"double"}]}"#;
+
+fn reading(celsius: f64) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let schema = apache_avro::Schema::parse_str(READING).unwrap();
+    apache_avro::to_avro_datum(
+        &schema,
+        Value::Record(vec![
+            ("id".into(), Value::String("s1".into())),
+            ("celsius".into(), Value::Double(celsius)),
+        ]),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn avro_from_inline_by_id_with_framing_and_from_a_file() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reading.avsc"), READING).unwrap();
+    let topics = "        - name: framed/#
+          content:
+            model: avro
+            catalog:
+              avro_inline:
+                - id: 7
+        - name: plain/#
+          content:
+            model: avro
+            view: json
+            catalog:
+              avro_files:
+                - subject: reading";
+    let yaml = mqtt_proxy_yaml(&server(topics), &[("a", broker.port())]).replacen(
+        "bindings:",
+        &format!(
+            "catalogs:
+  avro_inline:
+    type: inline
+    options:
+      subjects:
+        reading:
+          schema: '{READING}'
+          id: 7
+  avro_files:
+    type: filesystem
+    options:
+      subjects:
+        reading:
+          path: reading.avsc
+bindings:"
+        ),
+        1,
+    );
+    let proxy = Proxy::start_with(Engine::from_yaml(yaml).base_dir(dir.path())).await;
+    let mut seen = watcher(&broker).await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "avro").await;
+    let send = |topic: &str, payload: Vec<u8>| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: 1,
+            payload: Bytes::from(payload),
+            properties: None,
+        })
+    };
+    let mut framed = vec![0, 0, 0, 0, 7];
+    framed.extend(reading(21.5));
+    client.send(&send("framed/a", framed.clone())).await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(next_payload(&mut seen).await.as_ref(), framed.as_slice());
+    client.send(&send("plain/a", reading(19.0))).await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(
+        next_payload(&mut seen).await.as_ref(),
+        reading(19.0).as_slice()
+    );
+
+    // Unframed on the framed topic: refused.
+    client.send(&send("framed/b", reading(1.0))).await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    wait_for_event(&["MQTT_VALIDATION_FAILED", "framed/b", "fails model avro"]).await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "avro-2").await;
+    client.send(&send("plain/b", b"\x02".to_vec())).await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    proxy.engine.shutdown().await;
+}

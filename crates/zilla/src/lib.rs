@@ -18,6 +18,7 @@ use zilla_binding_tls as _;
 use zilla_catalog_filesystem as _;
 use zilla_catalog_inline as _;
 use zilla_guard_jwt as _;
+use zilla_model_avro as _;
 use zilla_model_json as _;
 use zilla_model_primitive as _;
 use zilla_vault_filesystem as _;
@@ -31,6 +32,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "catalog:filesystem",
     "catalog:inline",
     "guard:jwt",
+    "model:avro",
     "model:boolean",
     "model:double",
     "model:float",
