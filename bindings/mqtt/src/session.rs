@@ -1399,31 +1399,20 @@ impl Session {
                 }
             }
         }
-        let mut pending = PendingAck {
+        let properties = subscribe.properties;
+        self.fan_out(
+            subscribe.pkid,
             codes,
-            waiting: HashMap::new(),
-            reason_string: None,
-            user_properties: Vec::new(),
-        };
-        for (index, filters) in groups {
-            let Some(pkid) = self.upstreams[index].allocate(Origin::Subscribe(subscribe.pkid))
-            else {
-                return Err(End::Refuse(
-                    DisconnectReasonCode::QuotaExceeded,
-                    "no packet id free".into(),
-                ));
-            };
-            let (positions, filters): (Vec<usize>, Vec<Filter>) = filters.into_iter().unzip();
-            pending.waiting.insert((index, pkid), positions);
-            self.upstreams[index].send(&Packet::Subscribe(Subscribe {
-                pkid,
-                filters,
-                properties: subscribe.properties.clone(),
-            }));
-        }
-        self.pending_acks.insert(subscribe.pkid, pending);
-        self.complete_ack(subscribe.pkid, true);
-        Ok(())
+            groups,
+            Origin::Subscribe,
+            |pkid, filters| {
+                Packet::Subscribe(Subscribe {
+                    pkid,
+                    filters,
+                    properties: properties.clone(),
+                })
+            },
+        )
     }
 
     fn client_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
@@ -1436,6 +1425,34 @@ impl Session {
                 None => codes[position] = Some(0x11),
             }
         }
+        let properties = unsubscribe.properties;
+        self.fan_out(
+            unsubscribe.pkid,
+            codes,
+            groups,
+            Origin::Unsubscribe,
+            |pkid, filters| {
+                Packet::Unsubscribe(Unsubscribe {
+                    pkid,
+                    filters,
+                    properties: properties.clone(),
+                })
+            },
+        )
+    }
+
+    /// Sends each upstream its share of a client SUBSCRIBE or UNSUBSCRIBE
+    /// (`groups`: upstream index -> (position in the client's list, filter)),
+    /// and records what the client's acknowledgement waits for.
+    fn fan_out<F>(
+        &mut self,
+        client_pkid: u16,
+        codes: Vec<Option<u8>>,
+        groups: BTreeMap<usize, Vec<(usize, F)>>,
+        origin: fn(u16) -> Origin,
+        packet: impl Fn(u16, Vec<F>) -> Packet,
+    ) -> Result<(), End> {
+        let subscribe = matches!(origin(client_pkid), Origin::Subscribe(_));
         let mut pending = PendingAck {
             codes,
             waiting: HashMap::new(),
@@ -1443,23 +1460,18 @@ impl Session {
             user_properties: Vec::new(),
         };
         for (index, filters) in groups {
-            let Some(pkid) = self.upstreams[index].allocate(Origin::Unsubscribe(unsubscribe.pkid))
-            else {
+            let Some(pkid) = self.upstreams[index].allocate(origin(client_pkid)) else {
                 return Err(End::Refuse(
                     DisconnectReasonCode::QuotaExceeded,
                     "no packet id free".into(),
                 ));
             };
-            let (positions, filters): (Vec<usize>, Vec<String>) = filters.into_iter().unzip();
+            let (positions, filters): (Vec<usize>, Vec<F>) = filters.into_iter().unzip();
             pending.waiting.insert((index, pkid), positions);
-            self.upstreams[index].send(&Packet::Unsubscribe(Unsubscribe {
-                pkid,
-                filters,
-                properties: unsubscribe.properties.clone(),
-            }));
+            self.upstreams[index].send(&packet(pkid, filters));
         }
-        self.pending_acks.insert(unsubscribe.pkid, pending);
-        self.complete_ack(unsubscribe.pkid, false);
+        self.pending_acks.insert(client_pkid, pending);
+        self.complete_ack(client_pkid, subscribe);
         Ok(())
     }
 
