@@ -3,7 +3,6 @@
 //! ending at `exp`, and a JWKS URL following key rotation.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -427,34 +426,6 @@ async fn the_session_ends_when_the_token_expires() {
     proxy.engine.shutdown().await;
 }
 
-/// A JWKS endpoint whose document the test can change.
-async fn jwks_server(document: Arc<Mutex<String>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let document = document.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let body = document.lock().unwrap().clone();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn a_jwks_url_follows_key_rotation() {
     use base64::Engine as _;
@@ -470,8 +441,13 @@ async fn a_jwks_url_follows_key_rotation() {
         "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "rotated",
         "x": b64(&point[1..33]), "y": b64(&point[33..65])
     });
-    let document = Arc::new(Mutex::new(json!({"keys": [seed_jwk]}).to_string()));
-    let jwks = jwks_server(document.clone()).await;
+    let jwks_stub = zilla_testkit::http::HttpStub::start().await;
+    jwks_stub.set(
+        "/.well-known/jwks.json",
+        200,
+        json!({"keys": [seed_jwk]}).to_string(),
+    );
+    let jwks = jwks_stub.port;
     let broker = Mosquitto::start().unwrap();
     let yaml = format!(
         "
@@ -528,7 +504,11 @@ bindings:
     );
 
     // The issuer rotates to a new key; a token naming it triggers a refresh.
-    *document.lock().unwrap() = json!({"keys": [rotated_jwk]}).to_string();
+    jwks_stub.set(
+        "/.well-known/jwks.json",
+        200,
+        json!({"keys": [rotated_jwk]}).to_string(),
+    );
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some("rotated".into());
     let new = format!(

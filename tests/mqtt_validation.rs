@@ -455,3 +455,136 @@ bindings:"
     );
     proxy.engine.shutdown().await;
 }
+
+fn registry_yaml(broker: u16, registry: u16, topics: &str) -> String {
+    mqtt_proxy_yaml(&server(topics), &[("a", broker)]).replacen(
+        "bindings:",
+        &format!(
+            "catalogs:
+  registry:
+    type: schema-registry
+    options:
+      url: http://127.0.0.1:{registry}
+      max-age: 0
+      credentials:
+        headers:
+          authorization: Basic dXNlcjpwYXNz
+bindings:"
+        ),
+        1,
+    )
+}
+
+// Multi-threaded: building the engine fetches from the registry stub, which
+// must keep answering on another worker while `build` blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_from_a_confluent_registry_survive_its_outage() {
+    let broker = Mosquitto::start().unwrap();
+    let registry = zilla_testkit::http::HttpStub::start().await;
+    let answer =
+        serde_json::json!({"subject": "lights-value", "version": 3, "id": 21, "schema": LIGHTS})
+            .to_string();
+    registry.set("/subjects/lights-value/versions/latest", 200, answer);
+    registry.set(
+        "/schemas/ids/42",
+        200,
+        serde_json::json!({"schema": READING}).to_string(),
+    );
+    let topics = "        - name: lights/#
+          content:
+            model: json
+            catalog:
+              registry:
+                - subject: lights-value
+        - name: readings/#
+          content:
+            model: avro
+            catalog:
+              registry:
+                - id: 42";
+    let proxy = Proxy::start(&registry_yaml(broker.port(), registry.port, topics)).await;
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .all(|r| r.contains("authorization: Basic dXNlcjpwYXNz")),
+        "credentials are sent: {:?}",
+        registry.requests()
+    );
+
+    // The registry goes down: the schemas fetched at startup keep working.
+    registry.go_down();
+    let mut seen = watcher(&broker).await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "registry-client").await;
+    client
+        .send(&publish(
+            "lights/1",
+            QoS::AtLeastOnce,
+            1,
+            br#"{"id":"1","status":"on"}"#,
+            None,
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(
+        next_payload(&mut seen).await.as_ref(),
+        br#"{"id":"1","status":"on"}"#
+    );
+    let mut framed = vec![0, 0, 0, 0, 42];
+    framed.extend(reading(3.0));
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "readings/1".into(),
+            pkid: 2,
+            payload: Bytes::from(framed.clone()),
+            properties: None,
+        }))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    assert_eq!(next_payload(&mut seen).await.as_ref(), framed.as_slice());
+    // A message framed with a schema id the proxy does not know fails, alone.
+    framed[4] = 43;
+    client
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "readings/2".into(),
+            pkid: 3,
+            payload: Bytes::from(framed),
+            properties: None,
+        }))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    wait_for_event(&[
+        "MQTT_VALIDATION_FAILED",
+        "readings/2",
+        "framed with schema id 43, expected 42",
+    ])
+    .await;
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_cannot_answer_at_startup_is_a_startup_error() {
+    let registry = zilla_testkit::http::HttpStub::start().await;
+    let topics = "        - name: lights/#
+          content:
+            model: json
+            catalog:
+              registry:
+                - subject: missing-value";
+    let errors = Engine::from_yaml(registry_yaml(1, registry.port, topics))
+        .build()
+        .unwrap_err();
+    assert!(
+        errors.mentions("catalog registry cannot get subject `missing-value` version `latest`"),
+        "{errors}"
+    );
+}

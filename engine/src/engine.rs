@@ -82,6 +82,10 @@ impl EngineBuilder {
     }
 
     /// Reads, checks and builds the configuration; every problem is reported.
+    ///
+    /// Building may block briefly: catalogs that fetch schemas (a schema
+    /// registry) do so here, bounded by their timeouts. Inside an async
+    /// context, call it from `spawn_blocking` or a multi-threaded runtime.
     pub fn build(self) -> Result<Engine, ConfigErrors> {
         let (source_name, document, default_dir) = match self.source {
             Source::File(path) => {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod http;
 mod mosquitto;
 pub mod mqtt;
 pub mod pki;

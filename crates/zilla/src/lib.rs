@@ -17,6 +17,7 @@ use zilla_binding_tcp as _;
 use zilla_binding_tls as _;
 use zilla_catalog_filesystem as _;
 use zilla_catalog_inline as _;
+use zilla_catalog_schema_registry as _;
 use zilla_guard_jwt as _;
 use zilla_model_avro as _;
 use zilla_model_json as _;
@@ -31,6 +32,8 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "binding:tls",
     "catalog:filesystem",
     "catalog:inline",
+    "catalog:karapace-schema-registry",
+    "catalog:schema-registry",
     "guard:jwt",
     "model:avro",
     "model:boolean",
