@@ -588,3 +588,96 @@ async fn a_registry_that_cannot_answer_at_startup_is_a_startup_error() {
         "{errors}"
     );
 }
+
+#[tokio::test]
+async fn a_rewritten_schema_file_is_reloaded() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = "        - name: lights/file/#
+          content:
+            model: json
+            catalog:
+              host_filesystem:
+                - subject: lights";
+    let yaml = with_catalogs(
+        mqtt_proxy_yaml(&server(topics), &[("a", broker.port())]),
+        dir.path(),
+    );
+    let proxy = Proxy::start_with(
+        Engine::from_yaml(yaml)
+            .base_dir(dir.path())
+            .property("zilla.catalog.filesystem.poll", "0.05"),
+    )
+    .await;
+    let (mut client, _) = RawMqtt::connect(proxy.port, "reloader").await;
+    client
+        .send(&publish(
+            "lights/file/1",
+            QoS::AtLeastOnce,
+            1,
+            br#"{"id":"1","status":"on"}"#,
+            None,
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+
+    // The schema now also requires `level`.
+    let stricter = LIGHTS.replace(
+        r#""required":["id","status"]"#,
+        r#""required":["id","status","level"]"#,
+    );
+    std::fs::write(dir.path().join("lights.json"), stricter).unwrap();
+    wait_for_event(&["CATALOG_SCHEMA_CHANGED", "subject `lights` reloaded"]).await;
+    client
+        .send(&publish(
+            "lights/file/1",
+            QoS::AtLeastOnce,
+            2,
+            br#"{"id":"1","status":"on"}"#,
+            None,
+        ))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    wait_for_event(&["MODEL_SCHEMA_RELOADED"]).await;
+
+    // A broken file leaves the last good schema in force.
+    std::fs::write(dir.path().join("lights.json"), "{ not json").unwrap();
+    let changes = || {
+        zilla_testkit::proxy::captured_events()
+            .iter()
+            .filter(|e| {
+                e.contains("CATALOG_SCHEMA_CHANGED")
+                    && e.contains(&dir.path().display().to_string())
+            })
+            .count()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while changes() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the broken file is noticed");
+    let (mut client, _) = RawMqtt::connect(proxy.port, "reloader-2").await;
+    client
+        .send(&publish(
+            "lights/file/2",
+            QoS::AtLeastOnce,
+            1,
+            br#"{"id":"2","status":"off","level":3}"#,
+            None,
+        ))
+        .await;
+    assert!(
+        matches!(client.recv().await, Some(Packet::PubAck(a)) if a.reason != PubAckReason::PayloadFormatInvalid)
+    );
+    wait_for_event(&[
+        "MODEL_SCHEMA_RELOAD_FAILED",
+        "the previous schema stays in force",
+    ])
+    .await;
+    proxy.engine.shutdown().await;
+}

@@ -44,6 +44,18 @@ pub trait Catalog: Send + Sync + 'static {
         let _ = reference;
         None
     }
+
+    /// Changes whenever the catalog's schemas may have changed (a file was
+    /// rewritten); models built from it recompile when they see a new value.
+    fn generation(&self) -> u64 {
+        0
+    }
+
+    /// Starts background work (watching files); tasks end when `shutdown`
+    /// starts draining.
+    async fn start(&self, shutdown: crate::Shutdown) {
+        let _ = shutdown;
+    }
 }
 
 impl std::fmt::Display for SchemaRef {

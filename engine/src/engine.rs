@@ -181,9 +181,11 @@ pub struct Engine {
     namespace: Arc<str>,
     bindings: Vec<EngineBinding>,
     guards: Vec<(String, Arc<dyn Guard>)>,
+    catalogs: Vec<Arc<dyn Catalog>>,
     exporters: Vec<Arc<dyn Exporter>>,
     shutdown: Shutdown,
     grace: Duration,
+    engine_id: u64,
     active: Mutex<Option<ActiveGuard>>,
 }
 
@@ -229,7 +231,7 @@ impl Engine {
     /// On failure, whatever already started is shut down again.
     pub async fn start(&self) -> Result<Vec<StartedBinding>, EngineStartError> {
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(telemetry::activate(self.exporters.clone()));
+            Some(telemetry::activate(self.engine_id, self.exporters.clone()));
         for (name, guard) in &self.guards {
             if let Err(rejection) = guard.start().await {
                 self.shutdown().await;
@@ -239,11 +241,18 @@ impl Engine {
                 });
             }
         }
+        for catalog in &self.catalogs {
+            catalog.start(self.shutdown.clone()).await;
+        }
         let mut started = Vec::with_capacity(self.bindings.len());
         for entry in &self.bindings {
             let cx = StartContext {
                 shutdown: self.shutdown.clone(),
-                events: Events::new(self.namespace.clone(), entry.name.as_str()),
+                events: Events::for_engine(
+                    self.namespace.clone(),
+                    entry.name.as_str(),
+                    self.engine_id,
+                ),
             };
             match entry.binding.clone().start(cx).await {
                 Ok(listening) => started.push(StartedBinding {
@@ -302,6 +311,7 @@ fn build_engine(
     let mut errors = unresolved;
     let grace = check_properties(&properties, &mut errors);
     let mut state = BuildState {
+        engine_id: telemetry::next_engine_id(),
         namespace: config.name.as_str().into(),
         base_dir,
         lines,
@@ -354,6 +364,7 @@ fn build_engine(
         |f| f.type_name,
         |f, cx| (f.build)(cx),
     );
+    let started_catalogs: Vec<Arc<dyn Catalog>> = catalogs.iter().map(|(_, c)| c.clone()).collect();
     state.catalogs = catalogs.into_iter().collect();
 
     let order = binding_order(&config.bindings, &mut state);
@@ -387,9 +398,11 @@ fn build_engine(
         namespace: state.namespace,
         bindings,
         guards,
+        catalogs: started_catalogs,
         exporters: exporters.into_iter().map(|(_, e)| e).collect(),
         shutdown: state.shutdown,
         grace,
+        engine_id: state.engine_id,
         active: Mutex::new(None),
     })
 }

@@ -89,7 +89,7 @@ pub use engine::{
     Engine, EngineBuilder, EngineStartError, StartedBinding, PROPERTY_SHUTDOWN_GRACE,
 };
 pub use guard::{Authorizations, Guard, GuardRejection, GuardSession};
-pub use model::{CatalogReferences, CatalogSelector, Model, ValidationError};
+pub use model::{CatalogReferences, CatalogSelector, Compile, LiveSchema, Model, ValidationError};
 pub use port::{
     Authority, ByteStream, ConnectRequest, Port, Ports, StreamConnector, StreamHandler, StreamInfo,
 };

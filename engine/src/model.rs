@@ -5,7 +5,13 @@ use std::fmt;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::SchemaRef;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::catalog::{Catalog, Schema, SchemaRef};
+use crate::telemetry::Events;
 
 /// Why a payload does not conform; `path` points into the payload, never
 /// repeating the payload itself.
@@ -66,6 +72,89 @@ impl CatalogSelector {
                 version: self.version.clone().unwrap_or_else(|| "latest".into()),
             }),
             _ => Err("a schema selector needs exactly one of `subject` and `id`".into()),
+        }
+    }
+}
+
+/// Compiles schema text into a validator.
+pub type Compile<T> = Box<dyn Fn(&Schema) -> Result<T, String> + Send + Sync>;
+
+/// A validator compiled from a catalog's schema, recompiled when the catalog
+/// says its schemas changed. Reading it costs an atomic load on the message
+/// path; recompiling happens once per change.
+pub struct LiveSchema<T> {
+    catalog: Arc<dyn Catalog>,
+    reference: SchemaRef,
+    compile: Compile<T>,
+    seen: AtomicU64,
+    current: ArcSwap<T>,
+    events: Events,
+}
+
+impl<T> std::fmt::Debug for LiveSchema<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveSchema")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> LiveSchema<T> {
+    /// Compiles `schema` (already resolved from `catalog` as `reference`).
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        reference: SchemaRef,
+        schema: &Schema,
+        compile: Compile<T>,
+        events: Events,
+    ) -> Result<Self, String> {
+        let seen = catalog.generation();
+        let first = compile(schema)?;
+        Ok(Self {
+            catalog,
+            reference,
+            compile,
+            seen: AtomicU64::new(seen),
+            current: ArcSwap::from_pointee(first),
+            events,
+        })
+    }
+
+    /// The validator for the catalog's current schema.
+    pub fn get(&self) -> arc_swap::Guard<Arc<T>> {
+        let generation = self.catalog.generation();
+        if generation != self.seen.load(Ordering::Acquire) {
+            self.reload(generation);
+        }
+        self.current.load()
+    }
+
+    fn reload(&self, generation: u64) {
+        // Only the first caller to see a new generation recompiles.
+        let previous = self.seen.swap(generation, Ordering::AcqRel);
+        if previous == generation {
+            return;
+        }
+        let compiled = match self.catalog.resolve_now(&self.reference) {
+            Some(Ok(schema)) => (self.compile)(&schema),
+            Some(Err(error)) => Err(error.to_string()),
+            None => Err("the catalog cannot provide it now".into()),
+        };
+        match compiled {
+            Ok(validator) => {
+                self.current.store(Arc::new(validator));
+                self.events.info(
+                    "MODEL_SCHEMA_RELOADED",
+                    format!("{} recompiled", self.reference),
+                );
+            }
+            Err(why) => self.events.warn(
+                "MODEL_SCHEMA_RELOAD_FAILED",
+                format!(
+                    "{}: {why}; the previous schema stays in force",
+                    self.reference
+                ),
+            ),
         }
     }
 }

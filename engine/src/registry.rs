@@ -239,6 +239,7 @@ where
 
 /// What every build shares: where errors go and what has been built so far.
 pub(crate) struct BuildState {
+    pub(crate) engine_id: u64,
     pub(crate) namespace: Arc<str>,
     pub(crate) base_dir: PathBuf,
     pub(crate) lines: LineIndex,
@@ -325,7 +326,11 @@ impl<'a> PluginContext<'a> {
 
     /// Where this entry's telemetry events go.
     pub fn events(&self) -> Events {
-        Events::new(self.state.namespace.clone(), self.name)
+        Events::for_engine(
+            self.state.namespace.clone(),
+            self.name,
+            self.state.engine_id,
+        )
     }
 
     /// The raw options, if any were given.
@@ -445,6 +450,23 @@ impl<'a> PluginContext<'a> {
                 format!("catalog `{catalog_name}` cannot provide {reference} at startup"),
             )),
         }
+    }
+
+    /// A validator compiled from the schema `references` names, kept up to
+    /// date when the catalog's schemas change (see [`LiveSchema`](crate::model::LiveSchema)).
+    pub fn live_schema<T>(
+        &mut self,
+        references: &crate::model::CatalogReferences,
+        relative: &str,
+        compile: crate::model::Compile<T>,
+    ) -> Result<crate::model::LiveSchema<T>, BuildError> {
+        let schema = self.schema(references, relative)?;
+        let (catalog_name, selectors) = references.iter().next().expect("schema() checked");
+        let catalog = self.catalog(catalog_name, relative)?;
+        let reference = selectors[0].reference().expect("schema() checked");
+        let events = self.events();
+        crate::model::LiveSchema::new(catalog, reference, &schema, compile, events)
+            .map_err(|message| self.error(relative, message))
     }
 
     /// Builds the model a model reference (`{model: json, catalog: ...}`) at

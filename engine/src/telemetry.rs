@@ -35,25 +35,41 @@ pub fn set_exception_traces(enabled: bool) {
 pub struct Events {
     namespace: Arc<str>,
     component: Arc<str>,
+    /// The engine whose exporters receive these events (0: every engine's).
+    engine: u64,
 }
 
 impl Events {
-    /// Events from `component` in configuration `namespace`.
+    /// Events from `component` in configuration `namespace`, for the
+    /// exporters of every running engine.
     pub fn new(namespace: impl Into<Arc<str>>, component: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             component: component.into(),
+            engine: 0,
+        }
+    }
+
+    /// Events for the exporters of engine `engine` only.
+    pub(crate) fn for_engine(
+        namespace: impl Into<Arc<str>>,
+        component: impl Into<Arc<str>>,
+        engine: u64,
+    ) -> Self {
+        Self {
+            engine,
+            ..Self::new(namespace, component)
         }
     }
 
     /// A routine event, e.g. a connection authorized.
     pub fn info(&self, name: &'static str, message: impl fmt::Display) {
-        tracing::info!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{message}");
+        tracing::info!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, engine = self.engine, event = name, "{message}");
     }
 
     /// A rejection or failure that concerns one stream, e.g. a refused token.
     pub fn warn(&self, name: &'static str, message: impl fmt::Display) {
-        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{message}");
+        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, engine = self.engine, event = name, "{message}");
     }
 
     /// A failure caused by `error`; its causes are included with `-e`.
@@ -66,7 +82,7 @@ impl Events {
                 source = cause.source();
             }
         }
-        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, event = name, "{text}");
+        tracing::warn!(target: EVENT_TARGET, namespace = %self.namespace, component = %self.component, engine = self.engine, event = name, "{text}");
     }
 }
 
@@ -102,8 +118,12 @@ static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub(crate) struct ActiveGuard(u64);
 
-pub(crate) fn activate(exporters: Vec<Arc<dyn Exporter>>) -> ActiveGuard {
-    let id = NEXT_ENGINE.fetch_add(1, Ordering::Relaxed);
+/// A fresh engine id for [`Events::for_engine`] and [`activate`].
+pub(crate) fn next_engine_id() -> u64 {
+    NEXT_ENGINE.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) fn activate(id: u64, exporters: Vec<Arc<dyn Exporter>>) -> ActiveGuard {
     let mut active = ACTIVE
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -145,14 +165,17 @@ impl<S: Subscriber> Layer<S> for EventLayer {
             name: &fields.name,
             message: &fields.message,
         };
-        for (_, exporter) in active.iter() {
-            exporter.export(&exported);
+        for (engine, exporter) in active.iter() {
+            if fields.engine == 0 || fields.engine == *engine {
+                exporter.export(&exported);
+            }
         }
     }
 }
 
 #[derive(Default)]
 struct EventFields {
+    engine: u64,
     namespace: String,
     component: String,
     name: String,
@@ -160,6 +183,12 @@ struct EventFields {
 }
 
 impl Visit for EventFields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "engine" {
+            self.engine = value;
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "event" {
             self.name = value.to_owned();

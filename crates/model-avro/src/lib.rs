@@ -11,7 +11,7 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 use zilla_engine::{
-    register_model, BuildError, CatalogReferences, Model, ModelFactory, PluginContext,
+    register_model, BuildError, CatalogReferences, LiveSchema, Model, ModelFactory, PluginContext,
     ValidationError,
 };
 
@@ -93,11 +93,23 @@ fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Model>, BuildError> {
         .next()
         .and_then(|selectors| selectors.first())
         .is_some_and(|selector| selector.id.is_some());
-    let schema = cx.schema(&options.catalog, "catalog")?;
-    let framed_id = if by_id { schema.id } else { None };
-    AvroModel::new(&schema.text, framed_id)
-        .map(|model| Arc::new(model) as Arc<dyn Model>)
-        .map_err(|message| cx.error("catalog", message))
+    let live = cx.live_schema(
+        &options.catalog,
+        "catalog",
+        Box::new(move |schema| AvroModel::new(&schema.text, if by_id { schema.id } else { None })),
+    )?;
+    Ok(Arc::new(CatalogAvroModel { live }))
+}
+
+/// An Avro model whose schema follows its catalog.
+struct CatalogAvroModel {
+    live: LiveSchema<AvroModel>,
+}
+
+impl Model for CatalogAvroModel {
+    fn validate(&self, payload: &[u8]) -> Result<(), ValidationError> {
+        self.live.get().validate(payload)
+    }
 }
 
 register_model!(ModelFactory {

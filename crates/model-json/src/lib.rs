@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use zilla_engine::{
-    register_model, BuildError, CatalogReferences, Model, ModelFactory, PluginContext,
+    register_model, BuildError, CatalogReferences, LiveSchema, Model, ModelFactory, PluginContext,
     ValidationError,
 };
 
@@ -71,13 +71,27 @@ impl Model for JsonModel {
     }
 }
 
+/// A JSON model whose schema follows its catalog (a rewritten schema file
+/// is recompiled once, not per message).
+struct CatalogJsonModel {
+    live: LiveSchema<JsonModel>,
+}
+
+impl Model for CatalogJsonModel {
+    fn validate(&self, payload: &[u8]) -> Result<(), ValidationError> {
+        self.live.get().validate(payload)
+    }
+}
+
 fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Model>, BuildError> {
     let options: JsonModelOptions =
         cx.deserialize(cx.raw_options().cloned().unwrap_or_default(), "")?;
-    let schema = cx.schema(&options.catalog, "catalog")?;
-    JsonModel::new(&schema.text)
-        .map(|model| Arc::new(model) as Arc<dyn Model>)
-        .map_err(|message| cx.error("catalog", message))
+    let live = cx.live_schema(
+        &options.catalog,
+        "catalog",
+        Box::new(|schema| JsonModel::new(&schema.text)),
+    )?;
+    Ok(Arc::new(CatalogJsonModel { live }))
 }
 
 register_model!(ModelFactory {
