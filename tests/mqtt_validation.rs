@@ -681,3 +681,49 @@ async fn a_rewritten_schema_file_is_reloaded() {
     .await;
     proxy.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_payload_declared_utf8_must_be_utf8() {
+    let broker = Mosquitto::start().unwrap();
+    let proxy = Proxy::start(&mqtt_proxy_yaml(
+        "    exit: mqtt_client_a",
+        &[("a", broker.port())],
+    ))
+    .await;
+    let utf8 = Some(PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+        subscription_identifiers: vec![],
+        content_type: None,
+    });
+    let (mut client, _) = RawMqtt::connect(proxy.port, "declared-utf8").await;
+    client
+        .send(&publish(
+            "text/a",
+            QoS::AtLeastOnce,
+            1,
+            "héllo".as_bytes(),
+            utf8.clone(),
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+    client
+        .send(&publish("text/a", QoS::AtLeastOnce, 2, &[0xC3, 0x28], utf8))
+        .await;
+    assert_eq!(
+        client.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::PayloadFormatInvalid)
+    );
+    wait_for_event(&[
+        "MQTT_SESSION_REFUSED",
+        "declared-utf8",
+        "declared UTF-8 is not UTF-8",
+        "0x99",
+    ])
+    .await;
+    proxy.engine.shutdown().await;
+}
