@@ -24,7 +24,7 @@ use crate::config::{
 use crate::guard::Guard;
 use crate::registry::{
     lookup, BindingContext, BindingFactory, BuildState, BuiltBinding, CatalogFactory,
-    ExporterFactory, GuardFactory, PluginContext, VaultFactory,
+    ExporterFactory, GeneratorFactory, GuardFactory, PluginContext, VaultFactory,
 };
 use crate::shutdown::{Drained, Shutdown};
 use crate::telemetry::{self, ActiveGuard, Events, Exporter};
@@ -185,6 +185,8 @@ pub struct Engine {
     exporters: Vec<Arc<dyn Exporter>>,
     shutdown: Shutdown,
     grace: Duration,
+    /// The configuration after generators ran.
+    config: ZillaConfig,
     engine_id: u64,
     active: Mutex<Option<ActiveGuard>>,
 }
@@ -220,6 +222,12 @@ impl Engine {
     /// The configuration's `name`.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The configuration as built: what generators (e.g. asyncapi) produced,
+    /// in place of their entries (`zilla start --print-generated`).
+    pub fn generated_config(&self) -> &ZillaConfig {
+        &self.config
     }
 
     /// The shutdown signal shared with every binding.
@@ -367,6 +375,28 @@ fn build_engine(
     let started_catalogs: Vec<Arc<dyn Catalog>> = catalogs.iter().map(|(_, c)| c.clone()).collect();
     state.catalogs = catalogs.into_iter().collect();
 
+    // Generators (e.g. asyncapi) replace their entries with ordinary ones.
+    let config = generate(config, &mut state);
+    if !state.errors.is_empty() {
+        return Err(std::mem::take(&mut state.errors));
+    }
+    let generated_catalogs = build_plugins::<CatalogFactory, dyn Catalog>(
+        &config
+            .catalogs
+            .iter()
+            .filter(|(name, _)| !state.catalogs.contains_key(*name))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect(),
+        "catalogs",
+        "catalog",
+        &mut state,
+        |f| f.type_name,
+        |f, cx| (f.build)(cx),
+    );
+    let mut started_catalogs = started_catalogs;
+    started_catalogs.extend(generated_catalogs.iter().map(|(_, c)| c.clone()));
+    state.catalogs.extend(generated_catalogs);
+
     let order = binding_order(&config.bindings, &mut state);
     let mut built: HashMap<String, BuiltBinding> = HashMap::new();
     let mut bindings = Vec::new();
@@ -402,6 +432,7 @@ fn build_engine(
         exporters: exporters.into_iter().map(|(_, e)| e).collect(),
         shutdown: state.shutdown,
         grace,
+        config,
         engine_id: state.engine_id,
         active: Mutex::new(None),
     })
@@ -424,6 +455,68 @@ fn entry_of(path: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Replaces each binding whose type has a generator with what it generates.
+fn generate(mut config: ZillaConfig, state: &mut BuildState) -> ZillaConfig {
+    let names: Vec<String> = config.bindings.keys().cloned().collect();
+    let empty = HashMap::new();
+    for name in names {
+        let entry = config.bindings[&name].clone();
+        let Some(generator) = inventory::iter::<GeneratorFactory>
+            .into_iter()
+            .find(|g| g.type_name == entry.type_name)
+        else {
+            continue;
+        };
+        let path = format!("bindings.{name}");
+        if !generator.kinds.contains(&entry.kind) {
+            let kinds: Vec<_> = generator.kinds.iter().map(|k| k.as_str()).collect();
+            state.record(
+                format!("{path}.kind"),
+                format!(
+                    "binding type `{}` has no kind `{}`; its kinds are {}",
+                    entry.type_name,
+                    entry.kind,
+                    quoted_list(&kinds)
+                ),
+            );
+            continue;
+        }
+        let plugin = PluginContext::new(&name, path.clone(), entry.options.as_ref(), state);
+        let mut cx = BindingContext::new(plugin, &entry, &empty);
+        let Ok(generated) = (generator.generate)(&mut cx) else {
+            continue;
+        };
+        if generated.bindings.keys().next() != Some(&name) {
+            state.record(
+                path,
+                format!(
+                    "generator `{}` must name its entry point `{name}`",
+                    entry.type_name
+                ),
+            );
+            continue;
+        }
+        let position = config.bindings.get_index_of(&name).unwrap_or(0);
+        config.bindings.shift_remove(&name);
+        for (offset, (generated_name, binding)) in generated.bindings.into_iter().enumerate() {
+            if offset > 0 && config.bindings.contains_key(&generated_name) {
+                state.record(
+                    path.clone(),
+                    format!("generated binding `{generated_name}` clashes with a configured one"),
+                );
+                continue;
+            }
+            config
+                .bindings
+                .shift_insert(position + offset, generated_name, binding);
+        }
+        for (catalog_name, catalog) in generated.catalogs {
+            config.catalogs.entry(catalog_name).or_insert(catalog);
+        }
+    }
+    config
 }
 
 fn check_properties(properties: &[(String, String)], errors: &mut Vec<ConfigError>) -> Duration {

@@ -94,8 +94,8 @@ pub use port::{
     Authority, ByteStream, ConnectRequest, Port, Ports, StreamConnector, StreamHandler, StreamInfo,
 };
 pub use registry::{
-    registered, BindingContext, BindingFactory, CatalogFactory, ExporterFactory, GuardFactory,
-    ModelFactory, PluginContext, Registered, VaultFactory,
+    registered, BindingContext, BindingFactory, CatalogFactory, ExporterFactory, Generated,
+    GeneratorFactory, GuardFactory, ModelFactory, PluginContext, Registered, VaultFactory,
 };
 pub use route::{Exit, Resolved, Route, Routes};
 pub use shutdown::{Drained, Shutdown};

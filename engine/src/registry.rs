@@ -10,6 +10,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
@@ -81,7 +82,31 @@ pub struct ExporterFactory {
     pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError>,
 }
 
+/// Generates ordinary configuration entries from one binding entry (e.g. an
+/// `asyncapi` binding from its document). Generated bindings are built by the
+/// same engine code as any other; the first generated binding must take the
+/// generating entry's name, so exits naming it keep working.
+#[derive(Debug)]
+pub struct GeneratorFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// The kinds this type supports.
+    pub kinds: &'static [Kind],
+    /// Generates the entries that replace the binding.
+    pub generate: fn(&mut BindingContext<'_>) -> Result<Generated, BuildError>,
+}
+
+/// What a generator produced.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    /// Catalogs the generated bindings use (e.g. inline schemas).
+    pub catalogs: IndexMap<String, crate::config::PluginConfig>,
+    /// The bindings, the entry point first (named like the generating entry).
+    pub bindings: IndexMap<String, BindingConfig>,
+}
+
 inventory::collect!(BindingFactory);
+inventory::collect!(GeneratorFactory);
 inventory::collect!(GuardFactory);
 inventory::collect!(VaultFactory);
 inventory::collect!(CatalogFactory);
@@ -117,6 +142,14 @@ inventory::collect!(ExporterFactory);
 /// ```
 #[macro_export]
 macro_rules! register_binding {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
+/// Registers a [`GeneratorFactory`].
+#[macro_export]
+macro_rules! register_generator {
     ($factory:expr $(,)?) => {
         $crate::__private::inventory::submit! { $factory }
     };
@@ -192,6 +225,11 @@ pub fn registered() -> Registered {
     let mut bindings: Vec<_> = inventory::iter::<BindingFactory>
         .into_iter()
         .map(|f| (f.type_name, f.kinds.to_vec()))
+        .chain(
+            inventory::iter::<GeneratorFactory>
+                .into_iter()
+                .map(|f| (f.type_name, f.kinds.to_vec())),
+        )
         .collect();
     bindings.sort_unstable_by_key(|(name, _)| *name);
     Registered {

@@ -42,6 +42,10 @@ struct StartArgs {
     /// Show the full chain of causes of errors in events and diagnostics.
     #[arg(short = 'e', long = "exception-traces")]
     exception_traces: bool,
+    /// Print the configuration as built (what `asyncapi` bindings generate)
+    /// as YAML, and exit.
+    #[arg(long = "print-generated")]
+    print_generated: bool,
     /// An engine property, e.g. `-P zilla.engine.shutdown.grace=10`; repeatable.
     #[arg(short = 'P', long = "property", value_name = "NAME=VALUE", value_parser = parse_property)]
     properties: Vec<(String, String)>,
@@ -131,6 +135,10 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         builder = builder.property(name, value);
     }
     let engine = builder.build()?;
+    if args.print_generated {
+        print!("{}", serde_yaml::to_string(engine.generated_config())?);
+        return Ok(());
+    }
 
     runtime.block_on(async move {
         let started = match engine.start().await {

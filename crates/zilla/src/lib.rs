@@ -12,6 +12,7 @@ pub use zilla_engine as engine;
 
 // Naming each plugin crate keeps the linker from dropping its registration;
 // `tests/host_cli.rs` checks that the registry lists every one of them.
+use zilla_binding_asyncapi as _;
 use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
 use zilla_binding_tls as _;
@@ -27,6 +28,7 @@ use zilla_vault_filesystem as _;
 /// Every plugin type this host must offer, as `family:type`; the registry is
 /// checked against it at test time.
 pub const FIRST_PARTY_PLUGINS: &[&str] = &[
+    "binding:asyncapi",
     "binding:mqtt",
     "binding:tcp",
     "binding:tls",
