@@ -203,3 +203,122 @@ fn malformed_documents_fail_at_startup_pointing_into_them() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_with_security_requires_tokens() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+    let valid = std::fs::read_to_string(
+        root().join("examples/asyncapi.mqtt.proxy/specs/mqtt-asyncapi.yaml"),
+    )
+    .unwrap();
+    let secured = valid.replace(
+        "components:\n",
+        "components:\n  securitySchemes:\n    bearer:\n      type: http\n      scheme: bearer\n",
+    );
+    std::fs::write(dir.path().join("specs/mqtt-asyncapi.yaml"), secured).unwrap();
+    let seed = std::fs::read_to_string(root().join("examples/mqtt.proxy.jwt/zilla.yaml")).unwrap();
+    let guard = seed
+        .split("guards:\n")
+        .nth(1)
+        .unwrap()
+        .split("bindings:\n")
+        .next()
+        .unwrap();
+    let without_mapping = two_six(broker.port());
+    let errors = Engine::from_yaml(without_mapping)
+        .base_dir(dir.path())
+        .build()
+        .unwrap_err();
+    assert!(
+        errors.mentions("the document requires security (http)"),
+        "{errors}"
+    );
+
+    let yaml = two_six(broker.port())
+        .replace("bindings:\n", &format!("guards:\n{guard}bindings:\n"))
+        .replacen(
+            "      tcp:\n        host: 127.0.0.1\n        port: 0\n",
+            "      tcp:\n        host: 127.0.0.1\n        port: 0\n      mqtt:\n        authorization:\n          authn_jwt:\n            credentials:\n              connect:\n                username: Bearer {credentials}\n",
+            1,
+        );
+    let engine = Engine::from_yaml(yaml)
+        .base_dir(dir.path())
+        .build()
+        .expect("valid with the guard mapped");
+    let started = engine.start().await.unwrap();
+    let port = started
+        .iter()
+        .find(|b| b.name == "mqtt_proxy_server")
+        .unwrap()
+        .listening[0]
+        .port();
+    let (_, ack) = RawMqtt::connect(port, "no-token").await;
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::BadUserNamePassword
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://auth.example.com", "aud": "https://api.example.com",
+        "sub": "light-1", "exp": now + 600, "scope": "mqtt:stream",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("example".into());
+    let key = std::fs::read(root().join("examples/mqtt.proxy.jwt/private.pem")).unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&key).unwrap(),
+    )
+    .unwrap();
+    let mut client = RawMqtt::open(port).await;
+    let connect = match zilla_testkit::mqtt::connect_packet("with-token", true, None) {
+        Packet::Connect(c, w, _) => Packet::Connect(
+            c,
+            w,
+            Some(zilla_testkit::mqtt::packets::Login {
+                username: format!("Bearer {token}"),
+                password: String::new(),
+            }),
+        ),
+        other => other,
+    };
+    client.send(&connect).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.code,
+            zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+        ),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    engine.shutdown().await;
+}
+
+#[test]
+fn message_headers_become_user_property_models() {
+    let valid = std::fs::read_to_string(
+        root().join("examples/asyncapi.mqtt.proxy/specs/mqtt-asyncapi.yaml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+    std::fs::write(
+        dir.path().join("specs/mqtt-asyncapi.yaml"),
+        valid.replace("          id:\n            description: Street Light ID\n            type: string", "          id:\n            description: Street Light ID\n            type: string\n            maxLength: 8"),
+    )
+    .unwrap();
+    let engine = Engine::from_yaml(two_six(1))
+        .base_dir(dir.path())
+        .build()
+        .unwrap();
+    let generated = serde_yaml::to_string(engine.generated_config()).unwrap();
+    assert!(generated.contains("user-properties:"), "{generated}");
+    assert!(generated.contains("idempotency-key:"), "{generated}");
+    assert!(generated.contains("maxLength: 8"), "{generated}");
+}

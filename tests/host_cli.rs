@@ -246,3 +246,36 @@ fn accept_loop_survives_running_out_of_file_descriptors() {
     .unwrap();
     assert_eq!(connack, vec![0x20, 2, 0, 0]);
 }
+
+#[test]
+fn print_generated_shows_what_an_asyncapi_document_became() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/asyncapi.mqtt.proxy/zilla.yaml");
+    let output = Command::new(ZILLA)
+        .args(["start", "--print-generated", "-c"])
+        .arg(&example)
+        .envs([
+            ("MOSQUITTO_BROKER_HOST", "127.0.0.1"),
+            ("MOSQUITTO_BROKER_PORT", "1883"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "mqtt_proxy_server:\n    type: tcp",
+        "mqtt_proxy_server_mqtt:\n    type: mqtt",
+        "mqtt_proxy_client:\n    type: mqtt\n    kind: client",
+        "mqtt_proxy_client_tcp:\n    type: tcp",
+        "mqtt_proxy_server_schemas:\n    type: inline",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+}

@@ -209,10 +209,21 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
             subject.clone(),
             serde_json::json!({ "schema": schema_text }),
         );
-        topics.push(serde_json::json!({
+        let user_properties: serde_json::Map<String, serde_json::Value> = message
+            .headers
+            .iter()
+            .filter_map(|(header, schema)| {
+                header_model(schema).map(|model| (header.clone(), model))
+            })
+            .collect();
+        let mut topic = serde_json::json!({
             "name": channel.topic,
             "content": { "model": model, "catalog": { schemas.clone(): [{ "subject": subject }] } }
-        }));
+        });
+        if !user_properties.is_empty() {
+            topic["user-properties"] = serde_json::Value::Object(user_properties);
+        }
+        topics.push(topic);
     }
     generated.catalogs.insert(
         schemas,
@@ -277,6 +288,28 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
     });
     generated.bindings.insert(mqtt_name, mqtt);
     Ok(generated)
+}
+
+/// The model a header's JSON Schema asks of an MQTT user property (a string
+/// on the wire): `string` (with its length and pattern), numbers, booleans.
+fn header_model(schema: &serde_json::Value) -> Option<serde_json::Value> {
+    let mut model = match schema.get("type")?.as_str()? {
+        "string" => serde_json::json!({ "model": "string" }),
+        "integer" => serde_json::json!({ "model": "int64" }),
+        "number" => serde_json::json!({ "model": "double" }),
+        "boolean" => serde_json::json!({ "model": "boolean" }),
+        _ => return None,
+    };
+    for (from, to) in [
+        ("minLength", "minLength"),
+        ("maxLength", "maxLength"),
+        ("pattern", "pattern"),
+    ] {
+        if let Some(value) = schema.get(from) {
+            model[to] = value.clone();
+        }
+    }
+    Some(model)
 }
 
 fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {

@@ -35,6 +35,8 @@ pub struct Message {
     pub payload: Option<serde_json::Value>,
     /// The payload schema's format (`application/schema+json`, `...avro...`).
     pub schema_format: Option<String>,
+    /// Header (MQTT user property) schemas by name, `$ref`s resolved.
+    pub headers: Vec<(String, serde_json::Value)>,
 }
 
 /// A channel: an MQTT topic filter and its messages.
@@ -315,6 +317,17 @@ fn read_message(
     path: &str,
 ) -> Result<Message, SpecError> {
     let message = resolve(root, message, path)?;
+    let mut headers = Vec::new();
+    if let Some(schema) = message.get("headers") {
+        let schema = inline(root, schema, &format!("{path}.headers"))?;
+        if let Some(properties) = schema.get("properties").and_then(Value::as_mapping) {
+            for (key, property) in properties {
+                let json = serde_json::to_value(property)
+                    .map_err(|e| at(&format!("{path}.headers"), e))?;
+                headers.push((key.as_str().unwrap_or_default().to_owned(), json));
+            }
+        }
+    }
     let payload = match message.get("payload") {
         Some(payload) => {
             let inlined = inline(root, payload, &format!("{path}.payload"))?;
@@ -336,6 +349,7 @@ fn read_message(
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 }),
+                headers,
             });
         }
         None => None,
@@ -344,5 +358,6 @@ fn read_message(
         name: name.to_owned(),
         payload,
         schema_format: None,
+        headers,
     })
 }
