@@ -375,9 +375,11 @@ fn build_engine(
     let started_catalogs: Vec<Arc<dyn Catalog>> = catalogs.iter().map(|(_, c)| c.clone()).collect();
     state.catalogs = catalogs.into_iter().collect();
 
-    // Generators (e.g. asyncapi) replace their entries with ordinary ones.
+    // Generators (e.g. asyncapi) replace their entries with ordinary ones. A
+    // generator that failed leaves nothing sound to build on: report now.
+    let reported = state.errors.len();
     let config = generate(config, &mut state);
-    if !state.errors.is_empty() {
+    if state.errors.len() > reported {
         return Err(std::mem::take(&mut state.errors));
     }
     let generated_catalogs = build_plugins::<CatalogFactory, dyn Catalog>(
