@@ -86,22 +86,36 @@ pub fn captured_events() -> Vec<String> {
     events().lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Waits until a captured event contains every one of `needles`.
-pub async fn wait_for_event(needles: &[&str]) -> String {
+/// Waits until at least `count` captured events contain every one of `needles`.
+pub async fn wait_for_events(needles: &[&str], count: usize) -> Vec<String> {
+    let matching = || {
+        captured_events()
+            .into_iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .collect::<Vec<_>>()
+    };
     let found = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(line) = captured_events()
-                .into_iter()
-                .find(|line| needles.iter().all(|n| line.contains(n)))
-            {
-                return line;
+            let lines = matching();
+            if lines.len() >= count {
+                return lines;
             }
             // Polling interval; the condition decides.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    found.unwrap_or_else(|_| panic!("no event with {needles:?} in {:#?}", captured_events()))
+    found.unwrap_or_else(|_| {
+        panic!(
+            "fewer than {count} events with {needles:?} in {:#?}",
+            captured_events()
+        )
+    })
+}
+
+/// Waits until a captured event contains every one of `needles`.
+pub async fn wait_for_event(needles: &[&str]) -> String {
+    wait_for_events(needles, 1).await.remove(0)
 }
 
 fn events() -> &'static Arc<Mutex<Vec<String>>> {
