@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use zilla as _;
 use zilla::engine::Engine;
-use zilla_testkit::mqtt::packets::{
-    DisconnectReasonCode, Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe,
-};
+use zilla_testkit::mqtt::packets::{DisconnectReasonCode, Packet, Publish, QoS};
 use zilla_testkit::mqtt::RawMqtt;
 use zilla_testkit::Mosquitto;
 
@@ -35,17 +33,11 @@ fn publish(topic: &str, pkid: u16, payload: &'static [u8]) -> Packet {
 async fn behaves_like_the_spec(port: u16) {
     let (mut subscriber, _) = RawMqtt::connect(port, "streetlight-watcher").await;
     subscriber
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "smartylighting/streetlights/1/0/event/+/lighting/measured".into(),
-                qos: QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "smartylighting/streetlights/1/0/event/+/lighting/measured",
+            QoS::AtLeastOnce,
+        ))
         .await;
     assert!(matches!(subscriber.recv().await, Some(Packet::SubAck(_))));
 

@@ -14,8 +14,7 @@ use tokio::process::Command;
 use zilla as _;
 use zilla::engine::Engine;
 use zilla_testkit::mqtt::packets::{
-    ConnectReturnCode, Filter, Login, Packet, PubAckReason, Publish, QoS, RetainForwardRule,
-    Subscribe, SubscribeReasonCode,
+    ConnectReturnCode, Login, Packet, PubAckReason, Publish, QoS, SubscribeReasonCode,
 };
 use zilla_testkit::mqtt::{connect_packet, RawMqtt};
 use zilla_testkit::proxy::{wait_for_event, Proxy};
@@ -97,17 +96,7 @@ async fn connect_v4_code(port: u16, client_id: &str, username: Option<&str>) -> 
 }
 
 fn subscribe(filter: &str) -> Packet {
-    Packet::Subscribe(Subscribe {
-        pkid: 1,
-        filters: vec![Filter {
-            path: filter.into(),
-            qos: QoS::AtLeastOnce,
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-        }],
-        properties: None,
-    })
+    zilla_testkit::mqtt::subscribe_packet(1, filter, QoS::AtLeastOnce)
 }
 
 fn publish(topic: &str, pkid: u16, payload: &'static [u8]) -> Packet {

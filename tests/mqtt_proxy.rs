@@ -362,17 +362,11 @@ async fn topic_aliases_from_the_client_are_resolved() {
     let proxy = single(&broker).await;
     let (mut subscriber, _) = RawMqtt::connect(proxy.port, "alias-reader").await;
     subscriber
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "alias/#".into(),
-                qos: QoS::AtMostOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "alias/#",
+            QoS::AtMostOnce,
+        ))
         .await;
     assert!(matches!(subscriber.recv().await, Some(Packet::SubAck(_))));
 
@@ -549,17 +543,11 @@ async fn assigned_client_id_and_persistent_session_with_queued_messages() {
     client.send(&persistent()).await;
     assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
     client
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "queued/#".into(),
-                qos: QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "queued/#",
+            QoS::AtLeastOnce,
+        ))
         .await;
     assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
     client
@@ -727,17 +715,11 @@ async fn qos2_and_qos1_flows_finish_after_the_session_resumes() {
     let proxy = single(&broker).await;
     let (mut watcher, _) = RawMqtt::connect(broker.port(), "").await;
     watcher
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "resume/#".into(),
-                qos: QoS::ExactlyOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "resume/#",
+            QoS::ExactlyOnce,
+        ))
         .await;
     assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
     let qos2 = |payload: &'static [u8], dup: bool| {
@@ -814,17 +796,11 @@ async fn qos2_and_qos1_flows_finish_after_the_session_resumes() {
 
     // A QoS 1 message the client did not acknowledge comes again after resuming.
     client
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 2,
-            filters: vec![Filter {
-                path: "resume/to-client".into(),
-                qos: QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            2,
+            "resume/to-client",
+            QoS::AtLeastOnce,
+        ))
         .await;
     assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
     watcher

@@ -5,8 +5,7 @@ use bytes::Bytes;
 use zilla as _;
 use zilla::engine::Engine;
 use zilla_testkit::mqtt::packets::{
-    DisconnectReasonCode, Filter, Packet, PubAckReason, Publish, PublishProperties, QoS,
-    RetainForwardRule, Subscribe,
+    DisconnectReasonCode, Packet, PubAckReason, Publish, PublishProperties, QoS,
 };
 use zilla_testkit::mqtt::RawMqtt;
 use zilla_testkit::proxy::{mqtt_proxy_yaml, wait_for_event, Proxy};
@@ -76,17 +75,11 @@ fn publish(
 async fn watcher(broker: &Mosquitto) -> RawMqtt {
     let (mut watcher, _) = RawMqtt::connect(broker.port(), "").await;
     watcher
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "#".into(),
-                qos: QoS::AtMostOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "#",
+            QoS::AtMostOnce,
+        ))
         .await;
     assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
     watcher

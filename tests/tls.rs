@@ -554,21 +554,13 @@ bindings:
         ack.code,
         zilla_testkit::mqtt::packets::ConnectReturnCode::Success
     );
-    use zilla_testkit::mqtt::packets::{
-        Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe,
-    };
+    use zilla_testkit::mqtt::packets::{Packet, Publish, QoS};
     client
-        .send(&Packet::Subscribe(Subscribe {
-            pkid: 1,
-            filters: vec![Filter {
-                path: "secure/#".into(),
-                qos: QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            }],
-            properties: None,
-        }))
+        .send(&zilla_testkit::mqtt::subscribe_packet(
+            1,
+            "secure/#",
+            QoS::AtLeastOnce,
+        ))
         .await;
     assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
     client

@@ -38,6 +38,39 @@ pub fn connect_packet(
     )
 }
 
+/// A SUBSCRIBE with one filter and default subscription options.
+pub fn subscribe_packet(pkid: u16, filter: &str, qos: mqtt_bytes_v5::QoS) -> Packet {
+    Packet::Subscribe(mqtt_bytes_v5::Subscribe {
+        pkid,
+        filters: vec![mqtt_bytes_v5::Filter {
+            path: filter.into(),
+            qos,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: mqtt_bytes_v5::RetainForwardRule::OnEverySubscribe,
+        }],
+        properties: None,
+    })
+}
+
+/// A PUBLISH without properties.
+pub fn publish_packet(
+    topic: &str,
+    qos: mqtt_bytes_v5::QoS,
+    pkid: u16,
+    payload: impl Into<bytes::Bytes>,
+) -> Packet {
+    Packet::Publish(mqtt_bytes_v5::Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: payload.into(),
+        properties: None,
+    })
+}
+
 impl RawMqtt {
     /// Opens a TCP connection to `127.0.0.1:port`.
     pub async fn open(port: u16) -> Self {
