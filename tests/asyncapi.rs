@@ -136,17 +136,11 @@ bindings:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_document_in_asyncapi_2_6_behaves_the_same() {
     let broker = Mosquitto::start().unwrap();
-    let engine = Engine::from_yaml(two_six(broker.port()))
-        .base_dir(root().join("tests/fixtures/asyncapi-2.6"))
-        .build()
-        .expect("the 2.6 configuration is valid");
-    let started = engine.start().await.unwrap();
-    let port = started
-        .iter()
-        .find(|b| b.name == "mqtt_proxy_server")
-        .unwrap()
-        .listening[0]
-        .port();
+    let (engine, port) = start_in(
+        two_six(broker.port()),
+        &root().join("tests/fixtures/asyncapi-2.6"),
+    )
+    .await;
     behaves_like_the_spec(port).await;
     // What the document became: ordinary tcp, mqtt bindings and an inline catalog.
     let generated = serde_yaml::to_string(engine.generated_config()).unwrap();
@@ -196,62 +190,14 @@ fn malformed_documents_fail_at_startup_pointing_into_them() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_document_with_security_requires_tokens() {
-    let broker = Mosquitto::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
-    let valid = std::fs::read_to_string(
-        root().join("examples/asyncapi.mqtt.proxy/specs/mqtt-asyncapi.yaml"),
-    )
-    .unwrap();
-    let secured = valid.replace(
-        "components:\n",
-        "components:\n  securitySchemes:\n    bearer:\n      type: http\n      scheme: bearer\n",
-    );
-    std::fs::write(dir.path().join("specs/mqtt-asyncapi.yaml"), secured).unwrap();
-    let seed = std::fs::read_to_string(root().join("examples/mqtt.proxy.jwt/zilla.yaml")).unwrap();
-    let guard = seed
-        .split("guards:\n")
-        .nth(1)
-        .unwrap()
-        .split("bindings:\n")
-        .next()
-        .unwrap();
-    let without_mapping = two_six(broker.port());
-    let errors = Engine::from_yaml(without_mapping)
-        .base_dir(dir.path())
-        .build()
-        .unwrap_err();
-    assert!(
-        errors.mentions("the document requires security (http)"),
-        "{errors}"
-    );
-
-    let yaml = two_six(broker.port())
-        .replace("bindings:\n", &format!("guards:\n{guard}bindings:\n"))
-        .replacen(
-            "      tcp:\n        host: 127.0.0.1\n        port: 0\n",
-            "      tcp:\n        host: 127.0.0.1\n        port: 0\n      mqtt:\n        authorization:\n          authn_jwt:\n            credentials:\n              connect:\n                username: Bearer {credentials}\n",
-            1,
-        );
-    let engine = Engine::from_yaml(yaml)
-        .base_dir(dir.path())
-        .build()
-        .expect("valid with the guard mapped");
-    let started = engine.start().await.unwrap();
-    let port = started
-        .iter()
-        .find(|b| b.name == "mqtt_proxy_server")
-        .unwrap()
-        .listening[0]
-        .port();
+/// A client without a token is refused; one with a token signed by the
+/// seed's key connects.
+async fn tokens_are_required(port: u16) {
     let (_, ack) = RawMqtt::connect(port, "no-token").await;
     assert_eq!(
         ack.code,
         zilla_testkit::mqtt::packets::ConnectReturnCode::BadUserNamePassword
     );
-
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -260,15 +206,7 @@ async fn a_document_with_security_requires_tokens() {
         "iss": "https://auth.example.com", "aud": "https://api.example.com",
         "sub": "light-1", "exp": now + 600, "scope": "mqtt:stream",
     });
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("example".into());
-    let key = std::fs::read(root().join("examples/mqtt.proxy.jwt/private.pem")).unwrap();
-    let token = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_rsa_pem(&key).unwrap(),
-    )
-    .unwrap();
+    let token = zilla_testkit::seed::sign(&claims, "example");
     let mut client = RawMqtt::open(port).await;
     let connect = match zilla_testkit::mqtt::connect_packet("with-token", true, None) {
         Packet::Connect(c, w, _) => Packet::Connect(
@@ -289,6 +227,81 @@ async fn a_document_with_security_requires_tokens() {
         ),
         other => panic!("expected CONNACK, got {other:?}"),
     }
+}
+
+/// Builds and starts `yaml`; the engine and the asyncapi server's port.
+async fn start_in(yaml: String, dir: &Path) -> (Engine, u16) {
+    let engine = Engine::from_yaml(yaml)
+        .base_dir(dir)
+        .build()
+        .expect("a valid configuration");
+    let started = engine.start().await.unwrap();
+    let port = started
+        .iter()
+        .find(|b| b.name == "mqtt_proxy_server")
+        .unwrap()
+        .listening[0]
+        .port();
+    (engine, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_with_security_requires_tokens() {
+    let broker = Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+    let valid = std::fs::read_to_string(
+        root().join("examples/asyncapi.mqtt.proxy/specs/mqtt-asyncapi.yaml"),
+    )
+    .unwrap();
+    let secured = valid
+        .replace(
+            "components:\n",
+            "components:\n  securitySchemes:\n    bearer:\n      type: http\n      scheme: bearer\n    cert:\n      type: X509\n",
+        )
+        .replace(
+            "    protocol: mqtt\n",
+            "    protocol: mqtt\n    security:\n      - $ref: '#/components/securitySchemes/bearer'\n",
+        );
+    std::fs::write(dir.path().join("specs/mqtt-asyncapi.yaml"), secured).unwrap();
+    let guard = zilla_testkit::seed::guards_yaml();
+    let with_guard =
+        two_six(broker.port()).replace("bindings:\n", &format!("guards:\n{guard}bindings:\n"));
+    let mapped = |security: &str| {
+        with_guard.replacen(
+            "              subject: smartylighting\n",
+            &format!("              subject: smartylighting\n          security:\n            {security}\n"),
+            1,
+        )
+    };
+
+    for (yaml, expected) in [
+        (with_guard.clone(), "my-asyncapi-spec.security: the document requires security (`bearer` (http bearer)): map a scheme to a guard"),
+        (mapped("bearr: authn_jwt"), "security.bearr: the document has no security scheme `bearr` (it declares: `bearer` (http bearer), `cert` (X509))"),
+        (mapped("bearer: no_such_guard"), "no guard named `no_such_guard`"),
+    ] {
+        let errors = Engine::from_yaml(yaml).base_dir(dir.path()).build().unwrap_err();
+        assert!(errors.mentions(expected), "{errors}");
+    }
+
+    // 2.x style: the scheme named in the document, mapped to the guard.
+    let (engine, port) = start_in(mapped("bearer: authn_jwt"), dir.path()).await;
+    tokens_are_required(port).await;
+    let generated = serde_yaml::to_string(engine.generated_config()).unwrap();
+    assert!(
+        generated.contains("username: Bearer {credentials}"),
+        "{generated}"
+    );
+    engine.shutdown().await;
+
+    // 1.x style: the mqtt authorization given outright.
+    let explicit = with_guard.replacen(
+        "      tcp:\n        host: 127.0.0.1\n        port: 0\n",
+        "      tcp:\n        host: 127.0.0.1\n        port: 0\n      mqtt:\n        authorization:\n          authn_jwt:\n            credentials:\n              connect:\n                username: Bearer {credentials}\n",
+        1,
+    );
+    let (engine, port) = start_in(explicit, dir.path()).await;
+    tokens_are_required(port).await;
     engine.shutdown().await;
 }
 
@@ -313,4 +326,189 @@ fn message_headers_become_user_property_models() {
     assert!(generated.contains("user-properties:"), "{generated}");
     assert!(generated.contains("idempotency-key:"), "{generated}");
     assert!(generated.contains("maxLength: 8"), "{generated}");
+}
+
+/// The proxy fixture's documents in a fresh directory, and its zilla.yaml.
+fn proxy_fixture() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("tests/fixtures/asyncapi-proxy");
+    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+    for file in ["fleet.yaml", "telemetry.yaml", "control.yaml"] {
+        let file = Path::new("specs").join(file);
+        std::fs::copy(fixture.join(&file), dir.path().join(&file)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(fixture.join("zilla.yaml")).unwrap();
+    (dir, yaml)
+}
+
+fn proxy_config(fleet_port: u16, telemetry: u16, control: u16) -> (Engine, tempfile::TempDir) {
+    let (dir, yaml) = proxy_fixture();
+    let engine = Engine::from_yaml(yaml)
+        .base_dir(dir.path())
+        .env(move |name| match name {
+            "FLEET_PORT" => Some(fleet_port.to_string()),
+            "TELEMETRY_BROKER_PORT" => Some(telemetry.to_string()),
+            "CONTROL_BROKER_PORT" => Some(control.to_string()),
+            _ => None,
+        })
+        .build()
+        .expect("the proxy configuration is valid");
+    (engine, dir)
+}
+
+/// The proxy kind: each operation of the fleet document goes to the broker
+/// whose document serves it; what no route names is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_routes_operations_to_the_brokers_that_serve_them() {
+    use zilla_testkit::mqtt::{publish_packet, subscribe_packet};
+    let telemetry = Mosquitto::start().unwrap();
+    let control = Mosquitto::start().unwrap();
+    let (engine, _dir) = proxy_config(0, telemetry.port(), control.port());
+    let started = engine.start().await.unwrap();
+    let port = started
+        .iter()
+        .find(|b| b.name == "fleet_server")
+        .unwrap()
+        .listening[0]
+        .port();
+
+    let (mut telemetry_watcher, _) = RawMqtt::connect(telemetry.port(), "telemetry-watcher").await;
+    let (mut control_watcher, _) = RawMqtt::connect(control.port(), "control-watcher").await;
+    for watcher in [&mut telemetry_watcher, &mut control_watcher] {
+        watcher
+            .send(&subscribe_packet(1, "fleet/#", QoS::AtLeastOnce))
+            .await;
+        assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    }
+
+    // An operator subscribes to commands through the proxy: served by the control broker.
+    let (mut operator, _) = RawMqtt::connect(port, "operator").await;
+    operator
+        .send(&subscribe_packet(1, "fleet/+/commands", QoS::AtLeastOnce))
+        .await;
+    match operator.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(
+            ack.return_codes,
+            vec![zilla_testkit::mqtt::packets::SubscribeReasonCode::Success(
+                QoS::AtLeastOnce
+            )]
+        ),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+
+    let (mut vehicle, _) = RawMqtt::connect(port, "vehicle-7").await;
+    vehicle
+        .send(&publish_packet(
+            "fleet/7/telemetry",
+            QoS::AtLeastOnce,
+            1,
+            &br#"{"speed":42.5}"#[..],
+        ))
+        .await;
+    assert!(matches!(vehicle.recv().await, Some(Packet::PubAck(_))));
+    match telemetry_watcher.recv().await {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "fleet/7/telemetry"),
+        other => panic!("telemetry reaches the telemetry broker, got {other:?}"),
+    }
+
+    vehicle
+        .send(&publish_packet(
+            "fleet/7/commands",
+            QoS::AtLeastOnce,
+            2,
+            &br#"{"action":"stop"}"#[..],
+        ))
+        .await;
+    assert!(matches!(vehicle.recv().await, Some(Packet::PubAck(_))));
+    match control_watcher.recv().await {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "fleet/7/commands"),
+        other => panic!("a command reaches the control broker, got {other:?}"),
+    }
+    match operator.recv().await {
+        Some(Packet::Publish(m)) => assert_eq!(m.payload.as_ref(), br#"{"action":"stop"}"#),
+        other => panic!("the operator receives the command, got {other:?}"),
+    }
+    // Only the control broker saw the command, only the telemetry broker the reading.
+    control_watcher
+        .send(&publish_packet(
+            "fleet/0/marker",
+            QoS::AtMostOnce,
+            0,
+            &b"end"[..],
+        ))
+        .await;
+    match control_watcher.recv().await {
+        Some(Packet::Publish(m)) => assert_eq!(m.topic, "fleet/0/marker"),
+        other => panic!("the control broker saw no telemetry, got {other:?}"),
+    }
+
+    // Telemetry cannot be received through the fleet API (no receive operation).
+    let (mut snoop, _) = RawMqtt::connect(port, "snoop").await;
+    snoop
+        .send(&subscribe_packet(1, "fleet/+/telemetry", QoS::AtLeastOnce))
+        .await;
+    assert_eq!(
+        snoop.closed().await.map(|d| d.reason_code),
+        Some(DisconnectReasonCode::ImplementationSpecificError)
+    );
+    // Payloads are still validated against the fleet document.
+    vehicle
+        .send(&publish_packet(
+            "fleet/7/telemetry",
+            QoS::AtLeastOnce,
+            3,
+            &br#"{"speed":"fast"}"#[..],
+        ))
+        .await;
+    assert_eq!(
+        vehicle.closed().await.map(|d| d.reason_code as u8),
+        Some(153)
+    );
+    engine.shutdown().await;
+}
+
+fn proxy_failure(from: &str, to: &str) -> String {
+    let (dir, yaml) = proxy_fixture();
+    assert!(yaml.contains(from), "the fixture holds {from:?}");
+    Engine::from_yaml(yaml.replacen(from, to, 1))
+        .base_dir(dir.path())
+        .env(|_| Some("1".into()))
+        .build()
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn proxy_routes_that_cannot_hold_fail_at_startup() {
+    let to_telemetry = "api-id: telemetry_api\n          operation-id: sendTelemetry";
+    for (from, to, expected) in [
+        (
+            "operation-id: sendTelemetry\n        exit",
+            "operation-id: sendTelemetree\n        exit",
+            "bindings.fleet_proxy.routes[0].when[0].operation-id: document `fleet_api` has no operation `sendTelemetree` (its operations: `sendTelemetry`, `sendCommands`, `receiveCommands`)",
+        ),
+        (
+            "api-id: control_api\n",
+            "api-id: telemetry_api\n",
+            "bindings.fleet_proxy.routes[1].with.operation-id: document `telemetry_api` has no operation `sendCommands`",
+        ),
+        (
+            to_telemetry,
+            "api-id: control_api\n          operation-id: sendCommands",
+            "bindings.fleet_proxy.routes[0].with: `sendTelemetry` of `fleet_api` is on `fleet/+/telemetry` but `sendCommands` of `control_api` on `fleet/+/commands`",
+        ),
+        (
+            to_telemetry,
+            "api-id: control_api\n          operation-id: receiveCommands",
+            "lets clients publish but `receiveCommands` of `control_api` subscribe",
+        ),
+        (
+            "    exit: fleet_proxy\n",
+            "    exit: telemetry_client\n",
+            "bindings.fleet_proxy: an asyncapi proxy works as the `exit` of an asyncapi server; none leads here",
+        ),
+    ] {
+        let report = proxy_failure(from, to);
+        assert!(report.contains(expected), "{report}");
+    }
 }

@@ -23,7 +23,7 @@ use zilla_testkit::Mosquitto;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn seed_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqtt.proxy.jwt")
+    zilla_testkit::seed::dir()
 }
 
 fn now() -> u64 {
@@ -43,13 +43,7 @@ fn seed_claims(scope: &str) -> Value {
     })
 }
 
-/// Signs `claims` with the seed's private key under key id `kid`.
-fn sign(claims: &Value, kid: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_owned());
-    let key = std::fs::read(seed_dir().join("private.pem")).unwrap();
-    encode(&header, claims, &EncodingKey::from_rsa_pem(&key).unwrap()).unwrap()
-}
+use zilla_testkit::seed::sign;
 
 /// MQTT 5 CONNECT with `username` (and an empty password).
 async fn connect_v5(
@@ -565,15 +559,7 @@ async fn the_mqtt_client_forwards_the_token_upstream_only_when_configured() {
         } else {
             ""
         };
-        let seed = std::fs::read_to_string(seed_dir().join("zilla.yaml")).unwrap();
-        let guard = seed
-            .split("guards:\n")
-            .nth(1)
-            .unwrap()
-            .split("bindings:\n")
-            .next()
-            .unwrap()
-            .to_owned();
+        let guard = zilla_testkit::seed::guards_yaml();
         format!(
             "
 name: forwarding

@@ -462,6 +462,7 @@ fn entry_of(path: &str) -> Option<String> {
 /// Replaces each binding whose type has a generator with what it generates.
 fn generate(mut config: ZillaConfig, state: &mut BuildState) -> ZillaConfig {
     let names: Vec<String> = config.bindings.keys().cloned().collect();
+    let configured = config.bindings.clone();
     let empty = HashMap::new();
     for name in names {
         let entry = config.bindings[&name].clone();
@@ -486,11 +487,11 @@ fn generate(mut config: ZillaConfig, state: &mut BuildState) -> ZillaConfig {
             continue;
         }
         let plugin = PluginContext::new(&name, path.clone(), entry.options.as_ref(), state);
-        let mut cx = BindingContext::new(plugin, &entry, &empty);
+        let mut cx = BindingContext::for_generator(plugin, &entry, &empty, &configured);
         let Ok(generated) = (generator.generate)(&mut cx) else {
             continue;
         };
-        if generated.bindings.keys().next() != Some(&name) {
+        if !generated.bindings.is_empty() && generated.bindings.keys().next() != Some(&name) {
             state.record(
                 path,
                 format!(

@@ -101,7 +101,9 @@ pub struct GeneratorFactory {
 pub struct Generated {
     /// Catalogs the generated bindings use (e.g. inline schemas).
     pub catalogs: IndexMap<String, crate::config::PluginConfig>,
-    /// The bindings, the entry point first (named like the generating entry).
+    /// The bindings, the entry point first (named like the generating
+    /// entry). Empty when the entry is absorbed by another generator (an
+    /// asyncapi proxy, realised in the routes of the server in front of it).
     pub bindings: IndexMap<String, BindingConfig>,
 }
 
@@ -412,6 +414,16 @@ impl<'a> PluginContext<'a> {
         self.state.record(path, message.into())
     }
 
+    /// Runs `f` with relative paths taken from `path` (e.g.
+    /// `bindings.api_proxy`), for a generator reading another entry, so that
+    /// errors point at the entry that holds the fault.
+    pub fn within<R>(&mut self, path: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let own = std::mem::replace(&mut self.path, path.to_owned());
+        let result = f(self);
+        self.path = own;
+        result
+    }
+
     fn child_path(&self, relative: &str) -> String {
         if relative.is_empty() {
             self.path.clone()
@@ -541,6 +553,7 @@ pub struct BindingContext<'a> {
     plugin: PluginContext<'a>,
     config: &'a BindingConfig,
     built: &'a HashMap<String, BuiltBinding>,
+    configured: Option<&'a IndexMap<String, BindingConfig>>,
 }
 
 impl<'a> BindingContext<'a> {
@@ -553,7 +566,32 @@ impl<'a> BindingContext<'a> {
             plugin,
             config,
             built,
+            configured: None,
         }
+    }
+
+    /// A generator's context: it also sees every binding as configured,
+    /// before any generator ran.
+    pub(crate) fn for_generator(
+        plugin: PluginContext<'a>,
+        config: &'a BindingConfig,
+        built: &'a HashMap<String, BuiltBinding>,
+        configured: &'a IndexMap<String, BindingConfig>,
+    ) -> Self {
+        Self {
+            configured: Some(configured),
+            ..Self::new(plugin, config, built)
+        }
+    }
+
+    /// For generators: the bindings as written in `zilla.yaml`, before any
+    /// generator replaced its entry, so that generators can compose (an
+    /// asyncapi server reads the asyncapi proxy it exits to). Empty for
+    /// ordinary bindings, which see their exits through ports instead.
+    pub fn configured_bindings(&self) -> impl Iterator<Item = (&'a str, &'a BindingConfig)> {
+        self.configured
+            .into_iter()
+            .flat_map(|bindings| bindings.iter().map(|(n, b)| (n.as_str(), b)))
     }
 
     /// The binding's kind.

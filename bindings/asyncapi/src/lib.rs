@@ -6,11 +6,16 @@
 //! `+`), whose payloads are validated against each message's schema, and whose
 //! routes allow publishing where an operation sends and subscribing where one
 //! receives. Kind `client` becomes an mqtt client and a tcp client toward the
-//! document's server or `options.tcp`. The generated bindings are ordinary
-//! bindings built by the engine (see them with `zilla start --print-generated`).
+//! document's server or `options.tcp`. Kind `proxy` routes operations of one
+//! document to the clients serving another's; it is realised as the routes of
+//! the asyncapi server in front of it. Security schemes map to guards. The
+//! generated bindings are ordinary bindings built by the engine (see them
+//! with `zilla start --print-generated`).
 
 #![forbid(unsafe_code)]
 
+mod routes;
+mod security;
 pub mod spec;
 
 use indexmap::IndexMap;
@@ -18,10 +23,12 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 use zilla_engine::config::{BindingConfig, PluginConfig, RouteConfig};
 use zilla_engine::{
-    register_generator, BindingContext, BuildError, Generated, GeneratorFactory, Kind, SchemaRef,
+    register_generator, BindingContext, BuildError, Generated, GeneratorFactory, Kind,
+    PluginContext, SchemaRef,
 };
 
-use spec::{Action, Spec};
+use routes::OperationRoute;
+use spec::Spec;
 
 /// `options` of an asyncapi binding.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -49,6 +56,10 @@ pub struct SpecOptions {
     /// Which of the document's servers to use (by name); the first mqtt one when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
+    /// Security scheme name (in `components.securitySchemes`) -> the guard
+    /// that verifies it at CONNECT.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub security: IndexMap<String, String>,
 }
 
 /// A document's subject in a catalog.
@@ -62,13 +73,12 @@ pub struct SpecSubject {
     pub version: Option<String>,
 }
 
-fn read_spec(
-    cx: &mut BindingContext<'_>,
-    options: &AsyncApiOptions,
-) -> Result<(Spec, Vec<String>), BuildError> {
-    let Some((label, spec)) = options.specs.iter().next() else {
-        return Err(cx.error("options.specs", "name one AsyncAPI document"));
-    };
+/// Reads and parses the document labelled `label`.
+fn load_spec(
+    cx: &mut PluginContext<'_>,
+    label: &str,
+    spec: &SpecOptions,
+) -> Result<Spec, BuildError> {
     let path = format!("options.specs.{label}.catalog");
     let Some((catalog_name, subject)) = spec.catalog.iter().next() else {
         return Err(cx.error(&path, "name the catalog holding the document"));
@@ -88,13 +98,24 @@ fn read_spec(
             ))
         }
     };
-    let parsed = spec::parse(&text).map_err(|error| {
+    spec::parse(&text).map_err(|error| {
         cx.error(
             &format!("options.specs.{label}"),
             format!("{}: {error}", subject.subject),
         )
-    })?;
-    Ok((parsed, spec.servers.clone()))
+    })
+}
+
+/// The binding's first document with its label and options.
+fn read_spec(
+    cx: &mut PluginContext<'_>,
+    options: &AsyncApiOptions,
+) -> Result<(String, Spec, SpecOptions), BuildError> {
+    let Some((label, spec_options)) = options.specs.iter().next() else {
+        return Err(cx.error("options.specs", "name one AsyncAPI document"));
+    };
+    let spec = load_spec(cx, label, spec_options)?;
+    Ok((label.clone(), spec, spec_options.clone()))
 }
 
 fn binding(
@@ -120,7 +141,7 @@ fn yaml(value: serde_json::Value) -> Value {
 }
 
 fn pick_server<'a>(
-    cx: &mut BindingContext<'_>,
+    cx: &mut PluginContext<'_>,
     spec: &'a Spec,
     wanted: &[String],
 ) -> Result<&'a spec::Server, BuildError> {
@@ -138,15 +159,10 @@ fn pick_server<'a>(
 
 fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
     let options: AsyncApiOptions = cx.options()?;
-    let (spec, wanted) = read_spec(cx, &options)?;
-    let server = pick_server(cx, &spec, &wanted)?.clone();
+    let (label, spec, spec_options) = read_spec(cx, &options)?;
+    let server = pick_server(cx, &spec, &spec_options.servers)?.clone();
     let name = cx.name().to_owned();
-    let Some(exit) = cx.config().exit.clone() else {
-        return Err(cx.error(
-            "exit",
-            "an asyncapi server needs an `exit` (an asyncapi client)",
-        ));
-    };
+    let operation_routes = server_routes(cx, &label, &spec)?;
     let schemas = format!("{name}_schemas");
     let mqtt_name = format!("{name}_mqtt");
     let tls_name = format!("{name}_tls");
@@ -233,61 +249,123 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
         },
     );
 
-    let topics_for = |action: Action| -> Vec<serde_json::Value> {
-        spec.operations
-            .iter()
-            .filter(|(_, a)| *a == action)
-            .filter_map(|(channel, _)| spec.channels.iter().find(|c| &c.name == channel))
-            .map(|c| serde_json::json!({ "topic": c.topic }))
-            .collect()
-    };
-    let mut when = Vec::new();
-    let publish = topics_for(Action::Publish);
-    let subscribe = topics_for(Action::Subscribe);
-    if !publish.is_empty() {
-        when.push(yaml(serde_json::json!({ "publish": publish })));
-    }
-    if !subscribe.is_empty() {
-        when.push(yaml(serde_json::json!({ "subscribe": subscribe })));
-    }
-    if when.is_empty() {
-        return Err(cx.error(
-            "options.specs",
-            "the document has no operations: nothing would be allowed",
-        ));
-    }
     let mut mqtt_options = options.mqtt.clone().unwrap_or_default();
     mqtt_options.insert("topics".into(), yaml(serde_json::Value::Array(topics)));
-    let guarded = mqtt_options
-        .get("authorization")
-        .and_then(Value::as_mapping)
-        .and_then(|a| a.keys().next())
-        .and_then(Value::as_str)
-        .map(|guard| IndexMap::from([(guard.to_owned(), Vec::new())]))
-        .unwrap_or_default();
-    if !spec.security.is_empty() && guarded.is_empty() {
-        return Err(cx.error(
-            "options.mqtt.authorization",
-            format!(
-                "the document requires security ({}): map it to a guard with `mqtt: {{authorization: ...}}`",
-                spec.security.join(", ")
-            ),
-        ));
-    }
+    let authorization = security::authorization(
+        cx,
+        &label,
+        &spec_options.security,
+        &spec,
+        &server,
+        options.mqtt.as_ref(),
+    )?;
+    let guarded = match authorization {
+        Some((guard, generated)) => {
+            if let Some(generated) = generated {
+                mqtt_options.insert("authorization".into(), generated);
+            }
+            IndexMap::from([(guard, Vec::new())])
+        }
+        None => IndexMap::new(),
+    };
     let mut mqtt = binding(
         "mqtt",
         Kind::Server,
         Some(Value::Mapping(mqtt_options)),
         None,
     );
-    mqtt.routes.push(RouteConfig {
-        when,
-        exit,
-        guarded,
-        with: None,
-    });
+    mqtt.routes = operation_routes
+        .into_iter()
+        .map(|route| RouteConfig {
+            when: route.when.into_iter().map(yaml).collect(),
+            exit: route.exit,
+            guarded: guarded.clone(),
+            with: None,
+        })
+        .collect();
     generated.bindings.insert(mqtt_name, mqtt);
     Ok(generated)
+}
+
+/// The mqtt routes of an asyncapi server: its own `routes` by operation;
+/// else, when its `exit` is an asyncapi proxy, the proxy's routes resolved
+/// against the proxy's documents (the proxy is realised here, in the routes
+/// of the server in front of it); else every operation toward `exit`.
+fn server_routes(
+    cx: &mut BindingContext<'_>,
+    label: &str,
+    spec: &Spec,
+) -> Result<Vec<OperationRoute>, BuildError> {
+    let config = cx.config();
+    let own = IndexMap::from([(label.to_owned(), spec.clone())]);
+    if !config.routes.is_empty() {
+        return routes::operation_routes(cx, &config.routes, config.exit.as_deref(), &own);
+    }
+    let Some(exit) = config.exit.as_deref() else {
+        return Err(cx.error(
+            "exit",
+            "an asyncapi server needs an `exit` (an asyncapi client or proxy) or `routes`",
+        ));
+    };
+    let proxy = cx
+        .configured_bindings()
+        .find(|(name, b)| *name == exit && b.type_name == "asyncapi" && b.kind == Kind::Proxy)
+        .map(|(_, b)| b);
+    let Some(proxy) = proxy else {
+        let every = routes::all_operations(&own, exit);
+        return every.map(|route| vec![route]).ok_or_else(|| {
+            cx.error(
+                "options.specs",
+                "the document has no operations: nothing would be allowed",
+            )
+        });
+    };
+    cx.within(&format!("bindings.{exit}"), |cx| {
+        let options: AsyncApiOptions =
+            serde_yaml::from_value(proxy.options.clone().unwrap_or_default())
+                .map_err(|e| cx.error("options", e.to_string()))?;
+        let mut specs = IndexMap::new();
+        for (label, spec_options) in &options.specs {
+            specs.insert(label.clone(), load_spec(cx, label, spec_options)?);
+        }
+        if proxy.routes.is_empty() && proxy.exit.is_none() {
+            return Err(cx.error("routes", "an asyncapi proxy needs `routes` or an `exit`"));
+        }
+        routes::operation_routes(cx, &proxy.routes, proxy.exit.as_deref(), &specs)
+    })
+}
+
+/// An asyncapi proxy has no bindings of its own: the asyncapi server that
+/// exits to it generates one mqtt route per operation the proxy routes. It
+/// only checks that such a server exists.
+fn generate_proxy(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
+    let _: AsyncApiOptions = cx.options()?;
+    let name = cx.name().to_owned();
+    let referrers: Vec<(String, bool)> = cx
+        .configured_bindings()
+        .filter(|(_, b)| {
+            b.exit.as_deref() == Some(name.as_str()) || b.routes.iter().any(|r| r.exit == name)
+        })
+        .map(|(n, b)| {
+            (
+                n.to_owned(),
+                b.type_name == "asyncapi" && b.kind == Kind::Server && b.routes.is_empty(),
+            )
+        })
+        .collect();
+    if let Some((other, _)) = referrers.iter().find(|(_, server)| !server) {
+        return Err(cx.error(
+            "",
+            format!("`{other}` leads here, but only the `exit` of an asyncapi server (without routes of its own) can be an asyncapi proxy"),
+        ));
+    }
+    if referrers.is_empty() {
+        return Err(cx.error(
+            "",
+            "an asyncapi proxy works as the `exit` of an asyncapi server; none leads here",
+        ));
+    }
+    Ok(Generated::default())
 }
 
 /// The model a header's JSON Schema asks of an MQTT user property (a string
@@ -314,8 +392,8 @@ fn header_model(schema: &serde_json::Value) -> Option<serde_json::Value> {
 
 fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
     let options: AsyncApiOptions = cx.options()?;
-    let (spec, wanted) = read_spec(cx, &options)?;
-    let server = pick_server(cx, &spec, &wanted)?.clone();
+    let (_, spec, spec_options) = read_spec(cx, &options)?;
+    let server = pick_server(cx, &spec, &spec_options.servers)?.clone();
     let name = cx.name().to_owned();
     let tcp_name = format!("{name}_tcp");
     let mut tcp_options = options
@@ -364,9 +442,10 @@ fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
 
 register_generator!(GeneratorFactory {
     type_name: "asyncapi",
-    kinds: &[Kind::Server, Kind::Client],
+    kinds: &[Kind::Server, Kind::Client, Kind::Proxy],
     generate: |cx| match cx.kind() {
         Kind::Server => generate_server(cx),
+        Kind::Proxy => generate_proxy(cx),
         _ => generate_client(cx),
     },
 });

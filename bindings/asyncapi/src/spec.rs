@@ -13,6 +13,15 @@ pub enum Action {
     Subscribe,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+        })
+    }
+}
+
 /// A server of the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
@@ -24,6 +33,8 @@ pub struct Server {
     pub port: u16,
     /// `mqtt` or `mqtts`.
     pub protocol: String,
+    /// Names of the security schemes the server lists (any one suffices).
+    pub security: Vec<String>,
 }
 
 /// A message and its payload schema.
@@ -50,6 +61,30 @@ pub struct Channel {
     pub messages: Vec<Message>,
 }
 
+/// An operation: what clients may do on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Its id: the key in 3.0 `operations`, `operationId` in 2.6.
+    pub id: Option<String>,
+    /// The channel's key in `channels`.
+    pub channel: String,
+    /// Publish or subscribe.
+    pub action: Action,
+}
+
+/// A security scheme of `components.securitySchemes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityScheme {
+    /// Its key in `components.securitySchemes`.
+    pub name: String,
+    /// `type`: `userPassword`, `http`, `httpApiKey`, `apiKey`, `X509`, ...
+    pub kind: String,
+    /// `scheme` of an `http` scheme (`bearer`, `basic`).
+    pub scheme: Option<String>,
+    /// `in` of an `apiKey` / `httpApiKey` scheme (`user`, `password`, `header`, ...).
+    pub location: Option<String>,
+}
+
 /// What the document allows.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -59,10 +94,36 @@ pub struct Spec {
     pub servers: Vec<Server>,
     /// Channels.
     pub channels: Vec<Channel>,
-    /// (channel name, action) pairs.
-    pub operations: Vec<(String, Action)>,
-    /// Security scheme types named by the servers' or document's security.
-    pub security: Vec<String>,
+    /// Operations.
+    pub operations: Vec<Operation>,
+    /// The security schemes the document declares.
+    pub security_schemes: Vec<SecurityScheme>,
+}
+
+impl Spec {
+    /// The operation with this id.
+    pub fn operation(&self, id: &str) -> Option<&Operation> {
+        self.operations.iter().find(|o| o.id.as_deref() == Some(id))
+    }
+
+    /// The channel with this key.
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+
+    /// The schemes a client of `server` must satisfy (any one of them): the
+    /// server's `security` when it lists some, otherwise every declared
+    /// scheme, so that a document declaring security is never served open.
+    pub fn required_security(&self, server: &Server) -> Vec<&SecurityScheme> {
+        if server.security.is_empty() {
+            self.security_schemes.iter().collect()
+        } else {
+            self.security_schemes
+                .iter()
+                .filter(|s| server.security.contains(&s.name))
+                .collect()
+        }
+    }
 }
 
 /// An error located in the document.
@@ -141,7 +202,14 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
                 ("subscribe", Action::Publish),
             ] {
                 if let Some(operation) = channel.get(action) {
-                    operations.push((name.clone(), op));
+                    operations.push(Operation {
+                        id: operation
+                            .get("operationId")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        channel: name.clone(),
+                        action: op,
+                    });
                     if let Some(message) = operation.get("message") {
                         let message_path = format!("{path}.{action}.message");
                         let message_name = action.to_owned();
@@ -187,28 +255,85 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
                             format!("`{reference}` does not exist"),
                         )
                     })?;
-                operations.push((channel.to_owned(), action));
+                operations.push(Operation {
+                    id: key.as_str().map(str::to_owned),
+                    channel: channel.to_owned(),
+                    action,
+                });
             }
         }
     }
-    let security = root
-        .get("components")
-        .and_then(|c| c.get("securitySchemes"))
-        .and_then(Value::as_mapping)
-        .map(|schemes| {
-            schemes
-                .values()
-                .filter_map(|s| s.get("type").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let security_schemes = security_schemes(&root)?;
+    for server in &servers {
+        for (index, name) in server.security.iter().enumerate() {
+            if !security_schemes.iter().any(|s| &s.name == name) {
+                return Err(at(
+                    &format!("servers.{}.security[{index}]", server.name),
+                    format!("security scheme `{name}` is not in components.securitySchemes"),
+                ));
+            }
+        }
+    }
     Ok(Spec {
         version,
         servers,
         channels,
         operations,
-        security,
+        security_schemes,
     })
+}
+
+fn security_schemes(root: &Value) -> Result<Vec<SecurityScheme>, SpecError> {
+    let mut schemes = Vec::new();
+    let Some(map) = root
+        .get("components")
+        .and_then(|c| c.get("securitySchemes"))
+        .and_then(Value::as_mapping)
+    else {
+        return Ok(schemes);
+    };
+    for (key, scheme) in map {
+        let name = key.as_str().unwrap_or_default().to_owned();
+        let path = format!("components.securitySchemes.{name}");
+        let scheme = resolve(root, scheme, &path)?;
+        let text = |field: &str| scheme.get(field).and_then(Value::as_str).map(str::to_owned);
+        let kind = text("type").ok_or_else(|| at(&format!("{path}.type"), "missing"))?;
+        schemes.push(SecurityScheme {
+            name,
+            kind,
+            scheme: text("scheme"),
+            location: text("in"),
+        });
+    }
+    Ok(schemes)
+}
+
+/// The scheme names a server's `security` lists: 2.6 `[{name: [scopes]}]`,
+/// 3.0 `[{$ref: '#/components/securitySchemes/name'}]`.
+fn server_security(server: &Value, path: &str) -> Result<Vec<String>, SpecError> {
+    let Some(items) = server.get("security").and_then(Value::as_sequence) else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}.security[{index}]");
+        if let Some(reference) = item.get("$ref").and_then(Value::as_str) {
+            let name = reference
+                .strip_prefix("#/components/securitySchemes/")
+                .ok_or_else(|| {
+                    at(
+                        &item_path,
+                        format!("`{reference}` is not a security scheme"),
+                    )
+                })?;
+            names.push(name.to_owned());
+        } else if let Some(map) = item.as_mapping() {
+            names.extend(map.keys().filter_map(Value::as_str).map(str::to_owned));
+        } else {
+            return Err(at(&item_path, "expected a security requirement"));
+        }
+    }
+    Ok(names)
 }
 
 fn servers(root: &Value, major: u8) -> Result<Vec<Server>, SpecError> {
@@ -253,11 +378,13 @@ fn servers(root: &Value, major: u8) -> Result<Vec<Server>, SpecError> {
                 if protocol == "mqtts" { 8883 } else { 1883 },
             ),
         };
+        let security = server_security(server, &path)?;
         servers.push(Server {
             name,
             host,
             port,
             protocol: protocol.to_owned(),
+            security,
         });
     }
     Ok(servers)
@@ -360,4 +487,85 @@ fn read_message(
         schema_format: None,
         headers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_SIX: &str = "
+asyncapi: 2.6.0
+servers:
+  plain:
+    url: localhost:1883
+    protocol: mqtt
+    security:
+      - token: []
+channels:
+  lights/{id}:
+    publish:
+      operationId: reportLight
+    subscribe:
+      operationId: watchLight
+components:
+  securitySchemes:
+    token:
+      type: httpApiKey
+      in: header
+      name: authorization
+";
+
+    #[test]
+    fn two_six_operations_carry_their_ids_and_inverted_actions() {
+        let spec = parse(TWO_SIX).unwrap();
+        assert_eq!(spec.channels[0].topic, "lights/+");
+        let report = spec.operation("reportLight").unwrap();
+        assert_eq!(
+            report.action,
+            Action::Subscribe,
+            "2.6 `publish` is what clients receive"
+        );
+        assert_eq!(
+            spec.operation("watchLight").unwrap().action,
+            Action::Publish
+        );
+    }
+
+    #[test]
+    fn server_security_lists_scheme_names_in_both_versions() {
+        let spec = parse(TWO_SIX).unwrap();
+        assert_eq!(spec.servers[0].security, ["token"]);
+        assert_eq!(
+            spec.required_security(&spec.servers[0])[0].kind,
+            "httpApiKey"
+        );
+        let three = "
+asyncapi: 3.0.0
+servers:
+  plain:
+    host: localhost:1883
+    protocol: mqtt
+    security:
+      - $ref: '#/components/securitySchemes/user'
+components:
+  securitySchemes:
+    user:
+      type: userPassword
+    other:
+      type: X509
+";
+        let spec = parse(three).unwrap();
+        let required = spec.required_security(&spec.servers[0]);
+        assert_eq!(required.len(), 1, "only what the server lists");
+        assert_eq!(required[0].name, "user");
+    }
+
+    #[test]
+    fn a_server_naming_an_undeclared_scheme_is_an_error() {
+        let error = parse(&TWO_SIX.replace("- token: []", "- tokn: []")).unwrap_err();
+        assert_eq!(
+            error,
+            "servers.plain.security[0]: security scheme `tokn` is not in components.securitySchemes"
+        );
+    }
 }

@@ -382,6 +382,14 @@ impl RouteTemplate {
                 }
             }
         }
+        // A route that names topics allows only the operations it names: a
+        // route for publishing to `a/#` must not let a client subscribe to
+        // everything (as in Zilla, a condition matches only its own kind).
+        // A route naming no topics at all (say, by client id) allows any.
+        if template.publishes.is_some() || template.subscribes.is_some() {
+            template.publishes.get_or_insert_with(Vec::new);
+            template.subscribes.get_or_insert_with(Vec::new);
+        }
         Ok(template)
     }
 
@@ -486,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn conditions_restrict_only_their_own_kind() {
+    fn topic_conditions_allow_only_the_operations_they_name() {
         let when: Vec<MqttCondition> = serde_yaml::from_str(
             "- session:\n  - client-id: sensor-*\n- publish:\n  - topic: sensors/#\n",
         )
@@ -496,6 +504,18 @@ mod tests {
         assert!(!route.accepts(Operation::Session("app-1")));
         assert!(route.accepts(Operation::Publish("sensors/7/temp")));
         assert!(!route.accepts(Operation::Publish("apps/x")));
+        assert!(
+            !route.accepts(Operation::Subscribe("sensors/#")),
+            "a publish route lets no one subscribe"
+        );
+        let by_client_id: Vec<MqttCondition> = serde_yaml::from_str(
+            "- session:
+  - client-id: sensor-*
+",
+        )
+        .unwrap();
+        let route = RouteConditions::new(&by_client_id);
+        assert!(route.accepts(Operation::Publish("anything")));
         assert!(route.accepts(Operation::Subscribe("anything/#")));
     }
 

@@ -10,6 +10,7 @@ pub mod mqtt;
 pub mod pki;
 mod process;
 pub mod proxy;
+pub mod seed;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
 pub use process::{Output, ZillaProcess};
