@@ -6,6 +6,8 @@
 //!   runs the seed example (`examples/mqtt.proxy.jwt`) in front of it, prints a
 //!   fresh token and the commands that work with it, and shows a message going
 //!   through.
+//! - `bench [--quick] [--rounds N] [--idle N]`: the proxy against mosquitto
+//!   direct and HAProxy on loopback; writes `target/bench/report.md`.
 //! - `token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS]
 //!   [--key PEM] [--kid KID] [--issuer I] [--audience A]`: prints a signed JWT.
 
@@ -13,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod bench;
+
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
 
-const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
+const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
 
 /// The example the demo runs: the seed configuration, verbatim.
 const DEMO_EXAMPLE: &str = "examples/mqtt.proxy.jwt";
@@ -29,6 +33,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(args.iter().any(|a| a == "--once")),
+        Some("bench") => bench::bench(&args[1..]),
         Some("token") => {
             println!("{}", token(&args[1..])?);
             Ok(())

@@ -102,6 +102,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// The broker's process id (for reading its CPU time and memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the broker (SIGKILL): no goodbye to its clients.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

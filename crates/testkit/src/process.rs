@@ -98,6 +98,11 @@ impl ZillaProcess {
             .port()
     }
 
+    /// The host's process id (for reading its CPU time and memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process printed so far.
     pub fn output(&self) -> Output {
         self.output

@@ -1,0 +1,367 @@
+//! An MQTT 5 client on a raw socket with the `mqtt-bytes-v5` codec: packets
+//! are encoded in batches and written with one syscall, and acknowledgements
+//! are read in bulk, so the client costs far less than the path it measures.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use mqtt_bytes_v5::{
+    ConnectReturnCode, Disconnect, DisconnectReasonCode, Filter, Login, Packet, PubAck,
+    PubAckReason, Publish, QoS, RetainForwardRule, Subscribe,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Duration, Instant};
+
+use crate::Target;
+
+/// How long a subscriber waits without any message before it stops counting.
+const IDLE_END: Duration = Duration::from_secs(3);
+/// Packets encoded per write.
+const BATCH: usize = 256;
+
+/// One MQTT connection after a successful CONNACK.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The server's receive maximum (how many QoS 1 publishes may be in flight).
+    receive_max: u16,
+}
+
+/// What a subscriber saw.
+pub(crate) struct Received {
+    pub(crate) count: u64,
+    /// When the last message arrived.
+    pub(crate) last: Instant,
+    /// Publish-to-delivery times, when asked for.
+    pub(crate) latencies_ns: Vec<u64>,
+}
+
+fn encode(packet: &Packet, out: &mut BytesMut) -> Result<()> {
+    packet
+        .write(out)
+        .map_err(|e| anyhow::anyhow!("encoding: {e:?}"))?;
+    Ok(())
+}
+
+impl Conn {
+    /// Connects from `source` (any when `None`) and completes CONNECT/CONNACK.
+    pub(crate) async fn connect(
+        target: &Target,
+        client_id: &str,
+        source: Option<IpAddr>,
+        keep_alive: u16,
+    ) -> Result<Self> {
+        let socket = TcpSocket::new_v4()?;
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let stream = socket
+            .connect(SocketAddr::new(target.host, target.port))
+            .await
+            .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
+        stream.set_nodelay(true)?;
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            receive_max: u16::MAX,
+        };
+        let login = target.username.as_ref().map(|username| Login {
+            username: username.clone(),
+            password: String::new(),
+        });
+        let connect = mqtt_bytes_v5::Connect {
+            keep_alive,
+            client_id: client_id.to_owned(),
+            clean_start: true,
+            properties: None,
+        };
+        let mut out = BytesMut::new();
+        encode(&Packet::Connect(connect, None, login), &mut out)?;
+        conn.stream.write_all(&out).await?;
+        match conn.next().await? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {
+                if let Some(max) = ack.properties.and_then(|p| p.receive_max) {
+                    conn.receive_max = max;
+                }
+                Ok(conn)
+            }
+            Packet::ConnAck(ack) => bail!("refused: {:?}", ack.code),
+            other => bail!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Packet> {
+        loop {
+            match Packet::read(&mut self.buf, None) {
+                Ok(packet) => return Ok(packet),
+                Err(mqtt_bytes_v5::Error::InsufficientBytes(_)) => {}
+                Err(e) => bail!("malformed packet: {e:?}"),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed");
+            }
+        }
+    }
+
+    /// Subscribes to `filter` and waits for a successful SUBACK.
+    pub(crate) async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<()> {
+        let subscribe = Packet::Subscribe(Subscribe {
+            pkid: 1,
+            filters: vec![Filter {
+                path: filter.to_owned(),
+                qos,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            }],
+            properties: None,
+        });
+        let mut out = BytesMut::new();
+        encode(&subscribe, &mut out)?;
+        self.stream.write_all(&out).await?;
+        match self.next().await? {
+            Packet::SubAck(ack)
+                if matches!(
+                    ack.return_codes.first(),
+                    Some(mqtt_bytes_v5::SubscribeReasonCode::Success(_))
+                ) =>
+            {
+                Ok(())
+            }
+            other => bail!("expected a successful SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Counts deliveries until `expected` arrived or none came for a while,
+    /// acknowledging QoS 1 ones in batches.
+    pub(crate) async fn receive(
+        mut self,
+        expected: u64,
+        latency: bool,
+        start: Instant,
+    ) -> Result<Received> {
+        let mut received = Received {
+            count: 0,
+            last: Instant::now(),
+            latencies_ns: Vec::with_capacity(if latency { expected as usize } else { 0 }),
+        };
+        let mut acks = BytesMut::new();
+        while received.count < expected {
+            loop {
+                match Packet::read(&mut self.buf, None) {
+                    Ok(Packet::Publish(publish)) => {
+                        received.count += 1;
+                        if latency && publish.payload.len() >= 8 {
+                            let sent = u64::from_be_bytes(
+                                publish.payload[..8].try_into().unwrap_or_default(),
+                            );
+                            let now = start.elapsed().as_nanos() as u64;
+                            received.latencies_ns.push(now.saturating_sub(sent));
+                        }
+                        if publish.qos == QoS::AtLeastOnce {
+                            let ack = PubAck {
+                                pkid: publish.pkid,
+                                reason: PubAckReason::Success,
+                                properties: None,
+                            };
+                            encode(&Packet::PubAck(ack), &mut acks)?;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(mqtt_bytes_v5::Error::InsufficientBytes(_)) => break,
+                    Err(e) => bail!("malformed packet: {e:?}"),
+                }
+            }
+            received.last = Instant::now();
+            if !acks.is_empty() {
+                self.stream.write_all(&acks).await?;
+                acks.clear();
+            }
+            if received.count >= expected {
+                break;
+            }
+            match tokio::time::timeout(IDLE_END, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => bail!("the subscriber's connection closed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(received)
+    }
+
+    fn publish_packet(topic: &str, qos: QoS, pkid: u16, payload: Bytes) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_owned(),
+            pkid,
+            payload,
+            properties: None,
+        })
+    }
+
+    /// Publishes `count` messages as fast as the path takes them; QoS 1 with
+    /// at most `window` unacknowledged.
+    pub(crate) async fn publish_all(
+        self,
+        topic: String,
+        qos: QoS,
+        payload: Bytes,
+        count: u64,
+        window: u16,
+    ) -> Result<()> {
+        let window = window.min(self.receive_max).max(1);
+        let (read, mut write) = self.stream.into_split();
+        let credit = Arc::new(Semaphore::new(usize::from(window)));
+        let acking = (qos == QoS::AtLeastOnce)
+            .then(|| tokio::spawn(count_acks(read, self.buf, count, credit.clone())));
+        let mut out = BytesMut::with_capacity(BATCH * (payload.len() + topic.len() + 8));
+        let mut sent = 0u64;
+        let mut pkid: u16 = 0;
+        while sent < count {
+            let mut batch = (count - sent).min(BATCH as u64) as usize;
+            if qos == QoS::AtLeastOnce {
+                // Wait for one credit, then take whatever else is free.
+                credit.acquire().await?.forget();
+                let more = batch - 1;
+                let mut taken = 1;
+                while taken <= more {
+                    match credit.try_acquire() {
+                        Ok(permit) => {
+                            permit.forget();
+                            taken += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                batch = taken;
+            }
+            for _ in 0..batch {
+                pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+                let id = if qos == QoS::AtMostOnce { 0 } else { pkid };
+                encode(
+                    &Self::publish_packet(&topic, qos, id, payload.clone()),
+                    &mut out,
+                )?;
+            }
+            write.write_all(&out).await?;
+            out.clear();
+            sent += batch as u64;
+        }
+        if let Some(acking) = acking {
+            acking.await??;
+        }
+        let mut out = BytesMut::new();
+        encode(&disconnect_packet(), &mut out)?;
+        let _ = write.write_all(&out).await;
+        Ok(())
+    }
+
+    /// Publishes `count` messages at `rate` per second, each stamped with its
+    /// send time (nanoseconds since `start`) in its first 8 bytes.
+    pub(crate) async fn publish_paced(
+        self,
+        topic: String,
+        qos: QoS,
+        size: usize,
+        rate: u64,
+        count: u64,
+        start: Instant,
+    ) -> Result<()> {
+        let (read, mut write) = self.stream.into_split();
+        let credit = Arc::new(Semaphore::new(usize::from(self.receive_max)));
+        let acking = (qos == QoS::AtLeastOnce)
+            .then(|| tokio::spawn(count_acks(read, self.buf, count, credit.clone())));
+        let mut out = BytesMut::new();
+        let mut payload = vec![0u8; size];
+        let mut sent = 0u64;
+        let mut pkid: u16 = 0;
+        let tick = Duration::from_micros(500);
+        let begin = Instant::now();
+        while sent < count {
+            let due = ((begin.elapsed().as_secs_f64() * rate as f64) as u64).min(count);
+            while sent < due {
+                if qos == QoS::AtLeastOnce {
+                    credit.acquire().await?.forget();
+                }
+                pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+                let id = if qos == QoS::AtMostOnce { 0 } else { pkid };
+                let stamp = start.elapsed().as_nanos() as u64;
+                payload[..8].copy_from_slice(&stamp.to_be_bytes());
+                encode(
+                    &Self::publish_packet(&topic, qos, id, Bytes::copy_from_slice(&payload)),
+                    &mut out,
+                )?;
+                write.write_all(&out).await?;
+                out.clear();
+                sent += 1;
+            }
+            tokio::time::sleep(tick).await;
+        }
+        if let Some(acking) = acking {
+            acking.await??;
+        }
+        Ok(())
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub(crate) async fn disconnect(mut self) {
+        let mut out = BytesMut::new();
+        if encode(&disconnect_packet(), &mut out).is_ok() {
+            let _ = self.stream.write_all(&out).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn disconnect_packet() -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason_code: DisconnectReasonCode::NormalDisconnection,
+        properties: None,
+    })
+}
+
+/// Reads PUBACKs until `count` arrived, returning one credit per ack.
+async fn count_acks(
+    mut read: OwnedReadHalf,
+    mut buf: BytesMut,
+    count: u64,
+    credit: Arc<Semaphore>,
+) -> Result<()> {
+    let mut acked = 0u64;
+    while acked < count {
+        let mut freed = 0;
+        loop {
+            match Packet::read(&mut buf, None) {
+                Ok(Packet::PubAck(ack)) => {
+                    if ack.reason != PubAckReason::Success
+                        && ack.reason != PubAckReason::NoMatchingSubscribers
+                    {
+                        bail!("PUBACK {:?}", ack.reason);
+                    }
+                    freed += 1;
+                }
+                Ok(Packet::Disconnect(d)) => bail!("disconnected: {:?}", d.reason_code),
+                Ok(_) => {}
+                Err(mqtt_bytes_v5::Error::InsufficientBytes(_)) => break,
+                Err(e) => bail!("malformed packet: {e:?}"),
+            }
+        }
+        acked += freed;
+        credit.add_permits(freed as usize);
+        if acked >= count {
+            break;
+        }
+        if read.read_buf(&mut buf).await? == 0 {
+            bail!("the publisher's connection closed after {acked} acks");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,737 @@
+//! `cargo xtask bench`: the proxy against mosquitto direct and HAProxy, in one
+//! run, on loopback. One mosquitto serves every path: direct, through our
+//! proxy (seed-style: JWT at CONNECT, one guarded route), through our proxy
+//! with JSON validation, and through HAProxy in TCP mode (plain layer 4, and
+//! parsing the MQTT CONNECT to verify the JWT with `jwt_verify`). Each
+//! scenario runs its targets in a rotating order every round so that drift
+//! cancels out; the median of the rounds is reported, with the CPU seconds
+//! each process spent (from /proc) per million messages.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use zilla_testkit::{Mosquitto, ZillaProcess};
+
+use crate::{cargo, run, token, which};
+
+const BENCH_DIR: &str = "target/bench";
+const LOADGEN: &str = "target/release/mqtt-bench";
+
+/// mosquitto for benchmarks: no Nagle on its sockets (the proxy has none
+/// either, so latency compares paths, not TCP settings), room for a QoS 1
+/// window, no queue limit that would drop messages mid-run.
+const MOSQUITTO_TUNING: &str = "set_tcp_nodelay true
+max_inflight_messages 100
+max_queued_messages 1000000
+max_connections -1
+";
+
+/// The proxy as in the seed: JWT at CONNECT, one route guarded by `mqtt:stream`.
+fn proxy_yaml(guards: &str, broker: u16, validation: bool) -> String {
+    let topics = if validation {
+        "      topics:
+        - name: bench/#
+          content:
+            model: json
+            catalog:
+              bench_schemas:
+                - subject: reading
+"
+    } else {
+        ""
+    };
+    let catalogs = if validation {
+        r#"catalogs:
+  bench_schemas:
+    type: inline
+    options:
+      subjects:
+        reading:
+          schema: |
+            {"type": "object",
+             "properties": {"id": {"type": "string"}, "temperature": {"type": "number"},
+                            "unit": {"enum": ["C", "F"]}, "at": {"type": "integer"}},
+             "required": ["id", "temperature", "unit"]}
+"#
+    } else {
+        ""
+    };
+    format!(
+        "name: bench
+{catalogs}guards:
+{guards}bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      authorization:
+        authn_jwt:
+          credentials:
+            connect:
+              username: Bearer {{credentials}}
+{topics}    routes:
+      - guarded:
+          authn_jwt:
+            - mqtt:stream
+        exit: south_mqtt_client
+  south_mqtt_client:
+    type: mqtt
+    kind: client
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: {broker}
+"
+    )
+}
+
+/// HAProxy 2.6 in TCP mode: `l4` forwards bytes; `jwt` waits for the MQTT
+/// CONNECT, takes the token from the user name and checks it as our guard
+/// does (RS256 signature, issuer, audience, expiry, scope).
+fn haproxy_cfg(broker: u16, l4: u16, jwt: u16, public_key: &Path) -> String {
+    let key = public_key.display();
+    format!(
+        r#"global
+    maxconn 9900
+    nbthread 2
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+backend mosquitto
+    server broker 127.0.0.1:{broker}
+frontend l4
+    bind 127.0.0.1:{l4}
+    default_backend mosquitto
+frontend jwt
+    bind 127.0.0.1:{jwt}
+    tcp-request inspect-delay 5s
+    tcp-request content reject unless {{ req.payload(0,0),mqtt_is_valid }}
+    tcp-request content set-var(txn.token) req.payload(0,0),mqtt_field_value(connect,username),regsub("^Bearer ","")
+    tcp-request content set-var(txn.now) date()
+    tcp-request content reject unless {{ var(txn.token),jwt_header_query('$.alg') -m str RS256 }}
+    tcp-request content reject unless {{ var(txn.token),jwt_verify("RS256","{key}") -m int 1 }}
+    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.iss') -m str https://auth.example.com }}
+    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.aud') -m str https://api.example.com }}
+    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.scope') -m sub mqtt:stream }}
+    tcp-request content set-var(txn.exp) var(txn.token),jwt_payload_query('$.exp','int')
+    tcp-request content reject unless {{ var(txn.exp),sub(txn.now) gt 0 }}
+    tcp-request content accept
+    default_backend mosquitto
+"#
+    )
+}
+
+/// One way to reach the broker.
+#[derive(Debug, Clone)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    /// The process in front of mosquitto (none for direct).
+    front: Option<&'static str>,
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after `)` and the state.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The running processes whose CPU is measured, by name.
+struct Processes(Vec<(&'static str, u32)>);
+
+impl Processes {
+    fn cpu(&self) -> BTreeMap<&'static str, f64> {
+        self.0
+            .iter()
+            .map(|(name, pid)| (*name, cpu_seconds(*pid)))
+            .collect()
+    }
+
+    fn pid(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, pid)| *pid)
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+struct Sample {
+    scenario: String,
+    target: &'static str,
+    result: serde_json::Value,
+    /// CPU seconds spent during the run, by process.
+    cpu: BTreeMap<&'static str, f64>,
+}
+
+fn loadgen(args: &[String]) -> Result<serde_json::Value> {
+    let output = Command::new(LOADGEN)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the load generator")?;
+    if !output.status.success() {
+        bail!("mqtt-bench {args:?} failed ({})", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("mqtt-bench printed `{last}`"))
+}
+
+fn measure(
+    processes: &Processes,
+    scenario: &str,
+    target: &Target,
+    args: Vec<String>,
+) -> Result<Sample> {
+    let before = processes.cpu();
+    let result = loadgen(&args)?;
+    let after = processes.cpu();
+    let cpu = after
+        .iter()
+        .map(|(name, end)| (*name, end - before.get(name).copied().unwrap_or(0.0)))
+        .collect();
+    println!("   {scenario:<14} {:<12} {result}", target.name);
+    Ok(Sample {
+        scenario: scenario.to_owned(),
+        target: target.name,
+        result,
+        cpu,
+    })
+}
+
+/// Opens `connections` idle sessions through `target` and returns the RSS
+/// growth of `pid` per connection, in KiB.
+fn idle_rss(target: &Target, token: &str, pid: u32, connections: u64) -> Result<f64> {
+    let before = rss_kib(pid);
+    let mut child = Command::new(LOADGEN)
+        .args([
+            "idle",
+            "--port",
+            &target.port.to_string(),
+            "--username",
+            &format!("Bearer {token}"),
+            "--connections",
+            &connections.to_string(),
+            "--hold",
+            "600",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("the load generator's stdout")?;
+    let mut ready = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("\"ready\"") {
+            ready = Some(serde_json::from_str::<serde_json::Value>(&line)?);
+            break;
+        }
+    }
+    let after = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = ready.context("the idle run ended before all sessions were open")?;
+    let held = ready["ready"].as_u64().unwrap_or(0);
+    println!(
+        "   idle           {:<12} {held} sessions ({} failed): RSS {before} KiB -> {after} KiB",
+        target.name, ready["failures"]
+    );
+    if held == 0 {
+        bail!("no idle session could be opened through {}", target.name);
+    }
+    Ok((after.saturating_sub(before)) as f64 / held as f64)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct Settings {
+    rounds: usize,
+    qos0_messages: u64,
+    qos1_messages: u64,
+    latency_seconds: u64,
+    connects: u64,
+    idle: u64,
+}
+
+impl Settings {
+    fn parse(args: &[String]) -> Result<Self> {
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut settings = if quick {
+            Self {
+                rounds: 1,
+                qos0_messages: 100_000,
+                qos1_messages: 50_000,
+                latency_seconds: 3,
+                connects: 2_000,
+                idle: 2_000,
+            }
+        } else {
+            Self {
+                rounds: 3,
+                qos0_messages: 1_000_000,
+                qos1_messages: 300_000,
+                latency_seconds: 10,
+                connects: 5_000,
+                idle: 9_000,
+            }
+        };
+        let mut iter = args.iter();
+        while let Some(flag) = iter.next() {
+            let mut value = || -> Result<u64> {
+                iter.next()
+                    .with_context(|| format!("{flag} needs a value"))?
+                    .parse()
+                    .with_context(|| format!("{flag} takes a number"))
+            };
+            match flag.as_str() {
+                "--quick" => {}
+                "--rounds" => settings.rounds = value()? as usize,
+                "--idle" => settings.idle = value()?,
+                other => bail!("unknown bench option `{other}` (--quick, --rounds N, --idle N)"),
+            }
+        }
+        Ok(settings)
+    }
+}
+
+fn ensure_haproxy() -> Result<PathBuf> {
+    if !which("haproxy") && which("apt-get") {
+        run(
+            "install haproxy",
+            Command::new("apt-get").args(["install", "-y", "-qq", "haproxy"]),
+        )?;
+    }
+    if !which("haproxy") {
+        bail!("haproxy is not installed: apt-get install -y haproxy");
+    }
+    Ok(PathBuf::from("haproxy"))
+}
+
+fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Child> {
+    let child = Command::new(binary)
+        .arg("-db")
+        .arg("-f")
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting haproxy")?;
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", l4)).is_err() {
+        if std::time::SystemTime::now() > deadline {
+            bail!("haproxy did not listen on {l4}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}
+
+/// Runs every scenario and writes `target/bench/report.md`.
+pub(crate) fn bench(args: &[String]) -> Result<()> {
+    let settings = Settings::parse(args)?;
+    run(
+        "build the host and the load generator",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "zilla",
+            "-p",
+            "zilla-mqtt-bench",
+        ]),
+    )?;
+    crate::ensure_mosquitto()?;
+    let haproxy = ensure_haproxy()?;
+    // Room for many connections from one address; best effort (needs root).
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "10240 65000");
+    std::fs::create_dir_all(BENCH_DIR)?;
+    let dir = Path::new(BENCH_DIR);
+
+    let broker = Mosquitto::start_with(MOSQUITTO_TUNING).map_err(anyhow::Error::msg)?;
+    let guards = zilla_testkit::seed::guards_yaml();
+    let mut proxies = Vec::new();
+    for (name, validation) in [("proxy", false), ("proxy-json", true)] {
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, proxy_yaml(&guards, broker.port(), validation))?;
+        let process = ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
+            .map_err(anyhow::Error::msg)?;
+        proxies.push(process);
+    }
+    let public_key = dir.join("seed-public.pem");
+    run(
+        "derive the seed's public key",
+        Command::new("openssl").args([
+            "rsa",
+            "-in",
+            "examples/mqtt.proxy.jwt/private.pem",
+            "-pubout",
+            "-out",
+            &public_key.display().to_string(),
+        ]),
+    )?;
+    let (l4, jwt) = (zilla_testkit::free_port(), zilla_testkit::free_port());
+    let haproxy_config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &haproxy_config,
+        haproxy_cfg(broker.port(), l4, jwt, &std::fs::canonicalize(&public_key)?),
+    )?;
+    let mut haproxy_process = start_haproxy(&haproxy, &haproxy_config, l4)?;
+
+    let processes = Processes(vec![
+        ("mosquitto", broker.pid()),
+        ("proxy", proxies[0].pid()),
+        ("proxy-json", proxies[1].pid()),
+        ("haproxy", haproxy_process.id()),
+    ]);
+    let direct = Target {
+        name: "direct",
+        port: broker.port(),
+        front: None,
+    };
+    let proxy = Target {
+        name: "proxy",
+        port: proxies[0].port("north_tcp_server"),
+        front: Some("proxy"),
+    };
+    let proxy_json = Target {
+        name: "proxy-json",
+        port: proxies[1].port("north_tcp_server"),
+        front: Some("proxy-json"),
+    };
+    let haproxy_l4 = Target {
+        name: "haproxy-l4",
+        port: l4,
+        front: Some("haproxy"),
+    };
+    let haproxy_jwt = Target {
+        name: "haproxy-jwt",
+        port: jwt,
+        front: Some("haproxy"),
+    };
+    let token = token(&["--expires-in".to_owned(), "86400".to_owned()])?;
+    let username = format!("Bearer {token}");
+    let json_payload = dir.join("reading.json");
+    std::fs::write(
+        &json_payload,
+        r#"{"id":"sensor-0042","temperature":21.5,"unit":"C","at":1764000000}"#,
+    )?;
+
+    let common = |t: &Target| -> Vec<String> {
+        vec![
+            "--port".into(),
+            t.port.to_string(),
+            "--username".into(),
+            username.clone(),
+        ]
+    };
+    let message_targets = [&direct, &proxy, &haproxy_l4, &haproxy_jwt];
+    type Scenario<'a> = (&'static str, Vec<&'a Target>, Vec<String>);
+    let words =
+        |text: String| -> Vec<String> { text.split_whitespace().map(str::to_owned).collect() };
+    let (qos0, qos1) = (settings.qos0_messages, settings.qos1_messages);
+    let scenarios: Vec<Scenario<'_>> = vec![
+        (
+            "qos0",
+            message_targets.to_vec(),
+            words(format!("throughput --qos 0 --messages {qos0}")),
+        ),
+        (
+            "qos1",
+            message_targets.to_vec(),
+            words(format!("throughput --qos 1 --window 64 --messages {qos1}")),
+        ),
+        (
+            "fan-in",
+            message_targets.to_vec(),
+            words(format!(
+                "throughput --publishers 100 --qos 1 --window 16 --messages {qos1}"
+            )),
+        ),
+        (
+            "latency",
+            message_targets.to_vec(),
+            words(format!(
+                "latency --rate 10000 --seconds {}",
+                settings.latency_seconds
+            )),
+        ),
+        (
+            "connect",
+            message_targets.to_vec(),
+            words(format!("connect --connections {}", settings.connects)),
+        ),
+        (
+            "validation",
+            vec![&proxy, &proxy_json],
+            words(format!(
+                "throughput --qos 1 --window 64 --messages {qos1} --payload-file {}",
+                json_payload.display()
+            )),
+        ),
+    ];
+
+    println!("\n== bench on {}", machine());
+    // Idle sessions first, while no process has grown from earlier runs.
+    println!("\n== idle sessions ({} each)", settings.idle);
+    let mut idle = Vec::new();
+    for target in [&direct, &proxy, &haproxy_l4, &haproxy_jwt] {
+        let pid = match target.front {
+            Some(front) => processes.pid(front),
+            None => processes.pid("mosquitto"),
+        }
+        .context("a measured process")?;
+        match idle_rss(target, &token, pid, settings.idle) {
+            Ok(per_connection) => idle.push((target.name, per_connection)),
+            Err(error) => println!("   idle {}: {error:#}", target.name),
+        }
+    }
+    let mut samples = Vec::new();
+    for round in 0..settings.rounds {
+        println!("\n== round {}/{}", round + 1, settings.rounds);
+        for (scenario, targets, args) in &scenarios {
+            // Rotate the order every round so drift does not favour one path.
+            let n = targets.len();
+            for offset in 0..n {
+                let target = targets[(offset + round) % n];
+                let mut full = args.clone();
+                full.extend(common(target));
+                samples.push(measure(&processes, scenario, target, full)?);
+            }
+        }
+    }
+    let _ = haproxy_process.kill();
+    let _ = haproxy_process.wait();
+
+    let report = report(&settings, &samples, &idle);
+    let path = dir.join("report.md");
+    std::fs::write(&path, &report)?;
+    println!("\n{report}\n== written to {}", path.display());
+    Ok(())
+}
+
+fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
+    median(
+        samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.target == target)
+            .filter_map(|s| s.result[key].as_f64())
+            .collect(),
+    )
+}
+
+/// Median CPU seconds of `process` per million messages (or connections).
+fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &str) -> f64 {
+    median(
+        samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.target == target)
+            .map(|s| {
+                let units = s.result["received"]
+                    .as_f64()
+                    .or_else(|| s.result["connections"].as_f64())
+                    .unwrap_or(f64::NAN);
+                s.cpu.get(process).copied().unwrap_or(0.0) / units * 1e6
+            })
+            .collect(),
+    )
+}
+
+fn front_of(target: &str) -> &'static str {
+    match target {
+        "proxy" => "proxy",
+        "proxy-json" => "proxy-json",
+        "haproxy-l4" | "haproxy-jwt" => "haproxy",
+        _ => "-",
+    }
+}
+
+fn report(settings: &Settings, samples: &[Sample], idle: &[(&str, f64)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}. Rounds: {} (median shown). Command: `cargo xtask bench`.\n",
+        machine(),
+        settings.rounds
+    );
+    for (scenario, title, key, unit) in [
+        ("qos0", "QoS 0 throughput, 1 -> 1, 64 B", "rate", "msg/s"),
+        (
+            "qos1",
+            "QoS 1 throughput, 1 -> 1, 64 B, window 64",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "fan-in",
+            "Fan-in, 100 publishers -> 1 subscriber, QoS 1, 64 B",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "connect",
+            "Connect rate (CONNECT -> CONNACK, RS256 JWT), 32 at once",
+            "rate",
+            "connects/s",
+        ),
+        (
+            "validation",
+            "JSON validation off (proxy) vs on (proxy-json), QoS 1, 66 B JSON",
+            "rate",
+            "msg/s",
+        ),
+    ] {
+        let targets: Vec<&str> = {
+            let mut names: Vec<&str> = samples
+                .iter()
+                .filter(|s| s.scenario == scenario)
+                .map(|s| s.target)
+                .collect();
+            names.dedup();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        if targets.is_empty() {
+            continue;
+        }
+        let baseline = |name: &str| metric(samples, scenario, name, key);
+        let _ = writeln!(out, "### {title}\n");
+        let _ = writeln!(
+            out,
+            "| path | {unit} | vs direct | vs HAProxy L4 | front CPU s per 1M | mosquitto CPU s per 1M |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for target in &targets {
+            let value = baseline(target);
+            let front = front_of(target);
+            let front_cpu = if front == "-" {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", cpu_per_million(samples, scenario, target, front))
+            };
+            let ratio = |base: f64| {
+                let ratio = value / base;
+                if ratio.is_finite() {
+                    format!("{ratio:.2}x")
+                } else {
+                    "-".to_owned()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "| {target} | {value:.0} | {} | {} | {front_cpu} | {:.2} |",
+                ratio(baseline("direct")),
+                ratio(baseline("haproxy-l4")),
+                cpu_per_million(samples, scenario, target, "mosquitto"),
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "### Latency at 10,000 msg/s, QoS 0, 64 B\n");
+    let _ = writeln!(
+        out,
+        "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let direct_p99 = metric(samples, "latency", "direct", "p99_us");
+    for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
+        let p99 = metric(samples, "latency", target, "p99_us");
+        let _ = writeln!(
+            out,
+            "| {target} | {:.0} | {p99:.0} | {:.0} | {:.0} |",
+            metric(samples, "latency", target, "p50_us"),
+            metric(samples, "latency", target, "p999_us"),
+            p99 - direct_p99,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n### Idle authenticated sessions ({} at once)\n",
+        settings.idle
+    );
+    let _ = writeln!(
+        out,
+        "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
+    );
+    let _ = writeln!(out, "|---|---:|");
+    for (target, kib) in idle {
+        let _ = writeln!(out, "| {target} | {kib:.1} |");
+    }
+    out
+}
