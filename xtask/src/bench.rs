@@ -20,14 +20,18 @@ use crate::{cargo, run, token, which};
 const BENCH_DIR: &str = "target/bench";
 const LOADGEN: &str = "target/release/mqtt-bench";
 
-/// mosquitto for benchmarks: no Nagle on its sockets (the proxy has none
-/// either, so latency compares paths, not TCP settings), room for a QoS 1
-/// window, no queue limit that would drop messages mid-run.
-const MOSQUITTO_TUNING: &str = "set_tcp_nodelay true
-max_inflight_messages 100
+/// mosquitto for benchmarks, as users run it (Nagle on its sockets, its
+/// default) with room for a QoS 1 window and no queue limit that would drop
+/// messages mid-run.
+const MOSQUITTO_TUNING: &str = "max_inflight_messages 100
 max_queued_messages 1000000
 max_connections -1
 ";
+
+/// The latency scenario's broker also sends without Nagle's delay, which
+/// would otherwise add milliseconds to every path alike and hide what the
+/// proxy itself adds (the proxy sets TCP_NODELAY on its own sockets).
+const MOSQUITTO_NODELAY: &str = "set_tcp_nodelay true\n";
 
 /// The proxy as in the seed: JWT at CONNECT, one route guarded by `mqtt:stream`.
 fn proxy_yaml(guards: &str, broker: u16, validation: bool) -> String {
@@ -98,13 +102,13 @@ fn proxy_yaml(guards: &str, broker: u16, validation: bool) -> String {
     )
 }
 
-/// HAProxy 2.6 in TCP mode: `l4` forwards bytes; `jwt` waits for the MQTT
-/// CONNECT, takes the token from the user name and checks it as our guard
-/// does (RS256 signature, issuer, audience, expiry, scope).
-fn haproxy_cfg(broker: u16, l4: u16, jwt: u16, public_key: &Path) -> String {
+/// HAProxy 2.6 in TCP mode, for each broker: `l4_<i>` forwards bytes;
+/// `jwt_<i>` waits for the MQTT CONNECT, takes the token from the user name
+/// and checks it as our guard does (RS256 signature, issuer, audience,
+/// expiry, scope).
+fn haproxy_cfg(brokers: &[(u16, u16, u16)], public_key: &Path) -> String {
     let key = public_key.display();
-    format!(
-        r#"global
+    let mut config = "global
     maxconn 9900
     nbthread 2
 defaults
@@ -112,12 +116,16 @@ defaults
     timeout connect 5s
     timeout client 1h
     timeout server 1h
-backend mosquitto
+"
+    .to_owned();
+    for (index, (broker, l4, jwt)) in brokers.iter().enumerate() {
+        config.push_str(&format!(
+            r#"backend mosquitto_{index}
     server broker 127.0.0.1:{broker}
-frontend l4
+frontend l4_{index}
     bind 127.0.0.1:{l4}
-    default_backend mosquitto
-frontend jwt
+    default_backend mosquitto_{index}
+frontend jwt_{index}
     bind 127.0.0.1:{jwt}
     tcp-request inspect-delay 5s
     tcp-request content reject unless {{ req.payload(0,0),mqtt_is_valid }}
@@ -131,9 +139,11 @@ frontend jwt
     tcp-request content set-var(txn.exp) var(txn.token),jwt_payload_query('$.exp','int')
     tcp-request content reject unless {{ var(txn.exp),sub(txn.now) gt 0 }}
     tcp-request content accept
-    default_backend mosquitto
+    default_backend mosquitto_{index}
 "#
-    )
+        ));
+    }
+    config
 }
 
 /// One way to reach the broker.
@@ -301,6 +311,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 struct Settings {
+    /// Scenarios to run (all when empty).
+    only: Vec<String>,
+    /// Another build of the host, measured beside this one as `proxy-baseline`
+    /// (e.g. the commit before an optimisation).
+    baseline: Option<PathBuf>,
     rounds: usize,
     qos0_messages: u64,
     qos1_messages: u64,
@@ -310,10 +325,16 @@ struct Settings {
 }
 
 impl Settings {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
     fn parse(args: &[String]) -> Result<Self> {
         let quick = args.iter().any(|a| a == "--quick");
         let mut settings = if quick {
             Self {
+                only: Vec::new(),
+                baseline: None,
                 rounds: 1,
                 qos0_messages: 100_000,
                 qos1_messages: 50_000,
@@ -323,6 +344,8 @@ impl Settings {
             }
         } else {
             Self {
+                only: Vec::new(),
+                baseline: None,
                 rounds: 3,
                 qos0_messages: 1_000_000,
                 qos1_messages: 300_000,
@@ -339,11 +362,22 @@ impl Settings {
                     .parse()
                     .with_context(|| format!("{flag} takes a number"))
             };
+            if flag == "--baseline" {
+                settings.baseline = Some(iter.next().context("--baseline needs a path")?.into());
+                continue;
+            }
+            if flag == "--only" {
+                let list = iter.next().context("--only needs a list")?;
+                settings.only = list.split(',').map(str::to_owned).collect();
+                continue;
+            }
             match flag.as_str() {
                 "--quick" => {}
                 "--rounds" => settings.rounds = value()? as usize,
                 "--idle" => settings.idle = value()?,
-                other => bail!("unknown bench option `{other}` (--quick, --rounds N, --idle N)"),
+                other => bail!(
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --only a,b, --baseline ZILLA)"
+                ),
             }
         }
         Ok(settings)
@@ -423,13 +457,21 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let dir = Path::new(BENCH_DIR);
 
     let broker = Mosquitto::start_with(MOSQUITTO_TUNING).map_err(anyhow::Error::msg)?;
+    let nodelay_broker = Mosquitto::start_with(&format!("{MOSQUITTO_TUNING}{MOSQUITTO_NODELAY}"))
+        .map_err(anyhow::Error::msg)?;
     let guards = zilla_testkit::seed::guards_yaml();
     let mut proxies = Vec::new();
-    for (name, validation) in [("proxy", false), ("proxy-json", true)] {
+    let host = PathBuf::from("target/release/zilla");
+    let baseline = settings.baseline.clone().unwrap_or_else(|| host.clone());
+    for (name, binary, broker, validation) in [
+        ("proxy", &host, &broker, false),
+        ("proxy-json", &host, &broker, true),
+        ("proxy-latency", &host, &nodelay_broker, false),
+        ("proxy-baseline", &baseline, &broker, false),
+    ] {
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, proxy_yaml(&guards, broker.port(), validation))?;
-        let process = ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
-            .map_err(anyhow::Error::msg)?;
+        let process = ZillaProcess::start(binary, &config, &[], &[]).map_err(anyhow::Error::msg)?;
         proxies.push(process);
     }
     let public_key = dir.join("seed-public.pem");
@@ -445,17 +487,27 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ]),
     )?;
     let (l4, jwt) = (zilla_testkit::free_port(), zilla_testkit::free_port());
+    let (l4_nodelay, jwt_nodelay) = (zilla_testkit::free_port(), zilla_testkit::free_port());
     let haproxy_config = dir.join("haproxy.cfg");
     std::fs::write(
         &haproxy_config,
-        haproxy_cfg(broker.port(), l4, jwt, &std::fs::canonicalize(&public_key)?),
+        haproxy_cfg(
+            &[
+                (broker.port(), l4, jwt),
+                (nodelay_broker.port(), l4_nodelay, jwt_nodelay),
+            ],
+            &std::fs::canonicalize(&public_key)?,
+        ),
     )?;
     let mut haproxy_process = start_haproxy(&haproxy, &haproxy_config, l4)?;
 
     let processes = Processes(vec![
         ("mosquitto", broker.pid()),
+        ("mosquitto-nodelay", nodelay_broker.pid()),
         ("proxy", proxies[0].pid()),
         ("proxy-json", proxies[1].pid()),
+        ("proxy-latency", proxies[2].pid()),
+        ("proxy-baseline", proxies[3].pid()),
         ("haproxy", haproxy_process.id()),
     ]);
     let direct = Target {
@@ -499,7 +551,34 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             username.clone(),
         ]
     };
-    let message_targets = [&direct, &proxy, &haproxy_l4, &haproxy_jwt];
+    let proxy_baseline = Target {
+        name: "proxy-baseline",
+        port: proxies[3].port("north_tcp_server"),
+        front: Some("proxy-baseline"),
+    };
+    let mut message_targets = vec![&direct, &proxy, &haproxy_l4, &haproxy_jwt];
+    if settings.baseline.is_some() {
+        message_targets.push(&proxy_baseline);
+    }
+    let latency_targets = [
+        Target {
+            port: nodelay_broker.port(),
+            ..direct.clone()
+        },
+        Target {
+            port: proxies[2].port("north_tcp_server"),
+            front: Some("proxy-latency"),
+            ..proxy.clone()
+        },
+        Target {
+            port: l4_nodelay,
+            ..haproxy_l4.clone()
+        },
+        Target {
+            port: jwt_nodelay,
+            ..haproxy_jwt.clone()
+        },
+    ];
     type Scenario<'a> = (&'static str, Vec<&'a Target>, Vec<String>);
     let words =
         |text: String| -> Vec<String> { text.split_whitespace().map(str::to_owned).collect() };
@@ -524,7 +603,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ),
         (
             "latency",
-            message_targets.to_vec(),
+            latency_targets.iter().collect(),
             words(format!(
                 "latency --rate 10000 --seconds {}",
                 settings.latency_seconds
@@ -549,7 +628,12 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     // Idle sessions first, while no process has grown from earlier runs.
     println!("\n== idle sessions ({} each)", settings.idle);
     let mut idle = Vec::new();
-    for target in [&direct, &proxy, &haproxy_l4, &haproxy_jwt] {
+    let idle_targets = if settings.wants("idle") {
+        message_targets.clone()
+    } else {
+        Vec::new()
+    };
+    for target in idle_targets {
         let pid = match target.front {
             Some(front) => processes.pid(front),
             None => processes.pid("mosquitto"),
@@ -563,7 +647,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let mut samples = Vec::new();
     for round in 0..settings.rounds {
         println!("\n== round {}/{}", round + 1, settings.rounds);
-        for (scenario, targets, args) in &scenarios {
+        for (scenario, targets, args) in scenarios.iter().filter(|s| settings.wants(s.0)) {
             // Rotate the order every round so drift does not favour one path.
             let n = targets.len();
             for offset in 0..n {
@@ -615,6 +699,7 @@ fn front_of(target: &str) -> &'static str {
     match target {
         "proxy" => "proxy",
         "proxy-json" => "proxy-json",
+        "proxy-baseline" => "proxy-baseline",
         "haproxy-l4" | "haproxy-jwt" => "haproxy",
         _ => "-",
     }
@@ -703,35 +788,42 @@ fn report(settings: &Settings, samples: &[Sample], idle: &[(&str, f64)]) -> Stri
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "### Latency at 10,000 msg/s, QoS 0, 64 B\n");
-    let _ = writeln!(
-        out,
-        "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
-    let direct_p99 = metric(samples, "latency", "direct", "p99_us");
-    for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
-        let p99 = metric(samples, "latency", target, "p99_us");
+    if samples.iter().any(|s| s.scenario == "latency") {
         let _ = writeln!(
             out,
-            "| {target} | {:.0} | {p99:.0} | {:.0} | {:.0} |",
-            metric(samples, "latency", target, "p50_us"),
-            metric(samples, "latency", target, "p999_us"),
-            p99 - direct_p99,
+            "### Latency at 10,000 msg/s, QoS 0, 64 B (broker with TCP_NODELAY)\n"
         );
+        let _ = writeln!(
+            out,
+            "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        let direct_p99 = metric(samples, "latency", "direct", "p99_us");
+        for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
+            let p99 = metric(samples, "latency", target, "p99_us");
+            let _ = writeln!(
+                out,
+                "| {target} | {:.0} | {p99:.0} | {:.0} | {:.0} |",
+                metric(samples, "latency", target, "p50_us"),
+                metric(samples, "latency", target, "p999_us"),
+                p99 - direct_p99,
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "\n### Idle authenticated sessions ({} at once)\n",
-        settings.idle
-    );
-    let _ = writeln!(
-        out,
-        "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
-    );
-    let _ = writeln!(out, "|---|---:|");
-    for (target, kib) in idle {
-        let _ = writeln!(out, "| {target} | {kib:.1} |");
+    if !idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions ({} at once)\n",
+            settings.idle
+        );
+        let _ = writeln!(
+            out,
+            "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
+        );
+        let _ = writeln!(out, "|---|---:|");
+        for (target, kib) in idle {
+            let _ = writeln!(out, "| {target} | {kib:.1} |");
+        }
     }
     out
 }

@@ -108,7 +108,8 @@ impl MqttSessions for MqttClient {
                 .write_all(&out)
                 .await
                 .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
-            let mut read_buf = BytesMut::with_capacity(8 * 1024);
+            // Small: most sessions stay quiet; the session grows it under load.
+            let mut read_buf = BytesMut::with_capacity(512);
             loop {
                 match codec::read(&mut read_buf, self.version, MAX_CONNACK_SIZE) {
                     Ok(Some(Packet::ConnAck(connack))) => {

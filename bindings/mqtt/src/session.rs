@@ -40,7 +40,26 @@ use crate::topic;
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 /// Upstream keep-alive when the client asked for none: the proxy still checks its brokers.
 const DEFAULT_UPSTREAM_KEEP_ALIVE: u16 = 60;
+/// The most a single read takes in (a busy connection's buffer size).
 const READ_CHUNK: usize = 8 * 1024;
+/// A quiet connection's read buffer: pings and small messages fit.
+const SMALL_READ: usize = 512;
+/// The first read of a connection, which holds the CONNECT and its token.
+const CONNECT_READ: usize = 1024;
+
+/// Room for the next read, sized to the traffic: a connection whose last
+/// read was small (an idle device, a ping) keeps a small buffer, and one
+/// whose reads fill the buffer grows to [`READ_CHUNK`]. An empty oversized
+/// buffer is replaced, so tens of thousands of idle sessions do not each hold
+/// a chunk that a burst once needed.
+fn make_room(buf: &mut BytesMut, last_read: usize) {
+    let want = last_read.saturating_mul(2).clamp(SMALL_READ, READ_CHUNK);
+    if buf.is_empty() && buf.capacity() > 4 * want {
+        *buf = BytesMut::with_capacity(want);
+    } else if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
 /// How long a client or broker may leave our writes unread before the session ends.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 
@@ -50,7 +69,8 @@ pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, inf
         .peer
         .map(|p| p.to_string())
         .unwrap_or_else(|| "?".to_owned());
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // A CONNECT carrying a JWT is usually 600 to 1000 bytes: one read.
+    let mut buf = BytesMut::with_capacity(CONNECT_READ);
     let handshake = tokio::select! {
         handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf)) => handshake,
         _ = config.shutdown.draining() => return,
@@ -148,7 +168,7 @@ async fn read_connect(
 }
 
 async fn read_more(client: &mut ByteStream, buf: &mut BytesMut) -> Result<usize, CodecError> {
-    buf.reserve(READ_CHUNK);
+    make_room(buf, buf.len());
     client.read_buf(buf).await.map_err(|e| CodecError {
         reason: DisconnectReasonCode::UnspecifiedError,
         message: format!("read failed: {e}"),
@@ -621,6 +641,8 @@ struct Link {
     name: Arc<str>,
     stream: ByteStream,
     read_buf: BytesMut,
+    /// Bytes the last read from the broker brought (sizes the next one).
+    last_read: usize,
     write_buf: BytesMut,
     connack: ConnAck,
     version: Version,
@@ -642,7 +664,8 @@ impl Link {
             name,
             stream: upstream.stream,
             read_buf: upstream.read_buf,
-            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            last_read: 0,
+            write_buf: BytesMut::new(),
             maximum_packet_size: upstream
                 .connack
                 .properties
@@ -759,6 +782,8 @@ struct Session {
     peer: String,
     client: ByteStream,
     client_in: BytesMut,
+    /// Bytes the last read from the client brought (sizes the next one).
+    client_last_read: usize,
     client_out: BytesMut,
     upstreams: Vec<Link>,
     router: Router,
@@ -825,7 +850,8 @@ impl Session {
             peer: peer.to_owned(),
             client,
             client_in,
-            client_out: BytesMut::with_capacity(READ_CHUNK),
+            client_last_read: 0,
+            client_out: BytesMut::new(),
             upstreams,
             router,
             inbound: HashMap::new(),
@@ -902,9 +928,10 @@ impl Session {
                 config,
                 registration,
                 turn,
+                client_last_read,
                 ..
             } = self;
-            client_in.reserve(READ_CHUNK);
+            make_room(client_in, *client_last_read);
             // Start each poll at a different upstream, so a busy broker cannot
             // starve the others (their PINGRESPs included).
             *turn = turn.wrapping_add(1);
@@ -914,12 +941,15 @@ impl Session {
                 for offset in 0..count {
                     let index = (first + offset) % count;
                     let link = &mut upstreams[index];
-                    link.read_buf.reserve(READ_CHUNK);
+                    make_room(&mut link.read_buf, link.last_read);
                     if let Poll::Ready(result) = tokio_util::io::poll_read_buf(
                         Pin::new(&mut link.stream),
                         cx,
                         &mut link.read_buf,
                     ) {
+                        if let Ok(n) = result {
+                            link.last_read = n;
+                        }
                         return Poll::Ready((index, result));
                     }
                 }
@@ -928,7 +958,10 @@ impl Session {
             let outcome = tokio::select! {
                 read = client.read_buf(client_in) => match read {
                     Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
-                    Ok(_) => self.on_client_input(),
+                    Ok(n) => {
+                        self.client_last_read = n;
+                        self.on_client_input()
+                    }
                     Err(e) => Err(End::ClientLost(format!("read failed: {e}"))),
                 },
                 (index, read) = upstream_read => match read {

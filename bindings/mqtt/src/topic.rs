@@ -46,19 +46,49 @@ pub fn effective_filter(filter: &str) -> &str {
 
 /// Whether topic `name` matches `filter`. Names starting with `$` are not
 /// matched by filters starting with a wildcard (MQTT 4.7.2).
+///
+/// This runs for every PUBLISH against every route filter, so it walks both
+/// as bytes, level by level, without splitting into iterators (`/`, `+` and
+/// `#` are ASCII, so byte positions are always UTF-8 boundaries).
 pub fn matches(filter: &str, name: &str) -> bool {
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
-    let mut filter_levels = filter.split('/');
-    let mut name_levels = name.split('/');
+    let (filter, name) = (filter.as_bytes(), name.as_bytes());
+    let (mut f, mut n) = (0, 0);
     loop {
-        match (filter_levels.next(), name_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(n)) if f == n => {}
-            (None, None) => return true,
-            _ => return false,
+        // Both at the start of a level.
+        match filter.get(f) {
+            Some(b'#') => return true,
+            Some(b'+') => {
+                f += 1;
+                while n < name.len() && name[n] != b'/' {
+                    n += 1;
+                }
+            }
+            _ => {
+                while f < filter.len() && filter[f] != b'/' {
+                    if name.get(n) != Some(&filter[f]) {
+                        return false;
+                    }
+                    f += 1;
+                    n += 1;
+                }
+                if n < name.len() && name[n] != b'/' {
+                    return false;
+                }
+            }
+        }
+        // Both at the end of a level: the end of the string or a `/`.
+        match (f == filter.len(), n == name.len()) {
+            (true, true) => return true,
+            (true, false) => return false,
+            // `a/#` also matches its parent `a`.
+            (false, true) => return &filter[f..] == b"/#",
+            (false, false) => {
+                f += 1;
+                n += 1;
+            }
         }
     }
 }
@@ -92,6 +122,70 @@ mod tests {
         assert!(!matches("a/+", "a/b/c"));
         assert!(!matches("a/b", "a/c"));
         assert!(matches("+/+", "/a"));
+        assert!(matches("a/b/#", "a/b"));
+        assert!(!matches("a/b", "a/bc"));
+        assert!(!matches("a/bc", "a/b"));
+        assert!(!matches("a/", "a"));
+        assert!(matches("a/", "a/"));
+        assert!(matches("a//c", "a//c"));
+        assert!(matches("a/+/c", "a//c"));
+        assert!(!matches("a/+", "a"));
+        assert!(matches("+", "a"));
+        assert!(!matches("+", "a/b"));
+        assert!(matches(
+            "sensors/+/floor-3/+/temperature",
+            "sensors/b7/floor-3/r12/temperature"
+        ));
+    }
+
+    #[test]
+    fn matching_agrees_with_level_splitting() {
+        // The byte walk against the plain definition, over every pair of a
+        // small alphabet of levels.
+        fn by_levels(filter: &str, name: &str) -> bool {
+            let mut f = filter.split('/');
+            let mut n = name.split('/');
+            loop {
+                match (f.next(), n.next()) {
+                    (Some("#"), _) => return true,
+                    (Some("+"), Some(_)) => {}
+                    (Some(a), Some(b)) if a == b => {}
+                    (None, None) => return true,
+                    _ => return false,
+                }
+            }
+        }
+        let filters = ["a", "b", "+", "#", "", "ab"];
+        let names = ["a", "b", "", "ab", "ä"];
+        let mut all_filters = Vec::new();
+        let mut all_names = Vec::new();
+        for x in filters {
+            all_filters.push(x.to_owned());
+            for y in filters {
+                all_filters.push(format!("{x}/{y}"));
+                for z in filters {
+                    all_filters.push(format!("{x}/{y}/{z}"));
+                }
+            }
+        }
+        for x in names {
+            all_names.push(x.to_owned());
+            for y in names {
+                all_names.push(format!("{x}/{y}"));
+                for z in names {
+                    all_names.push(format!("{x}/{y}/{z}"));
+                }
+            }
+        }
+        for filter in all_filters.iter().filter(|f| is_valid_filter(f)) {
+            for name in &all_names {
+                assert_eq!(
+                    matches(filter, name),
+                    by_levels(filter, name),
+                    "{filter} vs {name}"
+                );
+            }
+        }
     }
 
     #[test]
