@@ -61,7 +61,7 @@ fn version_prints_the_plugin_types() {
     );
     assert!(
         stdout.contains(
-            "bindings: asyncapi (server, client), mqtt (server, client), tcp (server, client), tls (server, client, proxy)"
+            "bindings: asyncapi (server, client, proxy), mqtt (server, client), tcp (server, client), tls (server, client, proxy)"
         ),
         "{stdout}"
     );

@@ -561,6 +561,16 @@ components:
     }
 
     #[test]
+    fn a_json_document_reads_like_its_yaml() {
+        let yaml: serde_json::Value = serde_yaml::from_str(TWO_SIX).unwrap();
+        let json = serde_json::to_string_pretty(&yaml).unwrap();
+        let spec = parse(&json).unwrap();
+        assert_eq!(spec.channels[0].topic, "lights/+");
+        assert_eq!(spec.operations.len(), 2);
+        assert_eq!(spec.servers[0].security, ["token"]);
+    }
+
+    #[test]
     fn a_server_naming_an_undeclared_scheme_is_an_error() {
         let error = parse(&TWO_SIX.replace("- token: []", "- tokn: []")).unwrap_err();
         assert_eq!(
