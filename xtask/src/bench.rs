@@ -259,15 +259,15 @@ fn measure(
     })
 }
 
-/// Opens `connections` idle sessions through `target` and returns the RSS
-/// growth of `pid` per connection, in KiB.
-fn idle_rss(target: &Target, token: &str, pid: u32, connections: u64) -> Result<f64> {
-    let before = rss_kib(pid);
+/// Starts a load generator that opens `connections` idle sessions on `port`
+/// and waits until they are all open: the running generator (kill it to
+/// close them), the sessions held and those that failed.
+fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Child, u64, u64)> {
     let mut child = Command::new(LOADGEN)
         .args([
             "idle",
             "--port",
-            &target.port.to_string(),
+            &port.to_string(),
             "--username",
             &format!("Bearer {token}"),
             "--connections",
@@ -278,27 +278,95 @@ fn idle_rss(target: &Target, token: &str, pid: u32, connections: u64) -> Result<
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().context("the load generator's stdout")?;
-    let mut ready = None;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if line.contains("\"ready\"") {
-            ready = Some(serde_json::from_str::<serde_json::Value>(&line)?);
-            break;
+            let ready: serde_json::Value = serde_json::from_str(&line)?;
+            let held = ready["ready"].as_u64().unwrap_or(0);
+            let failed = ready["failures"].as_u64().unwrap_or(0);
+            return Ok((child, held, failed));
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("the idle run on port {port} ended before all sessions were open")
+}
+
+/// Opens `connections` idle sessions through `target` and returns the RSS
+/// growth of `pid` per connection, in KiB.
+fn idle_rss(target: &Target, token: &str, pid: u32, connections: u64) -> Result<f64> {
+    let before = rss_kib(pid);
+    let (mut child, held, failed) = open_idle(target.port, token, connections)?;
     let after = rss_kib(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let ready = ready.context("the idle run ended before all sessions were open")?;
-    let held = ready["ready"].as_u64().unwrap_or(0);
     println!(
-        "   idle           {:<12} {held} sessions ({} failed): RSS {before} KiB -> {after} KiB",
-        target.name, ready["failures"]
+        "   idle           {:<12} {held} sessions ({failed} failed): RSS {before} KiB -> {after} KiB",
+        target.name
     );
     if held == 0 {
         bail!("no idle session could be opened through {}", target.name);
     }
     Ok((after.saturating_sub(before)) as f64 / held as f64)
+}
+
+/// Sessions one proxy process holds in the sharded idle run: two sockets
+/// each, under a 20,000 open-file limit.
+const SESSIONS_PER_PROXY: u64 = 8_000;
+/// Sessions one broker holds in the sharded idle run.
+const SESSIONS_PER_BROKER: u64 = 16_000;
+
+/// The proxy's RSS growth per idle session at `total` sessions, spread over
+/// as many proxy processes and brokers as the open-file limit requires:
+/// (sessions held, proxy processes, KiB per session).
+fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64, usize, f64)> {
+    let shards = total.div_ceil(SESSIONS_PER_PROXY) as usize;
+    let brokers = (0..total.div_ceil(SESSIONS_PER_BROKER))
+        .map(|_| Mosquitto::start_with(MOSQUITTO_TUNING))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut proxies = Vec::new();
+    for shard in 0..shards {
+        let config = Path::new(BENCH_DIR).join(format!("proxy-shard-{shard}.yaml"));
+        let broker = &brokers[shard % brokers.len()];
+        std::fs::write(&config, proxy_yaml(guards, broker.port(), false))?;
+        proxies.push(
+            ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let before: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
+    let mut generators = Vec::new();
+    let mut opened = Ok(());
+    for (shard, proxy) in proxies.iter().enumerate() {
+        let share = total / shards as u64 + u64::from((shard as u64) < total % shards as u64);
+        match open_idle(proxy.port("north_tcp_server"), token, share) {
+            Ok(generator) => generators.push(generator),
+            Err(error) => {
+                opened = Err(error);
+                break;
+            }
+        }
+    }
+    let after: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
+    let held: u64 = generators.iter().map(|(_, held, _)| held).sum();
+    let failed: u64 = generators.iter().map(|(_, _, failed)| failed).sum();
+    for (mut child, _, _) in generators {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    opened?;
+    println!(
+        "   idle           proxy        {held} sessions ({failed} failed) over {shards} processes: RSS {before} KiB -> {after} KiB"
+    );
+    if held == 0 {
+        bail!("no idle session could be opened");
+    }
+    Ok((
+        held,
+        shards,
+        after.saturating_sub(before) as f64 / held as f64,
+    ))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -322,6 +390,8 @@ struct Settings {
     latency_seconds: u64,
     connects: u64,
     idle: u64,
+    /// Idle sessions for the sharded run (several proxy processes).
+    sharded_idle: u64,
 }
 
 impl Settings {
@@ -341,6 +411,7 @@ impl Settings {
                 latency_seconds: 3,
                 connects: 2_000,
                 idle: 2_000,
+                sharded_idle: 10_000,
             }
         } else {
             Self {
@@ -352,6 +423,7 @@ impl Settings {
                 latency_seconds: 10,
                 connects: 5_000,
                 idle: 9_000,
+                sharded_idle: 50_000,
             }
         };
         let mut iter = args.iter();
@@ -375,8 +447,9 @@ impl Settings {
                 "--quick" => {}
                 "--rounds" => settings.rounds = value()? as usize,
                 "--idle" => settings.idle = value()?,
+                "--sharded-idle" => settings.sharded_idle = value()?,
                 other => bail!(
-                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --only a,b, --baseline ZILLA)"
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --only a,b, --baseline ZILLA)"
                 ),
             }
         }
@@ -644,6 +717,17 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             Err(error) => println!("   idle {}: {error:#}", target.name),
         }
     }
+    let mut sharded = None;
+    if settings.wants("idle-sharded") {
+        println!(
+            "\n== idle sessions through the proxy, {} over several processes",
+            settings.sharded_idle
+        );
+        match sharded_idle(&guards, &token, settings.sharded_idle) {
+            Ok(result) => sharded = Some(result),
+            Err(error) => println!("   sharded idle: {error:#}"),
+        }
+    }
     let mut samples = Vec::new();
     for round in 0..settings.rounds {
         println!("\n== round {}/{}", round + 1, settings.rounds);
@@ -661,7 +745,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let _ = haproxy_process.kill();
     let _ = haproxy_process.wait();
 
-    let report = report(&settings, &samples, &idle);
+    let report = report(&settings, &samples, &idle, sharded);
     let path = dir.join("report.md");
     std::fs::write(&path, &report)?;
     println!("\n{report}\n== written to {}", path.display());
@@ -705,7 +789,12 @@ fn front_of(target: &str) -> &'static str {
     }
 }
 
-fn report(settings: &Settings, samples: &[Sample], idle: &[(&str, f64)]) -> String {
+fn report(
+    settings: &Settings,
+    samples: &[Sample],
+    idle: &[(&str, f64)],
+    sharded: Option<(u64, usize, f64)>,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -824,6 +913,13 @@ fn report(settings: &Settings, samples: &[Sample], idle: &[(&str, f64)]) -> Stri
         for (target, kib) in idle {
             let _ = writeln!(out, "| {target} | {kib:.1} |");
         }
+    }
+    if let Some((held, processes, kib)) = sharded {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions through the proxy: {held} over {processes} processes\n\n\
+             RSS growth per session, summed over the processes: {kib:.1} KiB"
+        );
     }
     out
 }

@@ -6,7 +6,8 @@
 //!   runs the seed example (`examples/mqtt.proxy.jwt`) in front of it, prints a
 //!   fresh token and the commands that work with it, and shows a message going
 //!   through.
-//! - `bench [--quick] [--rounds N] [--idle N] [--only qos0,qos1,fan-in,latency,connect,validation,idle]`: the proxy against mosquitto
+//! - `bench [--quick] [--rounds N] [--idle N] [--sharded-idle N] [--baseline ZILLA]
+//!   [--only qos0,qos1,fan-in,latency,connect,validation,idle,idle-sharded]`: the proxy against mosquitto
 //!   direct and HAProxy on loopback; writes `target/bench/report.md`.
 //! - `token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS]
 //!   [--key PEM] [--kid KID] [--issuer I] [--audience A]`: prints a signed JWT.
