@@ -848,30 +848,37 @@ fn report(
         let _ = writeln!(out, "### {title}\n");
         let _ = writeln!(
             out,
-            "| path | {unit} | vs direct | vs HAProxy L4 | front CPU s per 1M | mosquitto CPU s per 1M |"
+            "| path | {unit} | vs direct | vs HAProxy L4 | front CPU s per 1M | front CPU vs HAProxy L4's | front CPU vs direct mosquitto's | mosquitto CPU s per 1M |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let haproxy_cpu = cpu_per_million(samples, scenario, "haproxy-l4", "haproxy");
+        let direct_mosquitto_cpu = cpu_per_million(samples, scenario, "direct", "mosquitto");
+        let ratio = |value: f64, base: f64| {
+            let ratio = value / base;
+            if ratio.is_finite() {
+                format!("{ratio:.2}x")
+            } else {
+                "-".to_owned()
+            }
+        };
         for target in &targets {
             let value = baseline(target);
             let front = front_of(target);
-            let front_cpu = if front == "-" {
-                "-".to_owned()
+            let (front_cpu, vs_haproxy, vs_mosquitto) = if front == "-" {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
             } else {
-                format!("{:.2}", cpu_per_million(samples, scenario, target, front))
-            };
-            let ratio = |base: f64| {
-                let ratio = value / base;
-                if ratio.is_finite() {
-                    format!("{ratio:.2}x")
-                } else {
-                    "-".to_owned()
-                }
+                let cpu = cpu_per_million(samples, scenario, target, front);
+                (
+                    format!("{cpu:.2}"),
+                    ratio(cpu, haproxy_cpu),
+                    ratio(cpu, direct_mosquitto_cpu),
+                )
             };
             let _ = writeln!(
                 out,
-                "| {target} | {value:.0} | {} | {} | {front_cpu} | {:.2} |",
-                ratio(baseline("direct")),
-                ratio(baseline("haproxy-l4")),
+                "| {target} | {value:.0} | {} | {} | {front_cpu} | {vs_haproxy} | {vs_mosquitto} | {:.2} |",
+                ratio(value, baseline("direct")),
+                ratio(value, baseline("haproxy-l4")),
                 cpu_per_million(samples, scenario, target, "mosquitto"),
             );
         }
