@@ -190,25 +190,23 @@ fn malformed_documents_fail_at_startup_pointing_into_them() {
     );
 }
 
-/// A client without a token is refused; one with a token signed by the
-/// seed's key connects.
-async fn tokens_are_required(port: u16) {
-    let (_, ack) = RawMqtt::connect(port, "no-token").await;
-    assert_eq!(
-        ack.code,
-        zilla_testkit::mqtt::packets::ConnectReturnCode::BadUserNamePassword
-    );
+/// Connects with a token signed by the seed's key, granting `scope`.
+async fn connect_with_scope(
+    port: u16,
+    client_id: &str,
+    scope: &str,
+) -> (RawMqtt, zilla_testkit::mqtt::packets::ConnAck) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let claims = serde_json::json!({
         "iss": "https://auth.example.com", "aud": "https://api.example.com",
-        "sub": "light-1", "exp": now + 600, "scope": "mqtt:stream",
+        "sub": client_id, "exp": now + 600, "scope": scope,
     });
     let token = zilla_testkit::seed::sign(&claims, "example");
     let mut client = RawMqtt::open(port).await;
-    let connect = match zilla_testkit::mqtt::connect_packet("with-token", true, None) {
+    let connect = match zilla_testkit::mqtt::connect_packet(client_id, true, None) {
         Packet::Connect(c, w, _) => Packet::Connect(
             c,
             w,
@@ -221,12 +219,30 @@ async fn tokens_are_required(port: u16) {
     };
     client.send(&connect).await;
     match client.recv().await {
-        Some(Packet::ConnAck(ack)) => assert_eq!(
-            ack.code,
-            zilla_testkit::mqtt::packets::ConnectReturnCode::Success
-        ),
+        Some(Packet::ConnAck(ack)) => (client, ack),
         other => panic!("expected CONNACK, got {other:?}"),
     }
+}
+
+/// A client without a token is refused; one with a token signed by the
+/// seed's key connects.
+async fn tokens_are_required(port: u16) {
+    let (_, ack) = RawMqtt::connect(port, "no-token").await;
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::BadUserNamePassword
+    );
+    let (_, ack) = connect_with_scope(port, "with-token", "mqtt:stream").await;
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+    );
+}
+
+/// Starts `engine`; the port binding `name` listens on.
+async fn start_listening(engine: &Engine, name: &str) -> u16 {
+    let started = engine.start().await.unwrap();
+    started.iter().find(|b| b.name == name).unwrap().listening[0].port()
 }
 
 /// Builds and starts `yaml`; the engine and the asyncapi server's port.
@@ -235,13 +251,7 @@ async fn start_in(yaml: String, dir: &Path) -> (Engine, u16) {
         .base_dir(dir)
         .build()
         .expect("a valid configuration");
-    let started = engine.start().await.unwrap();
-    let port = started
-        .iter()
-        .find(|b| b.name == "mqtt_proxy_server")
-        .unwrap()
-        .listening[0]
-        .port();
+    let port = start_listening(&engine, "mqtt_proxy_server").await;
     (engine, port)
 }
 
@@ -341,12 +351,17 @@ fn proxy_fixture() -> (tempfile::TempDir, String) {
     (dir, yaml)
 }
 
-fn proxy_config(fleet_port: u16, telemetry: u16, control: u16) -> (Engine, tempfile::TempDir) {
+/// The proxy fixture, edited by `edit`, on a free port in front of the two brokers.
+fn proxy_config(
+    telemetry: u16,
+    control: u16,
+    edit: impl FnOnce(String) -> String,
+) -> (Engine, tempfile::TempDir) {
     let (dir, yaml) = proxy_fixture();
-    let engine = Engine::from_yaml(yaml)
+    let engine = Engine::from_yaml(edit(yaml))
         .base_dir(dir.path())
         .env(move |name| match name {
-            "FLEET_PORT" => Some(fleet_port.to_string()),
+            "FLEET_PORT" => Some("0".to_owned()),
             "TELEMETRY_BROKER_PORT" => Some(telemetry.to_string()),
             "CONTROL_BROKER_PORT" => Some(control.to_string()),
             _ => None,
@@ -363,14 +378,8 @@ async fn a_proxy_routes_operations_to_the_brokers_that_serve_them() {
     use zilla_testkit::mqtt::{publish_packet, subscribe_packet};
     let telemetry = Mosquitto::start().unwrap();
     let control = Mosquitto::start().unwrap();
-    let (engine, _dir) = proxy_config(0, telemetry.port(), control.port());
-    let started = engine.start().await.unwrap();
-    let port = started
-        .iter()
-        .find(|b| b.name == "fleet_server")
-        .unwrap()
-        .listening[0]
-        .port();
+    let (engine, _dir) = proxy_config(telemetry.port(), control.port(), |yaml| yaml);
+    let port = start_listening(&engine, "fleet_server").await;
 
     let (mut telemetry_watcher, _) = RawMqtt::connect(telemetry.port(), "telemetry-watcher").await;
     let (mut control_watcher, _) = RawMqtt::connect(control.port(), "control-watcher").await;
@@ -511,4 +520,66 @@ fn proxy_routes_that_cannot_hold_fail_at_startup() {
         let report = proxy_failure(from, to);
         assert!(report.contains(expected), "{report}");
     }
+}
+
+/// A proxy route's `guarded` roles apply to its operations only: a token
+/// without `fleet:command` may send telemetry but not commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_routes_carry_their_own_roles() {
+    use zilla_testkit::mqtt::packets::PubAckReason;
+    use zilla_testkit::mqtt::publish_packet;
+    let telemetry = Mosquitto::start().unwrap();
+    let control = Mosquitto::start().unwrap();
+    let (engine, _dir) = proxy_config(telemetry.port(), control.port(), |yaml| {
+        yaml.replace(
+            "bindings:\n",
+            &format!("guards:\n{}bindings:\n", zilla_testkit::seed::guards_yaml()),
+        )
+        .replace(
+            "        port: ${{env.FLEET_PORT}}\n",
+            "        port: 0\n      mqtt:\n        authorization:\n          authn_jwt:\n            credentials:\n              connect:\n                username: Bearer {credentials}\n",
+        )
+        .replace(
+            "        exit: control_client\n",
+            "        exit: control_client\n        guarded:\n          authn_jwt:\n            - fleet:command\n",
+        )
+    });
+    let port = start_listening(&engine, "fleet_server").await;
+
+    /// mosquitto answers 0x10 (no matching subscribers) for an accepted message nobody reads.
+    fn accepted(reason: PubAckReason) -> bool {
+        matches!(
+            reason,
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+        )
+    }
+    async fn publish_ack(client: &mut RawMqtt, topic: &str, pkid: u16) -> PubAckReason {
+        let payload = &br#"{"speed":1,"action":"go"}"#[..];
+        client
+            .send(&publish_packet(topic, QoS::AtLeastOnce, pkid, payload))
+            .await;
+        match client.recv().await {
+            Some(Packet::PubAck(ack)) => ack.reason,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    let (mut vehicle, ack) = connect_with_scope(port, "vehicle-1", "mqtt:stream").await;
+    assert_eq!(
+        ack.code,
+        zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+    );
+    assert!(accepted(
+        publish_ack(&mut vehicle, "fleet/1/telemetry", 1).await
+    ));
+    assert_eq!(
+        publish_ack(&mut vehicle, "fleet/1/commands", 2).await,
+        PubAckReason::NotAuthorized,
+        "commands need fleet:command"
+    );
+    let (mut operator, _) =
+        connect_with_scope(port, "operator-1", "mqtt:stream fleet:command").await;
+    assert!(accepted(
+        publish_ack(&mut operator, "fleet/1/commands", 1).await
+    ));
+    engine.shutdown().await;
 }

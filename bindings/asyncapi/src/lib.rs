@@ -279,7 +279,13 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
         .map(|route| RouteConfig {
             when: route.when.into_iter().map(yaml).collect(),
             exit: route.exit,
-            guarded: guarded.clone(),
+            // A route's own roles (e.g. only operators may send commands)
+            // replace the plain "authenticated" guard of the document.
+            guarded: if route.guarded.is_empty() {
+                guarded.clone()
+            } else {
+                route.guarded
+            },
             with: None,
         })
         .collect();

@@ -25,6 +25,8 @@ struct OperationSelector {
 pub(crate) struct OperationRoute {
     pub(crate) when: Vec<serde_json::Value>,
     pub(crate) exit: String,
+    /// The route's own `guarded` (guard -> roles), when it has one.
+    pub(crate) guarded: IndexMap<String, Vec<String>>,
 }
 
 /// The mqtt route condition that lets clients do `operation`.
@@ -52,6 +54,7 @@ pub(crate) fn all_operations(specs: &IndexMap<String, Spec>, exit: &str) -> Opti
     (!when.is_empty()).then(|| OperationRoute {
         when,
         exit: exit.to_owned(),
+        guarded: IndexMap::new(),
     })
 }
 
@@ -210,6 +213,7 @@ pub(crate) fn operation_routes(
         generated.push(OperationRoute {
             when,
             exit: route.exit.clone(),
+            guarded: route.guarded.clone(),
         });
     }
     if let Some(exit) = default_exit {
