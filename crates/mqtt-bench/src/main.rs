@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use raw::Conn;
+use raw::{Conn, Pace};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,9 @@ struct ThroughputArgs {
     /// Number of publishers (each on its own connection and topic).
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Number of subscribers (each receives every message).
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
     /// QoS of publishes and of the subscription (0 or 1).
     #[arg(long, default_value_t = 0)]
     qos: u8,
@@ -86,6 +89,12 @@ struct ThroughputArgs {
     /// Messages in all, shared among the publishers.
     #[arg(long, default_value_t = 200_000)]
     messages: u64,
+    /// Messages per second in all (0: as fast as the path takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Publish for this many seconds at `--rate` (instead of `--messages`).
+    #[arg(long)]
+    seconds: Option<u64>,
     /// QoS 1 messages in flight per publisher (clamped to the receive maximum).
     #[arg(long, default_value_t = 64)]
     window: u16,
@@ -191,46 +200,71 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
     if args.client == ClientKind::Rumqttc {
         return rumqttc_client::throughput(&args, &prefix, payload).await;
     }
-    let expected = args.messages;
-    let mut subscriber = Conn::connect(&args.target, &format!("{prefix}-sub"), None, 60).await?;
-    subscriber.subscribe(&format!("{prefix}/+"), level).await?;
-    let per_publisher = args.messages / args.publishers as u64;
+    let messages = match args.seconds {
+        Some(_) if args.rate == 0 => bail!("--seconds needs --rate"),
+        Some(seconds) => args.rate * seconds,
+        None => args.messages,
+    };
+    let publishers_count = args.publishers.max(1) as u64;
+    let mut subscribers = Vec::new();
+    for index in 0..args.subscribers.max(1) {
+        let mut subscriber =
+            Conn::connect(&args.target, &format!("{prefix}-sub{index}"), None, 60).await?;
+        subscriber.subscribe(&format!("{prefix}/+"), level).await?;
+        subscribers.push(subscriber);
+    }
     let mut publishers = Vec::new();
     for index in 0..args.publishers {
         let conn = Conn::connect(&args.target, &format!("{prefix}-pub{index}"), None, 60).await?;
         publishers.push(conn);
     }
     let start = Instant::now();
-    let receiving = tokio::spawn(subscriber.receive(expected, false, start));
+    let receiving: Vec<_> = subscribers
+        .into_iter()
+        .map(|s| tokio::spawn(s.receive(messages, false, start)))
+        .collect();
     let mut sending = Vec::new();
     for (index, conn) in publishers.into_iter().enumerate() {
         let topic = format!("{prefix}/{index}");
-        let count = if index == 0 {
-            per_publisher + args.messages % args.publishers as u64
+        let count = messages / publishers_count
+            + if index == 0 {
+                messages % publishers_count
+            } else {
+                0
+            };
+        sending.push(if args.rate > 0 {
+            let rate = (args.rate / publishers_count).max(1);
+            let pace = Pace {
+                rate,
+                count,
+                start,
+                stamp: false,
+            };
+            tokio::spawn(conn.publish_paced(topic, level, payload.clone(), pace))
         } else {
-            per_publisher
-        };
-        sending.push(tokio::spawn(conn.publish_all(
-            topic,
-            level,
-            payload.clone(),
-            count,
-            args.window,
-        )));
+            tokio::spawn(conn.publish_all(topic, level, payload.clone(), count, args.window))
+        });
     }
     for task in sending {
         task.await??;
     }
     let published = start.elapsed();
-    let received = receiving.await??;
-    let seconds = received.last.duration_since(start).as_secs_f64();
+    let mut received = 0;
+    let mut last = start;
+    for task in receiving {
+        let seen = task.await??;
+        received += seen.count;
+        last = last.max(seen.last);
+    }
+    let seconds = last.duration_since(start).as_secs_f64();
     Ok(serde_json::json!({
         "scenario": "throughput",
-        "sent": args.messages,
-        "received": received.count,
+        "sent": messages,
+        "subscribers": args.subscribers.max(1),
+        "received": received,
         "publish_seconds": published.as_secs_f64(),
         "seconds": seconds,
-        "rate": received.count as f64 / seconds,
+        "rate": received as f64 / seconds,
     }))
 }
 
@@ -247,10 +281,13 @@ async fn latency(args: LatencyArgs) -> Result<serde_json::Value> {
         .publish_paced(
             format!("{prefix}/0"),
             level,
-            args.size.max(8),
-            args.rate,
-            total,
-            start,
+            vec![0u8; args.size.max(8)].into(),
+            Pace {
+                rate: args.rate,
+                count: total,
+                start,
+                stamp: true,
+            },
         )
         .await?;
     let received = receiving.await??;

@@ -32,6 +32,20 @@ pub(crate) struct Conn {
     receive_max: u16,
 }
 
+/// How a paced publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Messages per second.
+    pub(crate) rate: u64,
+    /// Messages in all.
+    pub(crate) count: u64,
+    /// The run's start, which send times are measured from.
+    pub(crate) start: Instant,
+    /// Whether each message carries its send time (nanoseconds since
+    /// `start`) in its first 8 bytes.
+    pub(crate) stamp: bool,
+}
+
 /// What a subscriber saw.
 pub(crate) struct Received {
     pub(crate) count: u64,
@@ -264,23 +278,26 @@ impl Conn {
         Ok(())
     }
 
-    /// Publishes `count` messages at `rate` per second, each stamped with its
-    /// send time (nanoseconds since `start`) in its first 8 bytes.
+    /// Publishes copies of `payload` as `pace` says.
     pub(crate) async fn publish_paced(
         self,
         topic: String,
         qos: QoS,
-        size: usize,
-        rate: u64,
-        count: u64,
-        start: Instant,
+        payload: Bytes,
+        pace: Pace,
     ) -> Result<()> {
+        let Pace {
+            rate,
+            count,
+            start,
+            stamp,
+        } = pace;
         let (read, mut write) = self.stream.into_split();
         let credit = Arc::new(Semaphore::new(usize::from(self.receive_max)));
         let acking = (qos == QoS::AtLeastOnce)
             .then(|| tokio::spawn(count_acks(read, self.buf, count, credit.clone())));
         let mut out = BytesMut::new();
-        let mut payload = vec![0u8; size];
+        let mut stamped = payload.to_vec();
         let mut sent = 0u64;
         let mut pkid: u16 = 0;
         let tick = Duration::from_micros(500);
@@ -293,12 +310,14 @@ impl Conn {
                 }
                 pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
                 let id = if qos == QoS::AtMostOnce { 0 } else { pkid };
-                let stamp = start.elapsed().as_nanos() as u64;
-                payload[..8].copy_from_slice(&stamp.to_be_bytes());
-                encode(
-                    &Self::publish_packet(&topic, qos, id, Bytes::copy_from_slice(&payload)),
-                    &mut out,
-                )?;
+                let body = if stamp && stamped.len() >= 8 {
+                    let now = start.elapsed().as_nanos() as u64;
+                    stamped[..8].copy_from_slice(&now.to_be_bytes());
+                    Bytes::copy_from_slice(&stamped)
+                } else {
+                    payload.clone()
+                };
+                encode(&Self::publish_packet(&topic, qos, id, body), &mut out)?;
                 write.write_all(&out).await?;
                 out.clear();
                 sent += 1;

@@ -28,6 +28,9 @@ pub(crate) async fn throughput(
         1 => QoS::AtLeastOnce,
         other => bail!("QoS {other} is not supported by the bench (0 or 1)"),
     };
+    if args.subscribers > 1 || args.rate > 0 {
+        bail!("--client rumqttc runs one subscriber, unpaced");
+    }
     let (subscriber, mut sub_events) =
         AsyncClient::new(options(args, &format!("{prefix}-sub")), 64);
     subscriber.subscribe(format!("{prefix}/+"), qos).await?;
