@@ -47,6 +47,9 @@ const SMALL_READ: usize = 512;
 /// The first read of a connection, which holds the CONNECT and its token.
 const CONNECT_READ: usize = 1024;
 
+/// How long a client or broker may leave our writes unread before the session ends.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
 /// Room for the next read, sized to the traffic: a connection whose last
 /// read was small (an idle device, a ping) keeps a small buffer, and one
 /// whose reads fill the buffer grows to [`READ_CHUNK`]. An empty oversized
@@ -60,8 +63,6 @@ fn make_room(buf: &mut BytesMut, last_read: usize) {
         buf.reserve(want);
     }
 }
-/// How long a client or broker may leave our writes unread before the session ends.
-const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// Serves one client connection until it ends.
 pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, info: StreamInfo) {
@@ -2050,5 +2051,28 @@ fn unsubscribe_reason(code: u8) -> UnsubAckReason {
         0x8F => UnsubAckReason::TopicFilterInvalid,
         0x91 => UnsubAckReason::PacketIdentifierInUse,
         _ => UnsubAckReason::UnspecifiedError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffers_follow_the_traffic() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, 0);
+        assert!(buf.capacity() >= SMALL_READ && buf.capacity() < READ_CHUNK);
+        // Reads that fill the buffer grow it to a full chunk.
+        make_room(&mut buf, READ_CHUNK);
+        assert!(buf.capacity() >= READ_CHUNK);
+        // Once the burst is over and the buffer is drained, it shrinks back.
+        make_room(&mut buf, 40);
+        assert!(buf.capacity() < READ_CHUNK / 2, "{}", buf.capacity());
+        // Bytes still waiting are never dropped.
+        buf.extend_from_slice(b"partial packet");
+        make_room(&mut buf, 0);
+        assert_eq!(&buf[..], b"partial packet");
+        assert!(buf.capacity() - buf.len() >= SMALL_READ);
     }
 }
