@@ -21,10 +21,11 @@ use crate::config::{
     check_name, quoted_list, BindingConfig, ConfigDocument, ConfigError, ConfigErrors, EnvLookup,
     Kind, LineIndex, PluginConfig, ZillaConfig,
 };
+use crate::context::{BindingContext, BuildState, BuiltBinding, PluginContext};
 use crate::guard::Guard;
 use crate::registry::{
-    lookup, BindingContext, BindingFactory, BuildState, BuiltBinding, CatalogFactory,
-    ExporterFactory, GeneratorFactory, GuardFactory, PluginContext, VaultFactory,
+    lookup, BindingFactory, CatalogFactory, ExporterFactory, GeneratorFactory, GuardFactory,
+    VaultFactory,
 };
 use crate::shutdown::{Drained, Shutdown};
 use crate::telemetry::{self, ActiveGuard, Events, Exporter};

@@ -72,6 +72,7 @@
 pub mod binding;
 pub mod catalog;
 pub mod config;
+mod context;
 mod engine;
 pub mod guard;
 pub mod model;
@@ -85,6 +86,7 @@ pub mod vault;
 pub use binding::{Binding, StartContext, StartError};
 pub use catalog::{Catalog, CatalogError, Schema, SchemaRef};
 pub use config::{BuildError, ConfigError, ConfigErrors, Kind, ZillaConfig};
+pub use context::{BindingContext, PluginContext};
 pub use engine::{
     Engine, EngineBuilder, EngineStartError, StartedBinding, PROPERTY_SHUTDOWN_GRACE,
 };
@@ -94,8 +96,8 @@ pub use port::{
     Authority, ByteStream, ConnectRequest, Port, Ports, StreamConnector, StreamHandler, StreamInfo,
 };
 pub use registry::{
-    registered, BindingContext, BindingFactory, CatalogFactory, ExporterFactory, Generated,
-    GeneratorFactory, GuardFactory, ModelFactory, PluginContext, Registered, VaultFactory,
+    registered, BindingFactory, CatalogFactory, ExporterFactory, Generated, GeneratorFactory,
+    GuardFactory, ModelFactory, Registered, VaultFactory,
 };
 pub use route::{Exit, Resolved, Route, Routes};
 pub use shutdown::{Drained, Shutdown};

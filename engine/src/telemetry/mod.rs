@@ -4,10 +4,13 @@
 //! with target [`EVENT_TARGET`]. The [`EventLayer`] (installed by the host, or by
 //! an embedder in its own subscriber) hands them to the exporters of every
 //! running engine; the built-in `stdout` exporter prints one line per event.
+//!
+//! This module knows nothing of the plugin registry: exporter factories,
+//! including the one registering `stdout`, live there, so that the registry
+//! depends on telemetry and not the other way round.
 
 use std::error::Error;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -17,8 +20,9 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-use crate::registry::{ExporterFactory, PluginContext};
-use crate::BuildError;
+mod stdout;
+
+pub use stdout::{format_event, StdoutExporter};
 
 /// The `tracing` target of telemetry events.
 pub const EVENT_TARGET: &str = "zilla::event";
@@ -204,66 +208,5 @@ impl Visit for EventFields {
             _ => return,
         };
         *slot = format!("{value:?}");
-    }
-}
-
-/// The `stdout` exporter: one line per event,
-/// `<time> <LEVEL> <namespace>.<component> <EVENT> <message>`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StdoutExporter;
-
-impl Exporter for StdoutExporter {
-    fn export(&self, event: &Event<'_>) {
-        let line = format_event(event);
-        let mut stdout = std::io::stdout().lock();
-        // A closed stdout must not take the proxy down; the event is simply lost.
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
-    }
-}
-
-/// The stdout exporter's line for `event`, with line breaks escaped so that an
-/// event is always exactly one line.
-pub fn format_event(event: &Event<'_>) -> String {
-    let message = event.message.replace('\n', "\\n");
-    format!(
-        "{} {} {}.{} {} {}",
-        humantime::format_rfc3339_millis(event.timestamp),
-        event.level,
-        event.namespace,
-        event.component,
-        event.name,
-        message
-    )
-}
-
-fn build_stdout(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
-    cx.no_options()?;
-    Ok(Arc::new(StdoutExporter))
-}
-
-crate::register_exporter!(ExporterFactory {
-    type_name: "stdout",
-    build: build_stdout,
-});
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stdout_line_is_one_line() {
-        let event = Event {
-            timestamp: SystemTime::UNIX_EPOCH,
-            level: Level::WARN,
-            namespace: "ns",
-            component: "north_tcp_server",
-            name: "TCP_ACCEPT_FAILED",
-            message: "accept failed:\nEMFILE",
-        };
-        assert_eq!(
-            format_event(&event),
-            "1970-01-01T00:00:00.000Z WARN ns.north_tcp_server TCP_ACCEPT_FAILED accept failed:\\nEMFILE"
-        );
     }
 }
