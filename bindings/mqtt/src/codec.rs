@@ -156,6 +156,9 @@ pub fn read(
         return Ok(None);
     }
     let packet = match version {
+        Version::V5 if header.byte1 == 0xE0 && header.remaining_len == 1 => {
+            short_disconnect(buf, header.header_len)?
+        }
         Version::V5 => Packet::read(buf, None).map_err(decode_error)?,
         Version::V4 => from_v4(v4::read(buf, usize::MAX).map_err(decode_error_v4)?),
     };
@@ -264,8 +267,31 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
     }
 }
 
+/// An MQTT 5 DISCONNECT whose remaining length is 1: a reason code without a
+/// property length, which means no properties (MQTT 5 3.14.2.2.1). The codec
+/// crate refuses this form, which libmosquitto sends for 0x04.
+fn short_disconnect(buf: &mut BytesMut, header_len: usize) -> Result<Packet, CodecError> {
+    let packet = buf.split_to(header_len + 1);
+    let reason_code = DisconnectReasonCode::try_from(packet[header_len])
+        .map_err(|_| CodecError::malformed("unknown DISCONNECT reason code"))?;
+    Ok(Packet::Disconnect(Disconnect {
+        reason_code,
+        properties: None,
+    }))
+}
+
 /// Encodes `packet` for a peer speaking `version`.
 pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<(), CodecError> {
+    // The codec crate writes a remaining length of 1 followed by two bytes
+    // for a DISCONNECT with a reason and no properties.
+    if let (Version::V5, Packet::Disconnect(disconnect)) = (version, packet) {
+        if disconnect.properties.is_none()
+            && disconnect.reason_code != DisconnectReasonCode::NormalDisconnection
+        {
+            out.extend_from_slice(&[0xE0, 0x01, disconnect.reason_code as u8]);
+            return Ok(());
+        }
+    }
     let written = match version {
         Version::V5 => packet.write(out).map(|_| ()).map_err(decode_error),
         Version::V4 => match to_v4(packet) {
@@ -280,6 +306,10 @@ pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<()
         message: format!("cannot encode: {}", error.message),
     })
 }
+
+/// DISCONNECT reason 0xA0, Maximum connect time, which the codec crate has
+/// no name for: the proxy sends it when a session's credentials expire.
+pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
 
 /// An MQTT 5 DISCONNECT with any reason `code`, including those the codec
 /// crate has no name for (0xA0 Maximum connect time).
@@ -595,6 +625,37 @@ mod tests {
         assert_eq!(decode(&[0x30], Version::V5), Ok(None));
         assert_eq!(decode(&[0x30, 0x80], Version::V5), Ok(None));
         assert_eq!(decode(&[0x30, 0x05, 0x00], Version::V5), Ok(None));
+    }
+
+    #[test]
+    fn a_disconnect_with_a_reason_and_no_properties_takes_the_short_form() {
+        // A reason code without a property length means no properties.
+        let expected = Packet::Disconnect(Disconnect {
+            reason_code: DisconnectReasonCode::DisconnectWithWillMessage,
+            properties: None,
+        });
+        assert_eq!(
+            decode(&[0xE0, 0x01, 0x04], Version::V5),
+            Ok(Some(expected.clone()))
+        );
+        assert_eq!(
+            decode(&[0xE0, 0x02, 0x04, 0x00], Version::V5),
+            Ok(Some(expected.clone()))
+        );
+        let mut out = BytesMut::new();
+        write(&expected, Version::V5, &mut out).unwrap();
+        assert_eq!(&out[..], [0xE0, 0x01, 0x04]);
+        let normal = Packet::Disconnect(Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+            properties: None,
+        });
+        out.clear();
+        write(&normal, Version::V5, &mut out).unwrap();
+        assert_eq!(&out[..], [0xE0, 0x00]);
+        assert!(
+            decode(&[0xE0, 0x01, 0x05], Version::V5).is_err(),
+            "0x05 is no reason"
+        );
     }
 
     #[test]
