@@ -11,11 +11,14 @@
 
 mod client;
 pub mod codec;
+mod config;
 pub mod options;
+mod packet_ids;
 pub mod port;
 mod server;
 mod session;
 pub mod topic;
+mod upstream;
 
 pub use port::{MqttSessions, OpenError, OpenSession, Upstream};
 

@@ -1,0 +1,83 @@
+//! What every session of one mqtt server shares: its limits, routes,
+//! guard, validation and the registry of its sessions. Built once by
+//! `server.rs`, read by every session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_bytes_v5::Publish;
+use zilla_engine::{Events, Guard, Model, Routes, Shutdown};
+
+use crate::codec::Version;
+use crate::options::{
+    CredentialsPattern, MqttCondition, OnInvalid, RouteConditions, RouteTemplate,
+};
+use crate::port::MqttSessions;
+use crate::session::takeover::SessionRegistry;
+
+/// What every session of one mqtt server shares.
+pub(crate) struct ServerConfig {
+    pub(crate) versions: Vec<Version>,
+    pub(crate) maximum_packet_size: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) routes: Routes<MqttCondition, dyn MqttSessions>,
+    /// The conditions of `routes`, by route index, before a session binds params.
+    pub(crate) templates: Vec<RouteTemplate>,
+    /// The conditions with params unbound: what some token could be allowed.
+    pub(crate) unbound: Vec<RouteConditions>,
+    /// The guard that authorizes sessions, if any.
+    pub(crate) authorization: Option<ServerAuthorization>,
+    /// Validation of publishes, by topic filter; the first match applies.
+    pub(crate) topics: Vec<TopicValidation>,
+    pub(crate) events: Events,
+    pub(crate) shutdown: Shutdown,
+    /// Connected sessions by client id, so a new connection takes over an old one.
+    pub(crate) sessions: Arc<SessionRegistry>,
+}
+
+/// The models publishes to one topic filter must satisfy.
+pub(crate) struct TopicValidation {
+    pub(crate) filter: String,
+    /// The payload's model, with its name for events.
+    pub(crate) content: Option<(String, Arc<dyn Model>)>,
+    /// User property name, model name, model.
+    pub(crate) user_properties: Vec<(String, String, Arc<dyn Model>)>,
+    pub(crate) on_invalid: OnInvalid,
+}
+
+/// The guard of `options.authorization` and where the credentials are.
+pub(crate) struct ServerAuthorization {
+    pub(crate) guard_name: Arc<str>,
+    pub(crate) guard: Arc<dyn Guard>,
+    pub(crate) pattern: CredentialsPattern,
+}
+
+impl TopicValidation {
+    /// Why `publish` fails this entry's models: its payload first, then its
+    /// user properties; `None` when it passes.
+    pub(crate) fn failure(&self, publish: &Publish) -> Option<String> {
+        self.content
+            .as_ref()
+            .and_then(|(name, model)| {
+                model
+                    .validate(&publish.payload)
+                    .err()
+                    .map(|error| format!("payload fails model {name}: {error}"))
+            })
+            .or_else(|| {
+                let properties = publish.properties.as_ref()?;
+                self.user_properties
+                    .iter()
+                    .find_map(|(property, name, model)| {
+                        properties
+                            .user_properties
+                            .iter()
+                            .filter(|(key, _)| key == property)
+                            .find_map(|(_, value)| model.validate(value.as_bytes()).err())
+                            .map(|error| {
+                                format!("user property {property:?} fails model {name}: {error}")
+                            })
+                    })
+            })
+    }
+}

@@ -1,0 +1,412 @@
+//! Admission: whether a CONNECT becomes a session, and on which upstreams.
+//!
+//! Pure decisions, in the order the driver takes them: the protocol version,
+//! the CONNECT itself and where its credentials are ([`credentials`]), then,
+//! with the guard's verdict, the routes and the will ([`admit`]), then, with
+//! the upstreams' CONNACKs, the client's CONNACK ([`merged_connack`]) or the
+//! refusal that relays a broker's ([`upstream_refusal`]). Every refusal is a
+//! [`Refusal`]: the CONNACK the client is told and what is logged. The driver
+//! sends it; nothing here does I/O or reads the clock.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mqtt_bytes_v5::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill, Login,
+};
+use zilla_engine::{Authorizations, GuardRejection, GuardSession, StreamInfo};
+
+use super::router::Router;
+use crate::codec::{CodecError, Version};
+use crate::config::ServerConfig;
+use crate::options::{Operation, RouteConditions};
+use crate::port::{OpenError, OpenSession, SessionsPort};
+use crate::upstream::UpstreamLink;
+
+/// Topic aliases a client may use toward the proxy; resolved by the proxy,
+/// never sent upstream.
+pub(crate) const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Upstream keep-alive when the client asked for none: the proxy still checks its brokers.
+pub(crate) const DEFAULT_UPSTREAM_KEEP_ALIVE: u16 = 60;
+
+/// A CONNECT the proxy refuses: what the client is told, and why (logged).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// The version the CONNACK is encoded for.
+    pub(crate) version: Version,
+    pub(crate) connack: Box<ConnAck>,
+    /// The client id as the CONNECT gave it.
+    pub(crate) client_id: String,
+    pub(crate) why: String,
+}
+
+/// A CONNACK refusing with `code`, carrying `reason` as its reason string.
+pub(crate) fn refused(code: ConnectReturnCode, reason: &str) -> ConnAck {
+    let properties = (!reason.is_empty()).then(|| ConnAckProperties {
+        reason_string: Some(reason.to_owned()),
+        ..empty_connack_properties()
+    });
+    ConnAck {
+        session_present: false,
+        code,
+        properties,
+    }
+}
+
+fn refusal(version: Version, code: ConnectReturnCode, why: String, client_id: &str) -> Refusal {
+    Refusal {
+        version,
+        connack: Box::new(refused(code, &why)),
+        client_id: client_id.to_owned(),
+        why,
+    }
+}
+
+pub(crate) fn empty_connack_properties() -> ConnAckProperties {
+    ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: None,
+        assigned_client_identifier: None,
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
+/// The refusal of a protocol version the server does not serve: `Ok` is a
+/// version it knows but has not enabled, `Err` an unknown protocol level
+/// (answered as 3.1.1, the only form every client reads).
+pub(crate) fn version_refusal(version: Result<Version, u8>) -> Refusal {
+    match version {
+        Ok(version) => {
+            let code = match version {
+                Version::V5 => ConnectReturnCode::UnsupportedProtocolVersion,
+                Version::V4 => ConnectReturnCode::RefusedProtocolVersion,
+            };
+            Refusal {
+                version,
+                connack: Box::new(refused(code, "protocol version not enabled")),
+                client_id: String::new(),
+                why: format!("MQTT {} is not enabled; CONNACK refused", version.as_str()),
+            }
+        }
+        Err(level) => Refusal {
+            version: Version::V4,
+            connack: Box::new(refused(ConnectReturnCode::RefusedProtocolVersion, "")),
+            client_id: String::new(),
+            why: format!("unsupported protocol level {level}; CONNACK refused"),
+        },
+    }
+}
+
+/// The CONNACK for a CONNECT that does not decode; `None` for 3.1.1, whose
+/// CONNACK has no code for it (the connection just closes).
+pub(crate) fn malformed_connect(version: Version, error: &CodecError) -> Option<ConnAck> {
+    let code = match error.reason {
+        DisconnectReasonCode::PacketTooLarge => ConnectReturnCode::PacketTooLarge,
+        DisconnectReasonCode::ProtocolError => ConnectReturnCode::ProtocolError,
+        DisconnectReasonCode::TopicNameInvalid => ConnectReturnCode::TopicNameInvalid,
+        _ => ConnectReturnCode::MalformedPacket,
+    };
+    (version == Version::V5).then(|| refused(code, &error.message))
+}
+
+/// A decoded CONNECT on its way to becoming a session.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) version: Version,
+    pub(crate) connect: Connect,
+    pub(crate) will: Option<LastWill>,
+    pub(crate) login: Option<Login>,
+    /// The client id the proxy gave a client that sent none.
+    pub(crate) assigned: Option<String>,
+}
+
+/// Checks what the proxy itself requires of a CONNECT, gives a client without
+/// an id one (`assign`), and finds the credentials the server's guard is to
+/// decide on: `Some(token)` when the server has a guard.
+pub(crate) fn credentials(
+    config: &ServerConfig,
+    request: &mut Request,
+    assign: impl FnOnce() -> String,
+) -> Result<Option<String>, Refusal> {
+    let version = request.version;
+    let connect = &mut request.connect;
+    let refuse = |code, why: &str, id: &str| Err(refusal(version, code, why.to_owned(), id));
+    if connect
+        .properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_method.is_some())
+    {
+        return refuse(
+            ConnectReturnCode::BadAuthenticationMethod,
+            "enhanced authentication (AUTH) is not supported",
+            &connect.client_id,
+        );
+    }
+    if connect.client_id.is_empty() {
+        if !connect.clean_start {
+            return refuse(
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "an empty client id needs clean start",
+                &connect.client_id,
+            );
+        }
+        let id = assign();
+        connect.client_id = id.clone();
+        request.assigned = Some(id);
+    }
+    let Some(authorization) = &config.authorization else {
+        return Ok(None);
+    };
+    let pattern = &authorization.pattern;
+    let position = if pattern.in_password {
+        "password"
+    } else {
+        "user name"
+    };
+    let field = request.login.as_ref().map(|l| {
+        if pattern.in_password {
+            l.password.as_str()
+        } else {
+            l.username.as_str()
+        }
+    });
+    match field.map(|text| pattern.extract(text)) {
+        Some(Some(token)) => Ok(Some(token.to_owned())),
+        Some(None) => refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            &format!("the CONNECT {position} does not hold credentials in the expected form"),
+            &connect.client_id,
+        ),
+        None => refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            &format!("no credentials: the CONNECT has no {position}"),
+            &connect.client_id,
+        ),
+    }
+}
+
+/// An admitted session, before its upstreams are open.
+pub(crate) struct Admission {
+    pub(crate) version: Version,
+    /// The client's CONNECT (with the assigned id, if any).
+    pub(crate) connect: Connect,
+    pub(crate) assigned: Option<String>,
+    pub(crate) router: Router,
+    /// The upstream sessions to open: exit name, its port, and what to ask.
+    pub(crate) opens: Vec<(Arc<str>, SessionsPort, OpenSession)>,
+    /// When the guard's credentials expire.
+    pub(crate) expires_at: Option<SystemTime>,
+    /// What the guard decided, for the log: "guard authorized identity ...".
+    pub(crate) authorized: Option<String>,
+}
+
+/// Decides, with the guard's `verdict` on `token`, whether the session is
+/// admitted and which upstreams it gets (every exit a route accepts its client
+/// id on, and the default exit), and where its will goes.
+pub(crate) fn admit(
+    config: &Arc<ServerConfig>,
+    request: Request,
+    token: Option<String>,
+    verdict: Option<Result<GuardSession, GuardRejection>>,
+    origin: &StreamInfo,
+) -> Result<Admission, Refusal> {
+    let Request {
+        version,
+        connect,
+        will,
+        mut login,
+        assigned,
+    } = request;
+    let refuse = |code, why: String| Err(refusal(version, code, why, &connect.client_id));
+    let mut authorizations = Authorizations::new();
+    let mut expires_at = None;
+    let mut authorized = None;
+    if let (Some(authorization), Some(verdict)) = (&config.authorization, verdict) {
+        let guard_name = &authorization.guard_name;
+        match verdict {
+            Ok(session) => {
+                expires_at = session.expires_at;
+                authorized = Some(format!(
+                    "{guard_name} authorized identity {:?}",
+                    session.identity
+                ));
+                authorizations.insert(guard_name.clone(), session);
+                // The credentials were for the proxy; they go upstream only
+                // where an mqtt client forwards them.
+                login = None;
+            }
+            Err(GuardRejection::InvalidCredentials(why)) => {
+                return refuse(
+                    ConnectReturnCode::BadUserNamePassword,
+                    format!("{guard_name} refused the credentials: {why}"),
+                );
+            }
+            Err(GuardRejection::Unavailable(why)) => {
+                return refuse(
+                    ConnectReturnCode::ServerUnavailable,
+                    format!("{guard_name} cannot decide: {why}"),
+                );
+            }
+        }
+    }
+    let conditions: Vec<RouteConditions> = config
+        .templates
+        .iter()
+        .map(|template| template.bind(&authorizations))
+        .collect();
+    let session = Operation::Session(&connect.client_id);
+    // Every exit a route accepts this session on gets an upstream session.
+    let mut exits: Vec<(Arc<str>, SessionsPort)> = Vec::new();
+    for (index, route) in config.routes.iter().enumerate() {
+        let guarded = route.guarded.iter().all(|g| g.is_met(&authorizations));
+        if guarded
+            && conditions[index].accepts(session)
+            && !exits.iter().any(|(name, _)| *name == route.exit.name)
+        {
+            exits.push((route.exit.name.clone(), route.exit.port.clone()));
+        }
+    }
+    if let Some(default) = config.routes.default_exit() {
+        if !exits.iter().any(|(name, _)| *name == default.name) {
+            exits.push((default.name.clone(), default.port.clone()));
+        }
+    }
+    if exits.is_empty() {
+        return refuse(
+            ConnectReturnCode::NotAuthorized,
+            "no route accepts this session".into(),
+        );
+    }
+    let router = Router {
+        config: config.clone(),
+        session_accepted: conditions.iter().map(|c| c.accepts(session)).collect(),
+        unbound_session_accepted: config.unbound.iter().map(|c| c.accepts(session)).collect(),
+        authorizations,
+        conditions,
+        exits: exits.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let will_exit = match &will {
+        Some(will) => {
+            let will_topic = String::from_utf8_lossy(&will.topic);
+            match router.route(Operation::Publish(&will_topic)) {
+                Some(index) => Some(index),
+                None => {
+                    return refuse(
+                        ConnectReturnCode::NotAuthorized,
+                        format!("no route for the will topic {will_topic:?}"),
+                    )
+                }
+            }
+        }
+        None => None,
+    };
+    let mut upstream_connect = connect.clone();
+    if upstream_connect.keep_alive == 0 {
+        upstream_connect.keep_alive = DEFAULT_UPSTREAM_KEEP_ALIVE;
+    }
+    if let Some(properties) = upstream_connect.properties.as_mut() {
+        // Brokers must not alias topics: aliases from several brokers would
+        // collide on the one client connection, and the proxy reorders QoS 0
+        // ahead of queued QoS 1/2 messages.
+        properties.topic_alias_max = None;
+    }
+    let opens = exits
+        .into_iter()
+        .enumerate()
+        .map(|(index, (name, port))| {
+            let open = OpenSession {
+                connect: upstream_connect.clone(),
+                will: if will_exit == Some(index) {
+                    will.clone()
+                } else {
+                    None
+                },
+                login: login.clone(),
+                credentials: token.clone(),
+                origin: origin.clone(),
+            };
+            (name, port, open)
+        })
+        .collect();
+    Ok(Admission {
+        version,
+        connect,
+        assigned,
+        router,
+        opens,
+        expires_at,
+        authorized,
+    })
+}
+
+/// The refusal when the upstream behind exit `name` did not open: a broker's
+/// own refusal is relayed as it is, anything else is "server unavailable".
+pub(crate) fn upstream_refusal(
+    version: Version,
+    client_id: &str,
+    name: &str,
+    error: OpenError,
+) -> Refusal {
+    match error {
+        OpenError::Refused(ack) => Refusal {
+            version,
+            why: format!("broker behind {name} refused with {:?}", ack.code),
+            connack: ack,
+            client_id: client_id.to_owned(),
+        },
+        OpenError::Failed(message) => refusal(
+            version,
+            ConnectReturnCode::ServerUnavailable,
+            format!("upstream {name} unavailable: {message}"),
+            client_id,
+        ),
+    }
+}
+
+/// The client's CONNACK: what every upstream allows, and what the proxy adds.
+pub(crate) fn merged_connack(
+    upstreams: &[UpstreamLink],
+    assigned: Option<String>,
+    maximum_packet_size: u32,
+) -> ConnAck {
+    let first = upstreams[0].connack.properties.clone();
+    let all = || upstreams.iter().map(|l| l.connack.properties.as_ref());
+    let min_u16 =
+        |get: fn(&ConnAckProperties) -> Option<u16>| all().filter_map(|p| p.and_then(get)).min();
+    let flag =
+        |get: fn(&ConnAckProperties) -> Option<u8>| all().filter_map(|p| p.and_then(get)).min();
+    let broker_max_packet = all()
+        .filter_map(|p| p.and_then(|p| p.max_packet_size))
+        .min();
+    let mut properties = first.unwrap_or_else(empty_connack_properties);
+    properties.receive_max = min_u16(|p| p.receive_max);
+    properties.max_qos = flag(|p| p.max_qos);
+    properties.retain_available = flag(|p| p.retain_available);
+    properties.wildcard_subscription_available = flag(|p| p.wildcard_subscription_available);
+    properties.subscription_identifiers_available = flag(|p| p.subscription_identifiers_available);
+    properties.shared_subscription_available = flag(|p| p.shared_subscription_available);
+    properties.max_packet_size =
+        Some(broker_max_packet.map_or(maximum_packet_size, |m| m.min(maximum_packet_size)));
+    properties.topic_alias_max = Some(TOPIC_ALIAS_MAXIMUM);
+    if assigned.is_some() {
+        properties.assigned_client_identifier = assigned;
+    }
+    ConnAck {
+        session_present: upstreams.iter().all(|l| l.connack.session_present),
+        code: ConnectReturnCode::Success,
+        properties: Some(properties),
+    }
+}

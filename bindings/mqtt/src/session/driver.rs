@@ -1,0 +1,531 @@
+//! The only part of the session that touches sockets and tokio time: it
+//! reads the CONNECT, asks the guard, opens the upstreams, then drives the
+//! [`Session`] state machine: read, feed, flush, sleep until the next
+//! deadline, and close the way the state machine says.
+//!
+//! The client connection and all its upstream sessions are driven by this one
+//! task: reads from every stream are polled together, packets are handled in
+//! order, and each side's output is batched and written once per turn.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{ConnAck, DisconnectReasonCode, Packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zilla_engine::{ByteStream, StreamInfo};
+
+use super::admit::{self, Refusal, Request};
+use super::end::{disconnect, Closing, End};
+use super::state::{Session, Start};
+use super::takeover::Registration;
+use crate::codec::{self, CodecError, Version};
+use crate::config::ServerConfig;
+use crate::upstream::UpstreamLink;
+
+/// The most a single read takes in (a busy connection's buffer size).
+const READ_CHUNK: usize = 8 * 1024;
+/// A quiet connection's read buffer: pings and small messages fit.
+const SMALL_READ: usize = 512;
+/// The first read of a connection, which holds the CONNECT and its token.
+const CONNECT_READ: usize = 1024;
+/// How long a client or broker may leave our writes unread before the session ends.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// How long a closing client may take to read its last packets.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The clock, read here only: the state machine is given `now`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the driver is the one place of the session that reads the clock"
+)]
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Room for the next read, sized to the traffic: a connection whose last
+/// read was small (an idle device, a ping) keeps a small buffer, and one
+/// whose reads fill the buffer grows to [`READ_CHUNK`]. An empty oversized
+/// buffer is replaced, so tens of thousands of idle sessions do not each hold
+/// a chunk that a burst once needed.
+fn make_room(buf: &mut BytesMut, last_read: usize) {
+    let want = last_read.saturating_mul(2).clamp(SMALL_READ, READ_CHUNK);
+    if buf.is_empty() && buf.capacity() > 4 * want {
+        *buf = BytesMut::with_capacity(want);
+    } else if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
+
+/// Serves one client connection until it ends.
+pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, info: StreamInfo) {
+    let peer = info
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "?".to_owned());
+    // A CONNECT carrying a JWT is usually 600 to 1000 bytes: one read.
+    let mut buf = BytesMut::with_capacity(CONNECT_READ);
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf)) => handshake,
+        _ = config.shutdown.draining() => return,
+    };
+    let request = match handshake {
+        Ok(Ok(Some(request))) => request,
+        // The client went away, or was already answered.
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            config.events.warn(
+                "MQTT_CONNECT_REJECTED",
+                format!("client {peer}: {}", error.message),
+            );
+            return;
+        }
+        Err(_) => {
+            config.events.warn(
+                "MQTT_CONNECT_TIMEOUT",
+                format!(
+                    "client {peer} sent no CONNECT within {:?}; closed",
+                    config.connect_timeout
+                ),
+            );
+            return;
+        }
+    };
+    let opened = match open_session(&config, request, &info, &peer).await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            config.events.warn(
+                "MQTT_CONNECT_REJECTED",
+                format!("client {peer} id {:?}: {}", refusal.client_id, refusal.why),
+            );
+            send_connack(&mut client, refusal.version, *refusal.connack).await;
+            return;
+        }
+    };
+    let Opened {
+        session,
+        upstreams,
+        registration,
+    } = opened;
+    let mut driver = Driver {
+        config,
+        session,
+        client,
+        client_in: buf,
+        client_last_read: 0,
+        upstreams,
+        turn: 0,
+    };
+    let end = driver.relay(&registration).await;
+    driver.finish(end).await;
+}
+
+/// Reads the CONNECT; answers unsupported versions and malformed CONNECTs.
+async fn read_connect(
+    config: &ServerConfig,
+    client: &mut ByteStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Request>, CodecError> {
+    let version = loop {
+        match codec::connect_version(buf)? {
+            Some(Ok(version)) if config.versions.contains(&version) => break version,
+            Some(version) => {
+                let refusal = admit::version_refusal(version);
+                send_connack(client, refusal.version, *refusal.connack).await;
+                return Err(CodecError {
+                    reason: DisconnectReasonCode::ProtocolError,
+                    message: refusal.why,
+                });
+            }
+            None => {}
+        }
+        if read_more(client, buf).await? == 0 {
+            return Ok(None);
+        }
+    };
+    loop {
+        match codec::read(buf, version, config.maximum_packet_size as usize) {
+            Ok(Some(Packet::Connect(connect, will, login))) => {
+                return Ok(Some(Request {
+                    version,
+                    connect,
+                    will,
+                    login,
+                    assigned: None,
+                }))
+            }
+            Ok(Some(_)) => unreachable!("connect_version checked the packet type"),
+            Ok(None) => {}
+            Err(error) => {
+                if let Some(connack) = admit::malformed_connect(version, &error) {
+                    send_connack(client, version, connack).await;
+                }
+                return Err(error);
+            }
+        }
+        if read_more(client, buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn read_more(client: &mut ByteStream, buf: &mut BytesMut) -> Result<usize, CodecError> {
+    make_room(buf, buf.len());
+    client.read_buf(buf).await.map_err(|e| CodecError {
+        reason: DisconnectReasonCode::UnspecifiedError,
+        message: format!("read failed: {e}"),
+    })
+}
+
+/// Where every CONNACK the proxy sends, success or refusal, is written.
+async fn send_connack(client: &mut ByteStream, version: Version, connack: ConnAck) {
+    let mut out = BytesMut::new();
+    if codec::write(&Packet::ConnAck(connack), version, &mut out).is_ok() {
+        let _ = client.write_all(&out).await;
+        let _ = client.flush().await;
+    }
+}
+
+/// A fresh client identifier for a client that sent none.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the wall clock makes assigned ids unique across restarts"
+)]
+fn assign_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::UNIX_EPOCH;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "zilla-{:x}{:04x}{:x}",
+        nanos,
+        std::process::id() & 0xFFFF,
+        count
+    )
+}
+
+/// How far in the future the wall-clock time `at` is, as a monotonic instant.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "credentials expire at a wall-clock time; the session runs on a monotonic one"
+)]
+fn instant_of(at: SystemTime, now: Instant) -> Instant {
+    now + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// An admitted session with its upstreams open and its CONNACK queued.
+struct Opened {
+    session: Session,
+    upstreams: Vec<UpstreamIo>,
+    registration: Registration,
+}
+
+/// Admits the CONNECT (asking the guard), opens its upstreams and starts the
+/// session; a refusal is for the caller to send.
+async fn open_session(
+    config: &Arc<ServerConfig>,
+    mut request: Request,
+    info: &StreamInfo,
+    peer: &str,
+) -> Result<Opened, Refusal> {
+    let token = admit::credentials(config, &mut request, assign_client_id)?;
+    let verdict = match (&config.authorization, &token) {
+        (Some(authorization), Some(token)) => Some(authorization.guard.authorize(token).await),
+        _ => None,
+    };
+    let admission = admit::admit(config, request, token, verdict, info)?;
+    let client_id = admission.connect.client_id.clone();
+    if let Some(authorized) = &admission.authorized {
+        config.events.info(
+            "MQTT_AUTHORIZATION_SUCCEEDED",
+            format!("client {peer} id {client_id:?}: {authorized}"),
+        );
+    }
+    // Only an authorized, routable session takes over a connection with its id.
+    let registration = config.sessions.register(&client_id);
+    let (names, opening): (Vec<_>, Vec<_>) = admission
+        .opens
+        .into_iter()
+        .map(|(name, port, open)| (name, async move { port.open(open).await }))
+        .unzip();
+    let opened = futures_util::future::join_all(opening).await;
+    let started = now();
+    let mut links = Vec::with_capacity(opened.len());
+    let mut upstreams = Vec::with_capacity(opened.len());
+    let mut failure = None;
+    for (name, result) in names.into_iter().zip(opened) {
+        match result {
+            Ok(upstream) => {
+                links.push(UpstreamLink::new(
+                    name,
+                    upstream.connack,
+                    upstream.keep_alive,
+                    upstream.version,
+                    started,
+                ));
+                upstreams.push(UpstreamIo {
+                    stream: upstream.stream,
+                    read_buf: upstream.read_buf,
+                    last_read: 0,
+                });
+            }
+            Err(error) if failure.is_none() => failure = Some((name, error)),
+            Err(_) => {}
+        }
+    }
+    if let Some((name, error)) = failure {
+        for (mut link, mut io) in links.into_iter().zip(upstreams) {
+            // Undo the half-made session without firing its will.
+            link.send(&Packet::Disconnect(disconnect(
+                DisconnectReasonCode::NormalDisconnection,
+                None,
+            )));
+            let _ = io.stream.write_all(&link.out).await;
+        }
+        return Err(admit::upstream_refusal(
+            admission.version,
+            &client_id,
+            &name,
+            error,
+        ));
+    }
+    let connack = admit::merged_connack(&links, admission.assigned, config.maximum_packet_size);
+    let carried = if admission.connect.clean_start {
+        // A clean start forgets what an earlier connection left.
+        let _ = config.sessions.resume(&client_id, started);
+        None
+    } else if connack.session_present {
+        config.sessions.resume(&client_id, started)
+    } else {
+        None
+    };
+    let start = Start {
+        version: admission.version,
+        connect: admission.connect,
+        peer: peer.to_owned(),
+        upstreams: links,
+        router: admission.router,
+        connack,
+        carried,
+        expires_at: admission.expires_at.map(|at| instant_of(at, started)),
+    };
+    Ok(Opened {
+        session: Session::new(config.clone(), start, started),
+        upstreams,
+        registration,
+    })
+}
+
+/// One upstream's socket and read buffer.
+struct UpstreamIo {
+    stream: ByteStream,
+    read_buf: BytesMut,
+    /// Bytes the last read from the broker brought (sizes the next one).
+    last_read: usize,
+}
+
+/// A running session with its sockets.
+struct Driver {
+    config: Arc<ServerConfig>,
+    session: Session,
+    client: ByteStream,
+    client_in: BytesMut,
+    /// Bytes the last read from the client brought (sizes the next one).
+    client_last_read: usize,
+    upstreams: Vec<UpstreamIo>,
+    /// Rotates which upstream is read first.
+    turn: usize,
+}
+
+impl Driver {
+    /// Relays until something ends the session.
+    async fn relay(&mut self, registration: &Registration) -> End {
+        // Bytes that arrived with the CONNECT or the CONNACKs (a pipelining
+        // client, a broker sending queued messages at once) are handled first.
+        if let Err(end) = self.session.on_client_bytes(now(), &mut self.client_in) {
+            return end;
+        }
+        for index in 0..self.upstreams.len() {
+            let buf = &mut self.upstreams[index].read_buf;
+            if let Err(end) = self.session.on_upstream_bytes(index, buf) {
+                return end;
+            }
+        }
+        loop {
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let deadline = self.session.poll_timeout();
+            let Self {
+                client,
+                client_in,
+                upstreams,
+                config,
+                session,
+                turn,
+                client_last_read,
+            } = self;
+            make_room(client_in, *client_last_read);
+            // Start each poll at a different upstream, so a busy broker cannot
+            // starve the others (their PINGRESPs included).
+            *turn = turn.wrapping_add(1);
+            let count = upstreams.len();
+            let first = *turn % count;
+            let upstream_read = poll_fn(|cx| {
+                for offset in 0..count {
+                    let index = (first + offset) % count;
+                    let io = &mut upstreams[index];
+                    make_room(&mut io.read_buf, io.last_read);
+                    if let Poll::Ready(result) = tokio_util::io::poll_read_buf(
+                        Pin::new(&mut io.stream),
+                        cx,
+                        &mut io.read_buf,
+                    ) {
+                        if let Ok(n) = result {
+                            io.last_read = n;
+                        }
+                        return Poll::Ready((index, result));
+                    }
+                }
+                Poll::Pending
+            });
+            let outcome = tokio::select! {
+                read = client.read_buf(client_in) => match read {
+                    Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
+                    Ok(n) => {
+                        *client_last_read = n;
+                        session.on_client_bytes(now(), client_in)
+                    }
+                    Err(e) => Err(End::ClientLost(format!("read failed: {e}"))),
+                },
+                (index, read) = upstream_read => match read {
+                    Ok(0) => Err(End::UpstreamLost(index, "connection closed".into())),
+                    Ok(_) => session.on_upstream_bytes(index, &mut upstreams[index].read_buf),
+                    Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
+                },
+                _ = sleep_until(deadline) => session.on_timeout(now()),
+                _ = config.shutdown.draining() => Err(End::Draining),
+                _ = registration.taken_over.notified() => Err(End::TakenOver),
+            };
+            if let Err(end) = outcome {
+                return end;
+            }
+        }
+    }
+
+    /// Writes what each side has pending. A peer that stops reading for
+    /// [`WRITE_STALL`] ends the session instead of holding it forever.
+    async fn flush(&mut self) -> Result<(), End> {
+        for index in 0..self.upstreams.len() {
+            let out = self.session.upstream_transmit(index);
+            if out.is_empty() {
+                continue;
+            }
+            let stream = &mut self.upstreams[index].stream;
+            match tokio::time::timeout(WRITE_STALL, stream.write_all(out)).await {
+                Ok(Ok(())) => {
+                    out.clear();
+                    self.session.upstream_sent(index, now());
+                }
+                Ok(Err(e)) => return Err(End::UpstreamLost(index, format!("write failed: {e}"))),
+                Err(_) => {
+                    return Err(End::UpstreamLost(
+                        index,
+                        format!("stopped reading for {WRITE_STALL:?}"),
+                    ))
+                }
+            }
+        }
+        let out = self.session.client_transmit();
+        if !out.is_empty() {
+            match tokio::time::timeout(WRITE_STALL, self.client.write_all(out)).await {
+                Ok(Ok(())) => out.clear(),
+                Ok(Err(e)) => return Err(End::ClientLost(format!("write failed: {e}"))),
+                Err(_) => {
+                    return Err(End::ClientLost(format!(
+                        "stopped reading for {WRITE_STALL:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the session's state for its next connection, writes its last
+    /// packets and closes, as the state machine decided.
+    async fn finish(mut self, end: End) {
+        let ended = now();
+        if let Some(carried) = self.session.carried(ended) {
+            self.config
+                .sessions
+                .carry(self.session.client_id(), carried, ended);
+        }
+        match self.session.finish(end) {
+            Closing::FlushAll => {
+                let _ = self.flush().await;
+            }
+            Closing::Abort => {}
+            Closing::CloseClient => self.close_client().await,
+            Closing::FlushUpstreamsThenCloseClient => {
+                for index in 0..self.session.upstream_count() {
+                    let out = self.session.upstream_transmit(index);
+                    if self.upstreams[index].stream.write_all(out).await.is_err() {
+                        break;
+                    }
+                    out.clear();
+                }
+                self.close_client().await;
+            }
+        }
+        // Dropping the upstream streams without DISCONNECT is an abrupt loss
+        // for the brokers, unless a DISCONNECT was flushed above.
+    }
+
+    /// Writes what the client is owed and closes its connection.
+    async fn close_client(&mut self) {
+        let out = std::mem::take(self.session.client_transmit());
+        let closing = async {
+            let _ = self.client.write_all(&out).await;
+            let _ = self.client.shutdown().await;
+        };
+        // A client that does not read must not hold the session open.
+        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffers_follow_the_traffic() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, 0);
+        assert!(buf.capacity() >= SMALL_READ && buf.capacity() < READ_CHUNK);
+        // Reads that fill the buffer grow it to a full chunk.
+        make_room(&mut buf, READ_CHUNK);
+        assert!(buf.capacity() >= READ_CHUNK);
+        // Once the burst is over and the buffer is drained, it shrinks back.
+        make_room(&mut buf, 40);
+        assert!(buf.capacity() < READ_CHUNK / 2, "{}", buf.capacity());
+        // Bytes still waiting are never dropped.
+        buf.extend_from_slice(b"partial packet");
+        make_room(&mut buf, 0);
+        assert_eq!(&buf[..], b"partial packet");
+        assert!(buf.capacity() - buf.len() >= SMALL_READ);
+    }
+}

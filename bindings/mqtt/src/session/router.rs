@@ -1,0 +1,52 @@
+//! Routes the operations of one admitted session (publishes, subscriptions)
+//! to the index of its upstream, with the route conditions bound to the
+//! session's client id and authorizations once, at admission.
+
+use std::sync::Arc;
+
+use zilla_engine::Authorizations;
+
+use crate::config::ServerConfig;
+use crate::options::{Operation, RouteConditions};
+
+/// Routes the operations of one session to the index of its upstream.
+pub(crate) struct Router {
+    pub(super) config: Arc<ServerConfig>,
+    /// Whether each route accepts this session's client id, decided once.
+    pub(super) session_accepted: Vec<bool>,
+    /// The same for the unbound conditions.
+    pub(super) unbound_session_accepted: Vec<bool>,
+    pub(super) authorizations: Authorizations,
+    /// The routes' conditions with this session's params bound.
+    pub(super) conditions: Vec<RouteConditions>,
+    /// Exit names, by upstream index.
+    pub(super) exits: Vec<Arc<str>>,
+}
+
+impl Router {
+    /// The upstream `operation` goes to; `None` when no route takes it.
+    pub(crate) fn route(&self, operation: Operation<'_>) -> Option<usize> {
+        let conditions = &self.conditions;
+        let resolved = self
+            .config
+            .routes
+            .resolve_by(&self.authorizations, |index, _| {
+                self.session_accepted[index] && conditions[index].accepts(operation)
+            })?;
+        self.exits
+            .iter()
+            .position(|name| *name == resolved.exit.name)
+    }
+
+    /// Whether some token could have been allowed `operation`: the difference
+    /// between "not authorized" (0x87) and "not routable" (0x83).
+    pub(crate) fn could_route(&self, operation: Operation<'_>) -> bool {
+        self.config.routes.default_exit().is_some()
+            || self
+                .config
+                .unbound
+                .iter()
+                .zip(&self.unbound_session_accepted)
+                .any(|(conditions, accepted)| *accepted && conditions.accepts(operation))
+    }
+}

@@ -1,0 +1,377 @@
+//! The session state machine: one admitted client and its upstream sessions.
+//!
+//! Bytes and the time come in ([`Session::on_client_bytes`],
+//! [`Session::on_upstream_bytes`], [`Session::on_timeout`], each with `now`);
+//! encoded packets go out, queued per side ([`Session::client_transmit`],
+//! [`Session::upstream_transmit`]), with the next deadline
+//! ([`Session::poll_timeout`]). An input that ends the session returns the
+//! [`End`], and [`Session::finish`] queues what each side is told and says
+//! how to close. Nothing here touches a socket, tokio or the clock, so every
+//! behaviour is tested by feeding bytes and a fake clock (see `tests/`).
+//!
+//! Packet identifiers are mapped per upstream: a client's QoS 1/2 publish gets
+//! a fresh id on the upstream it routes to and is acknowledged to the client
+//! with its own id only when that upstream acknowledged it. Messages from
+//! upstreams get ids from the client-side space, within the client's receive
+//! maximum; the rest wait in order.
+
+mod finish;
+mod from_client;
+mod from_upstream;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{ConnAck, Connect, Packet, Publish, QoS};
+
+use super::acks::{without_properties, PendingAck};
+use super::end::End;
+use super::router::Router;
+use super::takeover::Carried;
+use crate::codec::{self, Version};
+use crate::config::ServerConfig;
+use crate::packet_ids::PacketIds;
+use crate::upstream::{KeepAlive, Origin, UpstreamLink};
+
+/// What a session starts from: the admitted CONNECT, the open upstreams and
+/// the CONNACK that answers the client.
+pub(crate) struct Start {
+    pub(crate) version: Version,
+    pub(crate) connect: Connect,
+    /// The client's address, for events.
+    pub(crate) peer: String,
+    pub(crate) upstreams: Vec<UpstreamLink>,
+    pub(crate) router: Router,
+    pub(crate) connack: ConnAck,
+    /// What the previous connection of a resumed session left.
+    pub(crate) carried: Option<Carried>,
+    /// When the credentials the session was authorized with expire.
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// What each side allows, from the CONNECT and the merged CONNACK.
+struct Limits {
+    /// How many QoS 1/2 messages the client accepts in flight.
+    client_receive_maximum: usize,
+    /// How many QoS 1/2 publishes the client may have in flight toward us.
+    server_receive_maximum: usize,
+    client_maximum_packet_size: usize,
+    server_maximum_packet_size: usize,
+    maximum_qos: QoS,
+    retain_available: bool,
+}
+
+/// One client connection's session, with its upstream sessions.
+pub(crate) struct Session {
+    config: Arc<ServerConfig>,
+    version: Version,
+    client_id: String,
+    peer: String,
+    /// Encoded packets waiting to be written to the client.
+    client_out: BytesMut,
+    upstreams: Vec<UpstreamLink>,
+    router: Router,
+    /// Client packet id of a QoS 1/2 publish from the client -> (upstream, upstream id).
+    inbound: HashMap<u16, (usize, u16)>,
+    /// Client-side packet ids of messages to the client -> (upstream, upstream id).
+    outbound: PacketIds<(usize, u16)>,
+    /// (upstream, upstream id) of messages to the client -> client-side packet id.
+    delivering: HashMap<(usize, u16), u16>,
+    /// Messages waiting for a free slot in the client's receive maximum.
+    waiting: VecDeque<(usize, Publish)>,
+    pending_acks: HashMap<u16, PendingAck>,
+    aliases: HashMap<u16, String>,
+    limits: Limits,
+    keep_alive: Option<Duration>,
+    last_heard: Instant,
+    /// When the session's credentials expire.
+    expires_at: Option<Instant>,
+    /// How long the brokers keep the session after the connection ends:
+    /// zero for a clean session, `None` for "until a clean start".
+    session_expiry: Option<Duration>,
+}
+
+impl Session {
+    /// A session that has just been admitted at `now`; the CONNACK is queued.
+    pub(crate) fn new(config: Arc<ServerConfig>, start: Start, now: Instant) -> Self {
+        let Start {
+            version,
+            connect,
+            peer,
+            upstreams,
+            router,
+            connack,
+            carried,
+            expires_at,
+        } = start;
+        let connect_properties = connect.properties.as_ref();
+        let ack_properties = connack.properties.as_ref();
+        // A 3.1.1 client cannot be told a server keep-alive: it keeps its own.
+        let client_keep_alive = match version {
+            Version::V5 => ack_properties
+                .and_then(|p| p.server_keep_alive)
+                .unwrap_or(connect.keep_alive),
+            Version::V4 => connect.keep_alive,
+        };
+        let limits = Limits {
+            client_receive_maximum: usize::from(
+                connect_properties
+                    .and_then(|p| p.receive_maximum)
+                    .unwrap_or(u16::MAX),
+            ),
+            server_receive_maximum: usize::from(
+                ack_properties
+                    .and_then(|p| p.receive_max)
+                    .unwrap_or(u16::MAX),
+            ),
+            client_maximum_packet_size: connect_properties
+                .and_then(|p| p.max_packet_size)
+                .map_or(usize::MAX, |m| m as usize),
+            server_maximum_packet_size: ack_properties
+                .and_then(|p| p.max_packet_size)
+                .unwrap_or(config.maximum_packet_size)
+                as usize,
+            maximum_qos: match ack_properties.and_then(|p| p.max_qos) {
+                Some(0) => QoS::AtMostOnce,
+                Some(1) => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            retain_available: ack_properties.and_then(|p| p.retain_available) != Some(0),
+        };
+        let mut session = Self {
+            version,
+            client_id: connect.client_id.clone(),
+            peer,
+            client_out: BytesMut::new(),
+            upstreams,
+            router,
+            inbound: HashMap::new(),
+            outbound: PacketIds::default(),
+            delivering: HashMap::new(),
+            waiting: VecDeque::new(),
+            pending_acks: HashMap::new(),
+            aliases: HashMap::new(),
+            limits,
+            keep_alive: (client_keep_alive > 0)
+                .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
+            last_heard: now,
+            expires_at,
+            session_expiry: match connect_properties.and_then(|p| p.session_expiry_interval) {
+                None => Some(Duration::ZERO),
+                Some(u32::MAX) => None,
+                Some(seconds) => Some(Duration::from_secs(u64::from(seconds))),
+            },
+            config,
+        };
+        if let Some(carried) = carried {
+            session.restore(carried);
+        }
+        session.send_client(&Packet::ConnAck(connack));
+        session.config.events.info(
+            "MQTT_SESSION_STARTED",
+            format!(
+                "client {} id {:?} (MQTT {}) via {}",
+                session.peer,
+                session.client_id,
+                version.as_str(),
+                session
+                    .upstreams
+                    .iter()
+                    .map(|l| &*l.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        session
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub(crate) fn upstream_count(&self) -> usize {
+        self.upstreams.len()
+    }
+
+    /// Bytes to write to the client; the driver clears what it wrote.
+    pub(crate) fn client_transmit(&mut self) -> &mut BytesMut {
+        &mut self.client_out
+    }
+
+    /// Bytes to write to upstream `index`; the driver clears what it wrote.
+    pub(crate) fn upstream_transmit(&mut self, index: usize) -> &mut BytesMut {
+        &mut self.upstreams[index].out
+    }
+
+    /// Upstream `index`'s queued bytes were written at `now`.
+    pub(crate) fn upstream_sent(&mut self, index: usize, now: Instant) {
+        self.upstreams[index].sent(now);
+    }
+
+    /// Handles the client's bytes in `buf` that arrived at `now`, leaving an
+    /// incomplete packet there.
+    pub(crate) fn on_client_bytes(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), End> {
+        self.last_heard = now;
+        loop {
+            match codec::read(buf, self.version, self.limits.server_maximum_packet_size) {
+                Ok(Some(packet)) => self.on_client_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(End::Refuse(error.reason, error.message)),
+            }
+        }
+    }
+
+    /// Handles upstream `index`'s bytes in `buf`, leaving an incomplete packet there.
+    pub(crate) fn on_upstream_bytes(
+        &mut self,
+        index: usize,
+        buf: &mut BytesMut,
+    ) -> Result<(), End> {
+        let version = self.upstreams[index].version;
+        loop {
+            match codec::read(buf, version, usize::MAX) {
+                Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    return Err(End::UpstreamLost(
+                        index,
+                        format!("sent a bad packet: {error}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// When [`on_timeout`](Self::on_timeout) is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let client = self.keep_alive.map(|ka| self.last_heard + ka);
+        self.upstreams
+            .iter()
+            .filter_map(UpstreamLink::ping_due)
+            .chain(client)
+            .chain(self.expires_at)
+            .min()
+    }
+
+    /// Expires credentials, ends a silent client, pings the brokers.
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> Result<(), End> {
+        if self.expires_at.is_some_and(|at| now >= at) {
+            return Err(End::Expired);
+        }
+        if let Some(keep_alive) = self.keep_alive {
+            if now >= self.last_heard + keep_alive {
+                return Err(End::Refuse(
+                    mqtt_bytes_v5::DisconnectReasonCode::KeepAliveTimeout,
+                    format!("nothing received for {keep_alive:?} (1.5 x keep-alive)"),
+                ));
+            }
+        }
+        for (index, link) in self.upstreams.iter_mut().enumerate() {
+            if let KeepAlive::Lost(keep_alive) = link.on_timeout(now) {
+                return Err(End::UpstreamLost(
+                    index,
+                    format!("no PINGRESP within {keep_alive:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `packet` for the client; returns false when it exceeds the
+    /// client's maximum packet size and was not sent.
+    fn send_client(&mut self, packet: &Packet) -> bool {
+        let maximum = self.limits.client_maximum_packet_size;
+        let start = self.client_out.len();
+        let _ = codec::write(packet, self.version, &mut self.client_out);
+        if self.client_out.len() - start <= maximum {
+            return true;
+        }
+        self.client_out.truncate(start);
+        // An acknowledgement must not be lost for its reason string.
+        if let Some(bare) = without_properties(packet) {
+            let _ = codec::write(&bare, self.version, &mut self.client_out);
+            if self.client_out.len() - start <= maximum {
+                return true;
+            }
+            self.client_out.truncate(start);
+        }
+        false
+    }
+
+    /// Puts back the packet-id state a previous connection of this persistent
+    /// session left, for the upstreams it still has.
+    fn restore(&mut self, carried: Carried) {
+        let index_of = |upstreams: &[UpstreamLink], name: &Arc<str>| {
+            upstreams.iter().position(|l| l.name == *name)
+        };
+        for (client_pkid, exit, pkid) in carried.inbound {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.upstreams[index]
+                    .ids
+                    .insert(pkid, Origin::Publish(client_pkid));
+                self.inbound.insert(client_pkid, (index, pkid));
+            }
+        }
+        for (client_pkid, exit, pkid) in carried.outbound {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.outbound.insert(client_pkid, (index, pkid));
+                self.delivering.insert((index, pkid), client_pkid);
+            }
+        }
+        for (exit, next) in carried.next_pkids {
+            if let Some(index) = index_of(&self.upstreams, &exit) {
+                self.upstreams[index].ids.set_last(next);
+            }
+        }
+        self.outbound.set_last(carried.next_client_pkid);
+    }
+
+    /// The packet-id state to carry to the next connection of a persistent
+    /// session that ends at `now`; `None` for a clean session.
+    pub(crate) fn carried(&self, now: Instant) -> Option<Carried> {
+        if self.session_expiry == Some(Duration::ZERO) {
+            return None;
+        }
+        let name = |index: usize| self.upstreams[index].name.clone();
+        Some(Carried {
+            inbound: self
+                .inbound
+                .iter()
+                .map(|(&p, &(i, q))| (p, name(i), q))
+                .collect(),
+            outbound: self
+                .outbound
+                .iter()
+                .map(|(p, &(i, q))| (p, name(i), q))
+                .collect(),
+            next_pkids: self
+                .upstreams
+                .iter()
+                .map(|l| (l.name.clone(), l.ids.last()))
+                .collect(),
+            next_client_pkid: self.outbound.last(),
+            expires: self.session_expiry.map(|after| now + after),
+        })
+    }
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq(_) => "PINGREQ",
+        Packet::PingResp(_) => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+    }
+}

@@ -1,0 +1,115 @@
+//! The end of a session: what each side is told and what is logged.
+
+use mqtt_bytes_v5::{DisconnectReasonCode, Packet};
+
+use super::Session;
+use crate::codec::{self, Version};
+use crate::session::end::{disconnect, Closing, End};
+
+impl Session {
+    /// Logs `end` and queues what each side needs to know.
+    pub(crate) fn finish(&mut self, end: End) -> Closing {
+        let client_id = format!("{:?}", self.client_id);
+        let events = self.config.events.clone();
+        let peer = self.peer.clone();
+        match end {
+            End::ClientDisconnected => {
+                events.info(
+                    "MQTT_SESSION_ENDED",
+                    format!("client {peer} id {client_id} disconnected"),
+                );
+                Closing::FlushAll
+            }
+            End::ClientLost(why) => {
+                events.info(
+                    "MQTT_SESSION_ENDED",
+                    format!("client {peer} id {client_id} lost: {why}; upstreams closed abruptly so wills fire"),
+                );
+                Closing::Abort
+            }
+            End::Refuse(reason, why) => {
+                events.warn(
+                    "MQTT_SESSION_REFUSED",
+                    format!(
+                        "client {peer} id {client_id}: {why}; DISCONNECT 0x{:02X}",
+                        reason as u8
+                    ),
+                );
+                self.disconnect_client(reason, why)
+            }
+            End::UpstreamLost(index, why) => {
+                let name = self.upstreams[index].name.clone();
+                events.warn(
+                    "MQTT_UPSTREAM_LOST",
+                    format!("client {peer} id {client_id}: upstream {name} {why}"),
+                );
+                self.disconnect_client(
+                    DisconnectReasonCode::UnspecifiedError,
+                    format!("upstream {name} unavailable"),
+                )
+            }
+            End::UpstreamDisconnected(index, disconnect) => {
+                let name = self.upstreams[index].name.clone();
+                events.info(
+                    "MQTT_UPSTREAM_DISCONNECTED",
+                    format!(
+                        "client {peer} id {client_id}: upstream {name} sent DISCONNECT 0x{:02X}",
+                        disconnect.reason_code as u8
+                    ),
+                );
+                if self.version == Version::V5 {
+                    self.send_client(&Packet::Disconnect(disconnect));
+                }
+                Closing::CloseClient
+            }
+            End::TakenOver => {
+                events.info(
+                    "MQTT_SESSION_TAKEN_OVER",
+                    format!(
+                        "client {peer} id {client_id}: a newer connection took the session over"
+                    ),
+                );
+                self.disconnect_client(
+                    DisconnectReasonCode::SessionTakenOver,
+                    "session taken over".into(),
+                )
+            }
+            End::Expired => {
+                events.warn(
+                    "MQTT_SESSION_EXPIRED",
+                    format!("client {peer} id {client_id}: credentials expired; DISCONNECT 0xA0"),
+                );
+                if self.version == Version::V5 {
+                    codec::write_disconnect(
+                        codec::MAXIMUM_CONNECT_TIME,
+                        Some("credentials expired"),
+                        &mut self.client_out,
+                    );
+                }
+                Closing::CloseClient
+            }
+            End::Draining => {
+                for link in &mut self.upstreams {
+                    // The client did not choose to leave: its will is due.
+                    link.send(&Packet::Disconnect(disconnect(
+                        DisconnectReasonCode::DisconnectWithWillMessage,
+                        None,
+                    )));
+                }
+                self.disconnect_client(
+                    DisconnectReasonCode::ServerShuttingDown,
+                    "server shutting down".into(),
+                );
+                Closing::FlushUpstreamsThenCloseClient
+            }
+        }
+    }
+
+    /// Tells a v5 client why the session ends (3.1.1 has no server DISCONNECT).
+    fn disconnect_client(&mut self, reason: DisconnectReasonCode, why: String) -> Closing {
+        if self.version == Version::V5 {
+            self.send_client(&Packet::Disconnect(disconnect(reason, Some(why))));
+        }
+        Closing::CloseClient
+    }
+}

@@ -1,0 +1,385 @@
+//! Packets from the client: publishes checked, validated and routed to their
+//! upstream with a fresh packet id; acknowledgements of deliveries passed
+//! back to the upstream they came from; subscriptions split by route.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mqtt_bytes_v5::{
+    DisconnectReasonCode, Filter, Packet, PingResp, PubAck, PubComp, PubCompReason, PubRec,
+    PubRecReason, PubRel, Publish, QoS, Subscribe, SubscribeReasonCode, UnsubAckReason,
+    Unsubscribe,
+};
+
+use super::{packet_name, Session};
+use crate::options::{OnInvalid, Operation};
+use crate::session::acks::{refuse_publish, Codes, PendingAck, PublishRefusal};
+use crate::session::admit::TOPIC_ALIAS_MAXIMUM;
+use crate::session::end::End;
+use crate::topic;
+use crate::upstream::Origin;
+
+impl Session {
+    pub(super) fn on_client_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.client_publish(publish),
+            Packet::PubAck(ack) => {
+                if let Some((index, pkid)) = self.outbound.remove(ack.pkid) {
+                    self.delivering.remove(&(index, pkid));
+                    self.upstreams[index].send(&Packet::PubAck(PubAck { pkid, ..ack }));
+                    self.deliver_waiting();
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                if let Some(&(index, pkid)) = self.outbound.get(rec.pkid) {
+                    if rec.reason != PubRecReason::Success
+                        && rec.reason != PubRecReason::NoMatchingSubscribers
+                    {
+                        self.outbound.remove(rec.pkid);
+                        self.delivering.remove(&(index, pkid));
+                        self.deliver_waiting();
+                    }
+                    self.upstreams[index].send(&Packet::PubRec(PubRec { pkid, ..rec }));
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                if let Some((index, pkid)) = self.outbound.remove(comp.pkid) {
+                    self.delivering.remove(&(index, pkid));
+                    self.upstreams[index].send(&Packet::PubComp(PubComp { pkid, ..comp }));
+                    self.deliver_waiting();
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                match self.inbound.get(&rel.pkid) {
+                    Some(&(index, pkid)) => {
+                        self.upstreams[index].send(&Packet::PubRel(PubRel { pkid, ..rel }));
+                    }
+                    None => {
+                        self.send_client(&Packet::PubComp(PubComp {
+                            pkid: rel.pkid,
+                            reason: PubCompReason::PacketIdentifierNotFound,
+                            properties: None,
+                        }));
+                    }
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.client_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.client_unsubscribe(unsubscribe),
+            Packet::PingReq(_) => {
+                self.send_client(&Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(seconds) = disconnect
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
+                {
+                    self.session_expiry = match seconds {
+                        u32::MAX => None,
+                        seconds => Some(Duration::from_secs(u64::from(seconds))),
+                    };
+                }
+                for link in &mut self.upstreams {
+                    link.send(&Packet::Disconnect(disconnect.clone()));
+                }
+                Err(End::ClientDisconnected)
+            }
+            Packet::Connect(..) => Err(End::Refuse(
+                DisconnectReasonCode::ProtocolError,
+                "a second CONNECT".into(),
+            )),
+            other => Err(End::Refuse(
+                DisconnectReasonCode::ProtocolError,
+                format!("unexpected packet from a client: {}", packet_name(&other)),
+            )),
+        }
+    }
+
+    /// Resolves a topic alias the client uses toward the proxy.
+    fn resolve_alias(&mut self, publish: &mut Publish) -> Result<(), End> {
+        let Some(alias) = publish
+            .properties
+            .as_mut()
+            .and_then(|properties| properties.topic_alias.take())
+        else {
+            return Ok(());
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(End::Refuse(
+                DisconnectReasonCode::TopicAliasInvalid,
+                format!("topic alias {alias} outside 1..={TOPIC_ALIAS_MAXIMUM}"),
+            ));
+        }
+        if publish.topic.is_empty() {
+            match self.aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::ProtocolError,
+                        format!("topic alias {alias} was never set"),
+                    ))
+                }
+            }
+        } else {
+            self.aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    fn client_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        self.resolve_alias(&mut publish)?;
+        if publish.qos > self.limits.maximum_qos {
+            return Err(End::Refuse(
+                DisconnectReasonCode::QoSNotSupported,
+                format!(
+                    "QoS {:?} above the maximum {:?}",
+                    publish.qos, self.limits.maximum_qos
+                ),
+            ));
+        }
+        if publish.retain && !self.limits.retain_available {
+            return Err(End::Refuse(
+                DisconnectReasonCode::RetainNotSupported,
+                "retain is not available".into(),
+            ));
+        }
+        let utf8_declared = publish
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.payload_format_indicator == Some(1));
+        if utf8_declared && std::str::from_utf8(&publish.payload).is_err() {
+            return Err(End::Refuse(
+                DisconnectReasonCode::PayloadFormatInvalid,
+                format!("payload on {:?} declared UTF-8 is not UTF-8", publish.topic),
+            ));
+        }
+        if let Some(refused) = self.validate(&publish) {
+            return refused;
+        }
+        let Some(index) = self.router.route(Operation::Publish(&publish.topic)) else {
+            if self.router.could_route(Operation::Publish(&publish.topic)) {
+                self.config.events.warn(
+                    "MQTT_PUBLISH_REJECTED",
+                    format!(
+                        "client {} id {:?}: publish to {:?} is not authorized",
+                        self.peer, self.client_id, publish.topic
+                    ),
+                );
+                self.refuse_publish(&publish, PublishRefusal::NotAuthorized);
+                return Ok(());
+            }
+            return Err(End::Refuse(
+                DisconnectReasonCode::ImplementationSpecificError,
+                format!("no route for publish to {:?}", publish.topic),
+            ));
+        };
+        if publish.qos != QoS::AtMostOnce {
+            if let Some(&(mapped, upstream_pkid)) = self.inbound.get(&publish.pkid) {
+                // A retransmission (after a reconnect, the only time MQTT
+                // allows one): it goes again to where the first copy went,
+                // with the same packet id, so the broker can recognise it.
+                if publish.dup {
+                    publish.pkid = upstream_pkid;
+                    self.upstreams[mapped].send(&Packet::Publish(publish));
+                    return Ok(());
+                }
+                return Err(End::Refuse(
+                    DisconnectReasonCode::ProtocolError,
+                    format!("packet id {} reused while in flight", publish.pkid),
+                ));
+            }
+            if self.inbound.len() >= self.limits.server_receive_maximum {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    format!(
+                        "more than {} QoS 1/2 publishes in flight",
+                        self.limits.server_receive_maximum
+                    ),
+                ));
+            }
+            let client_pkid = publish.pkid;
+            let Some(pkid) = self.upstreams[index]
+                .ids
+                .allocate(Origin::Publish(client_pkid))
+            else {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::QuotaExceeded,
+                    "no packet id free".into(),
+                ));
+            };
+            self.inbound.insert(client_pkid, (index, pkid));
+            publish.pkid = pkid;
+        }
+        let (qos, upstream_pkid) = (publish.qos, publish.pkid);
+        let link = &mut self.upstreams[index];
+        if !link.send_bounded(&Packet::Publish(publish)) {
+            // Larger than this broker accepts (after alias expansion or 3.1.1
+            // translation): refuse this publish rather than lose the session.
+            let name = link.name.clone();
+            if let Some(client_pkid) = link.take_publish(upstream_pkid) {
+                self.inbound.remove(&client_pkid);
+                if let Some(refused) =
+                    refuse_publish(qos, client_pkid, PublishRefusal::QuotaExceeded)
+                {
+                    self.send_client(&refused);
+                }
+            }
+            self.config.events.warn(
+                "MQTT_PUBLISH_REJECTED",
+                format!(
+                    "client {} id {:?}: publish larger than upstream {name} accepts",
+                    self.peer, self.client_id
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Answers a publish the proxy refuses itself (nothing for QoS 0).
+    fn refuse_publish(&mut self, publish: &Publish, refusal: PublishRefusal) {
+        if let Some(refused) = refuse_publish(publish.qos, publish.pkid, refusal) {
+            self.send_client(&refused);
+        }
+    }
+
+    /// Checks a publish against the first `topics` entry its topic matches;
+    /// `Some` when it is refused (and answered) or ends the session.
+    fn validate(&mut self, publish: &Publish) -> Option<Result<(), End>> {
+        if self.config.topics.is_empty() {
+            return None;
+        }
+        let config = self.config.clone();
+        let topic = config
+            .topics
+            .iter()
+            .find(|t| topic::matches(&t.filter, &publish.topic))?;
+        let failure = topic.failure(publish)?;
+        let why = format!("publish to {:?} {failure}", publish.topic);
+        self.config.events.warn(
+            "MQTT_VALIDATION_FAILED",
+            format!("client {} id {:?}: {why}", self.peer, self.client_id),
+        );
+        Some(match topic.on_invalid {
+            OnInvalid::Disconnect => {
+                Err(End::Refuse(DisconnectReasonCode::PayloadFormatInvalid, why))
+            }
+            OnInvalid::Reject => {
+                self.refuse_publish(publish, PublishRefusal::PayloadFormatInvalid);
+                Ok(())
+            }
+        })
+    }
+
+    fn client_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
+        let mut codes = vec![None; subscribe.filters.len()];
+        let mut groups: BTreeMap<usize, Vec<(usize, Filter)>> = BTreeMap::new();
+        for (position, filter) in subscribe.filters.into_iter().enumerate() {
+            if !topic::is_valid_filter(&filter.path) {
+                codes[position] = Some(SubscribeReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            match self.router.route(Operation::Subscribe(&filter.path)) {
+                Some(index) => groups.entry(index).or_default().push((position, filter)),
+                None if self.router.could_route(Operation::Subscribe(&filter.path)) => {
+                    self.config.events.warn(
+                        "MQTT_SUBSCRIBE_REJECTED",
+                        format!(
+                            "client {} id {:?}: subscription to {:?} is not authorized",
+                            self.peer, self.client_id, filter.path
+                        ),
+                    );
+                    codes[position] = Some(SubscribeReasonCode::NotAuthorized);
+                }
+                None => {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::ImplementationSpecificError,
+                        format!("no route for subscription to {:?}", filter.path),
+                    ))
+                }
+            }
+        }
+        let properties = subscribe.properties;
+        self.fan_out(
+            subscribe.pkid,
+            PendingAck::new(Codes::Subscribe(codes)),
+            groups,
+            Origin::Subscribe,
+            |pkid, filters| {
+                Packet::Subscribe(Subscribe {
+                    pkid,
+                    filters,
+                    properties: properties.clone(),
+                })
+            },
+        )
+    }
+
+    fn client_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
+        let mut codes = vec![None; unsubscribe.filters.len()];
+        let mut groups: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
+        for (position, filter) in unsubscribe.filters.into_iter().enumerate() {
+            match self.router.route(Operation::Subscribe(&filter)) {
+                Some(index) => groups.entry(index).or_default().push((position, filter)),
+                // Nothing could have been subscribed there.
+                None => codes[position] = Some(UnsubAckReason::NoSubscriptionExisted),
+            }
+        }
+        let properties = unsubscribe.properties;
+        self.fan_out(
+            unsubscribe.pkid,
+            PendingAck::new(Codes::Unsubscribe(codes)),
+            groups,
+            Origin::Unsubscribe,
+            |pkid, filters| {
+                Packet::Unsubscribe(Unsubscribe {
+                    pkid,
+                    filters,
+                    properties: properties.clone(),
+                })
+            },
+        )
+    }
+
+    /// Sends each upstream its share of a client SUBSCRIBE or UNSUBSCRIBE
+    /// (`groups`: upstream index -> (position in the client's list, filter)),
+    /// and records what the client's acknowledgement waits for.
+    fn fan_out<F>(
+        &mut self,
+        client_pkid: u16,
+        mut pending: PendingAck,
+        groups: BTreeMap<usize, Vec<(usize, F)>>,
+        origin: fn(u16) -> Origin,
+        packet: impl Fn(u16, Vec<F>) -> Packet,
+    ) -> Result<(), End> {
+        for (index, filters) in groups {
+            let Some(pkid) = self.upstreams[index].ids.allocate(origin(client_pkid)) else {
+                return Err(End::Refuse(
+                    DisconnectReasonCode::QuotaExceeded,
+                    "no packet id free".into(),
+                ));
+            };
+            let (positions, filters): (Vec<usize>, Vec<F>) = filters.into_iter().unzip();
+            pending.wait_for(index, pkid, positions);
+            self.upstreams[index].send(&packet(pkid, filters));
+        }
+        self.pending_acks.insert(client_pkid, pending);
+        self.complete_ack(client_pkid);
+        Ok(())
+    }
+
+    /// Sends the client its SUBACK/UNSUBACK once every upstream answered.
+    pub(super) fn complete_ack(&mut self, pkid: u16) {
+        let done = self
+            .pending_acks
+            .get(&pkid)
+            .is_some_and(PendingAck::is_complete);
+        if let Some(pending) = done.then(|| self.pending_acks.remove(&pkid)).flatten() {
+            self.send_client(&pending.into_packet(pkid));
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Packets from an upstream: acknowledgements of the client's publishes and
+//! subscriptions mapped back to the client's packet ids, and messages for
+//! the client delivered within its receive maximum.
+
+use mqtt_bytes_v5::{
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, Publish,
+    QoS,
+};
+
+use super::{packet_name, Session};
+use crate::session::acks::{Answers, UpstreamAck};
+use crate::session::end::End;
+use crate::upstream::Origin;
+
+impl Session {
+    pub(super) fn on_upstream_packet(&mut self, index: usize, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.upstream_publish(index, publish),
+            Packet::PubAck(ack) => {
+                if let Some(client_pkid) = self.upstreams[index].take_publish(ack.pkid) {
+                    self.inbound.remove(&client_pkid);
+                    self.send_client(&Packet::PubAck(PubAck {
+                        pkid: client_pkid,
+                        ..ack
+                    }));
+                }
+            }
+            Packet::PubRec(rec) => {
+                let link = &mut self.upstreams[index];
+                if let Some(&Origin::Publish(client_pkid)) = link.ids.get(rec.pkid) {
+                    let failed = !matches!(
+                        rec.reason,
+                        PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                    );
+                    if failed {
+                        link.ids.remove(rec.pkid);
+                        self.inbound.remove(&client_pkid);
+                    }
+                    self.send_client(&Packet::PubRec(PubRec {
+                        pkid: client_pkid,
+                        ..rec
+                    }));
+                }
+            }
+            Packet::PubComp(comp) => {
+                if let Some(client_pkid) = self.upstreams[index].take_publish(comp.pkid) {
+                    self.inbound.remove(&client_pkid);
+                    self.send_client(&Packet::PubComp(PubComp {
+                        pkid: client_pkid,
+                        ..comp
+                    }));
+                }
+            }
+            Packet::PubRel(rel) => match self.delivering.get(&(index, rel.pkid)) {
+                Some(&client_pkid) => {
+                    self.send_client(&Packet::PubRel(PubRel {
+                        pkid: client_pkid,
+                        ..rel
+                    }));
+                }
+                None => self.upstreams[index].send(&Packet::PubComp(PubComp {
+                    pkid: rel.pkid,
+                    reason: PubCompReason::PacketIdentifierNotFound,
+                    properties: None,
+                })),
+            },
+            Packet::SubAck(ack) => {
+                let (reason_string, user_properties) = ack
+                    .properties
+                    .map(|p| (p.reason_string, p.user_properties))
+                    .unwrap_or_default();
+                let answer = UpstreamAck {
+                    codes: Answers::Subscribe(ack.return_codes),
+                    reason_string,
+                    user_properties,
+                };
+                self.upstream_ack(index, ack.pkid, answer);
+            }
+            Packet::UnsubAck(ack) => {
+                let (reason_string, user_properties) = ack
+                    .properties
+                    .map(|p| (p.reason_string, p.user_properties))
+                    .unwrap_or_default();
+                let answer = UpstreamAck {
+                    codes: Answers::Unsubscribe(ack.reasons),
+                    reason_string,
+                    user_properties,
+                };
+                self.upstream_ack(index, ack.pkid, answer);
+            }
+            Packet::PingResp(_) => self.upstreams[index].pong(),
+            Packet::Disconnect(disconnect) => {
+                return Err(End::UpstreamDisconnected(index, disconnect))
+            }
+            other => {
+                return Err(End::UpstreamLost(
+                    index,
+                    format!("unexpected packet from the broker: {}", packet_name(&other)),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes upstream `index`'s SUBACK or UNSUBACK for our request `pkid`
+    /// into the client's pending acknowledgement. An acknowledgement of the
+    /// wrong kind leaves the request pending.
+    fn upstream_ack(&mut self, index: usize, pkid: u16, answer: UpstreamAck) {
+        let subscribe = matches!(answer.codes, Answers::Subscribe(_));
+        let taken = self.upstreams[index]
+            .ids
+            .take_if(pkid, |origin| match origin {
+                Origin::Subscribe(p) if subscribe => Some(*p),
+                Origin::Unsubscribe(p) if !subscribe => Some(*p),
+                _ => None,
+            });
+        let Some(client_pkid) = taken else {
+            return;
+        };
+        if let Some(pending) = self.pending_acks.get_mut(&client_pkid) {
+            pending.answer(index, pkid, answer);
+        }
+        self.complete_ack(client_pkid);
+    }
+
+    fn upstream_publish(&mut self, index: usize, mut publish: Publish) {
+        if publish.qos == QoS::AtMostOnce {
+            self.send_client(&Packet::Publish(publish));
+            return;
+        }
+        if let Some(&client_pkid) = self.delivering.get(&(index, publish.pkid)) {
+            // The broker resends what the client had not acknowledged when the
+            // session resumed: the client gets it again under its own id.
+            publish.pkid = client_pkid;
+            publish.dup = true;
+            self.send_client(&Packet::Publish(publish));
+            return;
+        }
+        self.waiting.push_back((index, publish));
+        self.deliver_waiting();
+    }
+
+    /// Sends waiting messages while the client's receive maximum allows.
+    pub(super) fn deliver_waiting(&mut self) {
+        while self.outbound.len() < self.limits.client_receive_maximum {
+            let Some((index, mut publish)) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(client_pkid) = self.outbound.next_free() else {
+                self.waiting.push_front((index, publish));
+                return;
+            };
+            let upstream_pkid = publish.pkid;
+            publish.pkid = client_pkid;
+            let qos = publish.qos;
+            if self.send_client(&Packet::Publish(publish)) {
+                self.outbound.insert(client_pkid, (index, upstream_pkid));
+                self.delivering.insert((index, upstream_pkid), client_pkid);
+            } else {
+                // Larger than the client accepts: MQTT says drop it; the broker
+                // is told it was handled so it does not resend forever.
+                let link = &mut self.upstreams[index];
+                match qos {
+                    QoS::AtLeastOnce => link.send(&Packet::PubAck(PubAck {
+                        pkid: upstream_pkid,
+                        reason: PubAckReason::Success,
+                        properties: None,
+                    })),
+                    _ => link.send(&Packet::PubRec(PubRec {
+                        pkid: upstream_pkid,
+                        reason: PubRecReason::UnspecifiedError,
+                        properties: None,
+                    })),
+                }
+            }
+        }
+    }
+}

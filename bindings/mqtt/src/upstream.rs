@@ -1,0 +1,144 @@
+//! One upstream session as the server's session sees it, without its socket:
+//! the broker's limits from its CONNACK, the packet ids of the proxy's
+//! requests on it, its keep-alive, and the bytes queued for it.
+//!
+//! The mqtt client binding opens the session ([`crate::port::Upstream`]); the
+//! session driver keeps the socket and hands the rest to this link.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqtt_bytes_v5::{ConnAck, Packet};
+
+use crate::codec::{self, Version};
+use crate::packet_ids::PacketIds;
+
+/// What an upstream packet id stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client publish with this client packet id.
+    Publish(u16),
+    /// A client SUBSCRIBE with this client packet id.
+    Subscribe(u16),
+    /// A client UNSUBSCRIBE with this client packet id.
+    Unsubscribe(u16),
+}
+
+/// Whether a ping is due, or the broker failed to answer the last one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KeepAlive {
+    /// Nothing to do yet.
+    Fine,
+    /// A PINGREQ was queued.
+    Pinged,
+    /// No PINGRESP arrived within the keep-alive.
+    Lost(Duration),
+}
+
+/// One upstream session's state.
+#[derive(Debug)]
+pub(crate) struct UpstreamLink {
+    /// The exit it was opened through.
+    pub(crate) name: Arc<str>,
+    /// The broker's CONNACK.
+    pub(crate) connack: ConnAck,
+    pub(crate) version: Version,
+    /// The largest packet the broker accepts.
+    pub(crate) maximum_packet_size: usize,
+    /// The proxy's packet ids in use on this upstream.
+    pub(crate) ids: PacketIds<Origin>,
+    /// Encoded packets waiting to be written to the broker.
+    pub(crate) out: BytesMut,
+    keep_alive: Option<Duration>,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl UpstreamLink {
+    /// A link for a session the broker just accepted with `connack`;
+    /// `keep_alive` in seconds (0: none).
+    pub(crate) fn new(
+        name: Arc<str>,
+        connack: ConnAck,
+        keep_alive: u16,
+        version: Version,
+        now: Instant,
+    ) -> Self {
+        Self {
+            name,
+            maximum_packet_size: connack
+                .properties
+                .as_ref()
+                .and_then(|p| p.max_packet_size)
+                .map_or(usize::MAX, |m| m as usize),
+            connack,
+            version,
+            ids: PacketIds::default(),
+            out: BytesMut::new(),
+            keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
+            last_sent: now,
+            ping_sent: None,
+        }
+    }
+
+    /// Queues `packet`; packets built by the proxy always encode.
+    pub(crate) fn send(&mut self, packet: &Packet) {
+        let _ = codec::write(packet, self.version, &mut self.out);
+    }
+
+    /// Queues `packet` unless it exceeds the broker's maximum packet size.
+    pub(crate) fn send_bounded(&mut self, packet: &Packet) -> bool {
+        let start = self.out.len();
+        let _ = codec::write(packet, self.version, &mut self.out);
+        if self.out.len() - start > self.maximum_packet_size {
+            self.out.truncate(start);
+            return false;
+        }
+        true
+    }
+
+    /// Ends the flow of our publish `pkid`, returning the client's packet id;
+    /// an id that stands for something else is left alone.
+    pub(crate) fn take_publish(&mut self, pkid: u16) -> Option<u16> {
+        self.ids.take_if(pkid, |origin| match origin {
+            Origin::Publish(client_pkid) => Some(*client_pkid),
+            _ => None,
+        })
+    }
+
+    /// The queued bytes were written at `now`: the keep-alive restarts.
+    pub(crate) fn sent(&mut self, now: Instant) {
+        self.last_sent = now;
+    }
+
+    /// A PINGRESP arrived.
+    pub(crate) fn pong(&mut self) {
+        self.ping_sent = None;
+    }
+
+    /// When the next ping is due, or the last one times out.
+    pub(crate) fn ping_due(&self) -> Option<Instant> {
+        let keep_alive = self.keep_alive?;
+        Some(match self.ping_sent {
+            Some(sent) => sent + keep_alive,
+            None => self.last_sent + keep_alive,
+        })
+    }
+
+    /// Pings the broker when it is time, and notices an unanswered ping.
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> KeepAlive {
+        let (Some(keep_alive), Some(due)) = (self.keep_alive, self.ping_due()) else {
+            return KeepAlive::Fine;
+        };
+        if now < due {
+            return KeepAlive::Fine;
+        }
+        if self.ping_sent.is_some() {
+            return KeepAlive::Lost(keep_alive);
+        }
+        self.ping_sent = Some(now);
+        self.send(&Packet::PingReq(mqtt_bytes_v5::PingReq));
+        KeepAlive::Pinged
+    }
+}
