@@ -1,6 +1,11 @@
 //! The MQTT proxy generated from AsyncAPI: the example runs as-is, the same
 //! document in 2.6 behaves the same, and bad documents fail at startup with
-//! messages that point into them.
+//! messages that point into them. Choosing servers (URLs, names) is in
+//! `asyncapi/servers.rs`.
+
+// The crate root is this file, so the submodule's path is given outright.
+#[path = "asyncapi/servers.rs"]
+mod servers;
 
 use std::path::{Path, PathBuf};
 

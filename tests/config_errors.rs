@@ -23,7 +23,7 @@ fn assert_reports(yaml: &str, expected: &[&str]) {
 fn unknown_top_level_key() {
     assert_reports(
         "name: t\nbinding: {}\n",
-        &["line 2: binding: unknown top-level key `binding`, expected one of `name`, `vaults`, `guards`, `catalogs`, `bindings`, `telemetry`"],
+        &["line 2: binding: unknown top-level key `binding`, expected one of `name`, `vaults`, `guards`, `catalogs`, `stores`, `bindings`, `telemetry`"],
     );
 }
 
@@ -213,5 +213,121 @@ fn unknown_engine_property_is_rejected() {
     assert!(
         errors.mentions("-P zilla.engine.shutdown.grase: unknown engine property; known engine properties: `zilla.engine.shutdown.grace`"),
         "{errors}"
+    );
+}
+
+#[test]
+fn a_store_that_is_not_declared_is_named_where_it_is_used() {
+    assert_reports(
+        "name: t
+stores:
+  memory0:
+    type: memory
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: { port: 0 }
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      store: memroy0
+    exit: north_mqtt_client
+  north_mqtt_client:
+    type: mqtt
+    kind: client
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options: { host: 127.0.0.1, port: 1883 }
+",
+        &["line 15: bindings.north_mqtt_server.options.store: no store named `memroy0` in `stores`"],
+    );
+}
+
+#[test]
+fn unknown_store_type_lists_the_registered_ones() {
+    assert_reports(
+        "name: t
+stores:
+  memory0:
+    type: memroy
+  memory1:
+    type: memory
+    options:
+      size: 10
+",
+        &[
+            "line 4: stores.memory0.type: unknown store type `memroy`; registered store types: `memory`",
+            "line 7: stores.memory1.options: this type takes no options",
+        ],
+    );
+}
+
+#[test]
+fn unknown_store_keys_are_refused() {
+    assert_reports(
+        "name: t\nstores:\n  memory0:\n    type: memory\n    optoins: {}\n",
+        &["line 5: stores.memory0.optoins: unknown field `optoins`, expected `type` or `options`"],
+    );
+}
+
+/// An AsyncAPI document with one mqtt server, held in an inline catalog.
+const INLINE_ASYNCAPI: &str = "
+catalogs:
+  specs:
+    type: inline
+    options:
+      subjects:
+        lights:
+          schema: |
+            asyncapi: 3.0.0
+            info: { title: Lights, version: 1.0.0 }
+            servers:
+              plain: { host: 'localhost:7183', protocol: mqtt }
+              secure: { host: 'localhost:7883', protocol: mqtts }
+            channels:
+              lights: { address: lights/+ }
+            operations:
+              sendLights: { action: send, channel: { $ref: '#/channels/lights' } }
+";
+
+#[test]
+fn a_server_url_that_matches_no_document_server_names_both() {
+    let yaml = format!(
+        "name: t{INLINE_ASYNCAPI}bindings:
+  api_server:
+    type: asyncapi
+    kind: server
+    options:
+      specs:
+        lights_api:
+          servers:
+            - mqtt://localhost:7883
+          catalog:
+            specs: {{ subject: lights }}
+    exit: api_client
+  api_client:
+    type: asyncapi
+    kind: client
+    options:
+      specs:
+        lights_api:
+          servers:
+            - mqtt://127.0.0.1:1883
+          store: nowhere
+          catalog:
+            specs: {{ subject: lights }}
+"
+    );
+    assert_reports(
+        &yaml,
+        &[
+            "line 26: bindings.api_server.options.specs.lights_api.servers[0]: `mqtt://localhost:7883` matches no server of the document (by protocol and host:port); its mqtt servers: `plain` (mqtt://localhost:7183), `secure` (mqtts://localhost:7883)",
+            "line 38: bindings.api_client.options.specs.lights_api.store: no store named `nowhere` in `stores`",
+        ],
     );
 }

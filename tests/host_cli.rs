@@ -42,6 +42,7 @@ fn registry_lists_every_first_party_plugin() {
             "guard" => registered.guards.contains(&name),
             "vault" => registered.vaults.contains(&name),
             "catalog" => registered.catalogs.contains(&name),
+            "store" => registered.stores.contains(&name),
             "model" => registered.models.contains(&name),
             "exporter" => registered.exporters.contains(&name),
             other => panic!("unknown plugin family {other}"),
@@ -66,6 +67,7 @@ fn version_prints_the_plugin_types() {
         "{stdout}"
     );
     assert!(stdout.contains("exporters: stdout"), "{stdout}");
+    assert!(stdout.contains("stores: memory"), "{stdout}");
 }
 
 #[test]
@@ -272,6 +274,7 @@ fn print_generated_shows_what_an_asyncapi_document_became() {
         "mqtt_proxy_client:\n    type: mqtt\n    kind: client",
         "mqtt_proxy_client_tcp:\n    type: tcp",
         "mqtt_proxy_server_schemas:\n    type: inline",
+        "mqtt_proxy_server_store:\n    type: memory",
     ] {
         assert!(
             stdout.contains(expected),

@@ -1,7 +1,7 @@
 //! The contexts plugins are built with, and the state every build shares.
 //!
 //! A factory in the [registry](crate::registry) receives a [`PluginContext`]
-//! (guards, vaults, catalogs, models, exporters) or a [`BindingContext`]
+//! (guards, vaults, catalogs, stores, models, exporters) or a [`BindingContext`]
 //! (bindings, generators). They live apart from the registry so that this
 //! module depends on no factory: the registry imports the contexts, never the
 //! other way round.
@@ -21,6 +21,7 @@ use crate::guard::Guard;
 use crate::port::{Port, Ports};
 use crate::route::{Exit, GuardRequirement, Route, Routes};
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::telemetry::Events;
 use crate::vault::Vault;
 use crate::BuildError;
@@ -37,6 +38,7 @@ pub(crate) struct BuildState {
     pub(crate) vaults: HashMap<String, Arc<dyn Vault>>,
     pub(crate) guards: HashMap<String, Arc<dyn Guard>>,
     pub(crate) catalogs: HashMap<String, Arc<dyn Catalog>>,
+    pub(crate) stores: HashMap<String, Arc<dyn Store>>,
     /// Entries that failed to build; whoever refers to them stays quiet,
     /// since the root cause is already reported.
     pub(crate) failed: HashSet<String>,
@@ -53,7 +55,7 @@ impl BuildState {
     }
 }
 
-/// What a guard, vault, catalog, model or exporter is built with.
+/// What a guard, vault, catalog, store, model or exporter is built with.
 pub struct PluginContext<'a> {
     name: &'a str,
     path: String,
@@ -198,6 +200,12 @@ impl<'a> PluginContext<'a> {
     pub fn catalog(&mut self, name: &str, relative: &str) -> Result<Arc<dyn Catalog>, BuildError> {
         let found = self.state.catalogs.get(name).cloned();
         self.named(found, name, "catalog", relative)
+    }
+
+    /// The store named `name`, or a recorded error at `relative`.
+    pub fn store(&mut self, name: &str, relative: &str) -> Result<Arc<dyn Store>, BuildError> {
+        let found = self.state.stores.get(name).cloned();
+        self.named(found, name, "store", relative)
     }
 
     fn named<T: ?Sized>(

@@ -1,8 +1,8 @@
 //! Building an engine from a configuration, and running it.
 //!
-//! Vaults, guards, catalogs and exporters are built first, then bindings in
-//! dependency order (a binding's exits before the binding), so that each binding
-//! can ask for its exits as the ports it needs. Every problem is collected and
+//! Vaults, guards, catalogs, stores and exporters are built first, then
+//! bindings in dependency order (a binding's exits before the binding), so that
+//! each binding can ask for its exits as the ports it needs. Every problem is collected and
 //! reported together.
 
 use std::collections::{HashMap, HashSet};
@@ -25,9 +25,10 @@ use crate::context::{BindingContext, BuildState, BuiltBinding, PluginContext};
 use crate::guard::Guard;
 use crate::registry::{
     lookup, BindingFactory, CatalogFactory, ExporterFactory, GeneratorFactory, GuardFactory,
-    VaultFactory,
+    StoreFactory, VaultFactory,
 };
 use crate::shutdown::{Drained, Shutdown};
+use crate::store::Store;
 use crate::telemetry::{self, ActiveGuard, Events, Exporter};
 use crate::vault::Vault;
 
@@ -330,6 +331,7 @@ fn build_engine(
         vaults: HashMap::new(),
         guards: HashMap::new(),
         catalogs: HashMap::new(),
+        stores: HashMap::new(),
         failed: unbuildable,
     };
 
@@ -375,6 +377,9 @@ fn build_engine(
     );
     let started_catalogs: Vec<Arc<dyn Catalog>> = catalogs.iter().map(|(_, c)| c.clone()).collect();
     state.catalogs = catalogs.into_iter().collect();
+    state.stores = build_stores(&config.stores, &mut state)
+        .into_iter()
+        .collect();
 
     // Generators (e.g. asyncapi) replace their entries with ordinary ones. A
     // generator that failed leaves nothing sound to build on: report now.
@@ -399,6 +404,16 @@ fn build_engine(
     let mut started_catalogs = started_catalogs;
     started_catalogs.extend(generated_catalogs.iter().map(|(_, c)| c.clone()));
     state.catalogs.extend(generated_catalogs);
+    let generated_stores = build_stores(
+        &config
+            .stores
+            .iter()
+            .filter(|(name, _)| !state.stores.contains_key(*name))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect(),
+        &mut state,
+    );
+    state.stores.extend(generated_stores);
 
     let order = binding_order(&config.bindings, &mut state);
     let mut built: HashMap<String, BuiltBinding> = HashMap::new();
@@ -445,9 +460,10 @@ fn build_engine(
 fn entry_of(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '.');
     match (parts.next(), parts.next()) {
-        (Some(section @ ("vaults" | "guards" | "catalogs" | "bindings")), Some(name)) => {
-            Some(format!("{section}.{name}"))
-        }
+        (
+            Some(section @ ("vaults" | "guards" | "catalogs" | "stores" | "bindings")),
+            Some(name),
+        ) => Some(format!("{section}.{name}")),
         (Some("telemetry"), _) => {
             let mut parts = path.splitn(4, '.');
             parts.next();
@@ -519,6 +535,9 @@ fn generate(mut config: ZillaConfig, state: &mut BuildState) -> ZillaConfig {
         for (catalog_name, catalog) in generated.catalogs {
             config.catalogs.entry(catalog_name).or_insert(catalog);
         }
+        for (store_name, store) in generated.stores {
+            config.stores.entry(store_name).or_insert(store);
+        }
     }
     config
 }
@@ -550,6 +569,21 @@ fn check_properties(properties: &[(String, String)], errors: &mut Vec<ConfigErro
         }
     }
     grace
+}
+
+/// Builds the `stores` entries (or those a generator added).
+fn build_stores(
+    entries: &IndexMap<String, PluginConfig>,
+    state: &mut BuildState,
+) -> Vec<(String, Arc<dyn Store>)> {
+    build_plugins::<StoreFactory, dyn Store>(
+        entries,
+        "stores",
+        "store",
+        state,
+        |f| f.type_name,
+        |f, cx| (f.build)(cx),
+    )
 }
 
 /// Builds every entry of one plugin section, recording failures.

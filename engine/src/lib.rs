@@ -1,5 +1,5 @@
 //! `zilla-engine`: runs `zilla.yaml` configurations made of pluggable bindings,
-//! guards, vaults, catalogs and models.
+//! guards, vaults, catalogs, stores and models.
 //!
 //! The engine knows no protocol. It reads the configuration envelope, finds the
 //! plugin registered for each `type`, builds the pipeline in dependency order
@@ -64,7 +64,7 @@
 //! # Extending
 //!
 //! A third-party crate implements [`Binding`] (or [`Guard`], [`Vault`],
-//! [`Catalog`], [`Model`]) and registers a factory with
+//! [`Catalog`], [`Model`], [`Store`]) and registers a factory with
 //! [`register_binding!`] (or its siblings); see `docs/writing-a-binding.md`.
 
 #![forbid(unsafe_code)]
@@ -80,6 +80,7 @@ pub mod port;
 pub mod registry;
 pub mod route;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod vault;
 
@@ -97,10 +98,11 @@ pub use port::{
 };
 pub use registry::{
     registered, BindingFactory, CatalogFactory, ExporterFactory, Generated, GeneratorFactory,
-    GuardFactory, ModelFactory, Registered, VaultFactory,
+    GuardFactory, ModelFactory, Registered, StoreFactory, VaultFactory,
 };
 pub use route::{Exit, Resolved, Route, Routes};
 pub use shutdown::{Drained, Shutdown};
+pub use store::{SharedState, Store};
 pub use telemetry::{EventLayer, Events, Exporter};
 pub use vault::{KeyEntry, Vault, VaultError};
 

@@ -16,6 +16,7 @@ use crate::catalog::Catalog;
 use crate::config::{quoted_list, BindingConfig, Kind};
 use crate::guard::Guard;
 use crate::model::Model;
+use crate::store::Store;
 use crate::telemetry::{Exporter, StdoutExporter};
 use crate::vault::Vault;
 use crate::BuildError;
@@ -60,6 +61,15 @@ pub struct CatalogFactory {
     pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Catalog>, BuildError>,
 }
 
+/// Builds stores of one `type`.
+#[derive(Debug)]
+pub struct StoreFactory {
+    /// The `type` in `zilla.yaml`.
+    pub type_name: &'static str,
+    /// Builds one store from its options.
+    pub build: fn(&mut PluginContext<'_>) -> Result<Arc<dyn Store>, BuildError>,
+}
+
 /// Builds models of one `model` name (`json`, `avro`, ...) from a model reference.
 #[derive(Debug)]
 pub struct ModelFactory {
@@ -97,6 +107,9 @@ pub struct GeneratorFactory {
 pub struct Generated {
     /// Catalogs the generated bindings use (e.g. inline schemas).
     pub catalogs: IndexMap<String, crate::config::PluginConfig>,
+    /// Stores the generated bindings use (e.g. the memory store an asyncapi
+    /// server's mqtt server keeps its sessions in).
+    pub stores: IndexMap<String, crate::config::PluginConfig>,
     /// The bindings, the entry point first (named like the generating
     /// entry). Empty when the entry is absorbed by another generator (an
     /// asyncapi proxy, realised in the routes of the server in front of it).
@@ -108,6 +121,7 @@ inventory::collect!(GeneratorFactory);
 inventory::collect!(GuardFactory);
 inventory::collect!(VaultFactory);
 inventory::collect!(CatalogFactory);
+inventory::collect!(StoreFactory);
 inventory::collect!(ModelFactory);
 inventory::collect!(ExporterFactory);
 
@@ -177,6 +191,14 @@ macro_rules! register_catalog {
     };
 }
 
+/// Registers a [`StoreFactory`].
+#[macro_export]
+macro_rules! register_store {
+    ($factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! { $factory }
+    };
+}
+
 /// Registers a [`ModelFactory`].
 #[macro_export]
 macro_rules! register_model {
@@ -204,6 +226,8 @@ pub struct Registered {
     pub vaults: Vec<&'static str>,
     /// Catalog types.
     pub catalogs: Vec<&'static str>,
+    /// Store types.
+    pub stores: Vec<&'static str>,
     /// Model names.
     pub models: Vec<&'static str>,
     /// Telemetry exporter types.
@@ -235,6 +259,7 @@ pub fn registered() -> Registered {
         guards: names::<GuardFactory>(|f| f.type_name),
         vaults: names::<VaultFactory>(|f| f.type_name),
         catalogs: names::<CatalogFactory>(|f| f.type_name),
+        stores: names::<StoreFactory>(|f| f.type_name),
         models: names::<ModelFactory>(|f| f.type_name),
         exporters: names::<ExporterFactory>(|f| f.type_name),
     }

@@ -5,17 +5,21 @@
 //! server whose topics are the document's channels (`{param}` levels become
 //! `+`), whose payloads are validated against each message's schema, and whose
 //! routes allow publishing where an operation sends and subscribing where one
-//! receives. Kind `client` becomes an mqtt client and a tcp client toward the
-//! document's server or `options.tcp`. Kind `proxy` routes operations of one
-//! document to the clients serving another's; it is realised as the routes of
-//! the asyncapi server in front of it. Security schemes map to guards. The
-//! generated bindings are ordinary bindings built by the engine (see them
-//! with `zilla start --print-generated`).
+//! receives; it listens on the ports of the `servers` URLs (or of the
+//! document's first server) and keeps its sessions in the spec's `store` or
+//! in a memory store generated for it. Kind `client` becomes an mqtt client
+//! and a tcp client toward its `servers` URL, the document's server, or
+//! `options.tcp`. Kind `proxy` routes operations of one document to the
+//! clients serving another's; it is realised as the routes of the asyncapi
+//! server in front of it. Security schemes map to guards. The generated
+//! bindings are ordinary bindings built by the engine (see them with
+//! `zilla start --print-generated`).
 
 #![forbid(unsafe_code)]
 
 mod routes;
 mod security;
+mod servers;
 pub mod spec;
 
 use indexmap::IndexMap;
@@ -28,6 +32,7 @@ use zilla_engine::{
 };
 
 use routes::OperationRoute;
+use servers::Selector;
 use spec::Spec;
 
 /// `options` of an asyncapi binding.
@@ -53,9 +58,19 @@ pub struct AsyncApiOptions {
 pub struct SpecOptions {
     /// Where the document is: `{<catalog>: {subject, version}}`.
     pub catalog: IndexMap<String, SpecSubject>,
-    /// Which of the document's servers to use (by name); the first mqtt one when absent.
+    /// Which servers: URLs (`mqtt://localhost:7183`; the server kind serves
+    /// the document servers with that protocol and host:port, on that port;
+    /// the client kind connects there) or names of the document's servers.
+    /// The document's first mqtt server when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
+    /// Names of the document's servers to use (Zilla's `names` selector).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// The store the generated mqtt server keeps session ownership in; a
+    /// memory store of its own when absent (as Zilla). Unused by the client kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Security scheme name (in `components.securitySchemes`) -> the guard
     /// that verifies it at CONNECT.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
@@ -140,34 +155,56 @@ fn yaml(value: serde_json::Value) -> Value {
     serde_yaml::to_value(value).unwrap_or(Value::Null)
 }
 
-fn pick_server<'a>(
+/// Applies `choose` to the label's `servers` and `names`, recording its
+/// error at the entry it is about.
+fn choose_servers<T>(
     cx: &mut PluginContext<'_>,
-    spec: &'a Spec,
-    wanted: &[String],
-) -> Result<&'a spec::Server, BuildError> {
-    let found = match wanted.first() {
-        Some(name) => spec.servers.iter().find(|s| &s.name == name),
-        None => spec.servers.first(),
-    };
-    found.ok_or_else(|| {
-        cx.error(
-            "options.specs",
-            format!("the document has no mqtt server named {wanted:?}"),
-        )
-    })
+    label: &str,
+    spec_options: &SpecOptions,
+    choose: impl FnOnce(&[Selector]) -> Result<T, servers::Located>,
+) -> Result<T, BuildError> {
+    servers::selectors(&spec_options.servers, &spec_options.names)
+        .and_then(|selectors| choose(&selectors))
+        .map_err(|(at, message)| cx.error(&format!("options.specs.{label}.{at}"), message))
 }
 
-fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
-    let options: AsyncApiOptions = cx.options()?;
-    let (label, spec, spec_options) = read_spec(cx, &options)?;
-    let server = pick_server(cx, &spec, &spec_options.servers)?.clone();
-    let name = cx.name().to_owned();
-    let operation_routes = server_routes(cx, &label, &spec)?;
-    let schemas = format!("{name}_schemas");
-    let mqtt_name = format!("{name}_mqtt");
-    let tls_name = format!("{name}_tls");
-    let secure = server.protocol == "mqtts";
+/// The store the generated mqtt server names: the spec's `store` (checked
+/// here, so the error points at it), else a 1.x-style `mqtt.store`, else a
+/// memory store generated for this server alone.
+fn server_store(
+    cx: &mut PluginContext<'_>,
+    label: &str,
+    spec_options: &SpecOptions,
+    mqtt_options: &Mapping,
+    generated: &mut Generated,
+) -> Result<Option<Value>, BuildError> {
+    if let Some(store) = &spec_options.store {
+        cx.store(store, &format!("options.specs.{label}.store"))?;
+        return Ok(Some(store.as_str().into()));
+    }
+    if mqtt_options.contains_key("store") {
+        return Ok(None);
+    }
+    let name = format!("{}_store", cx.name());
+    generated.stores.insert(
+        name.clone(),
+        PluginConfig {
+            type_name: "memory".into(),
+            options: None,
+        },
+    );
+    Ok(Some(name.into()))
+}
 
+/// The generated tcp server: it listens where the chosen servers say (or
+/// `options.tcp`) and hands the TLS ports to the tls server.
+fn tcp_server(
+    cx: &mut PluginContext<'_>,
+    options: &AsyncApiOptions,
+    served: &servers::Served,
+    mqtt_name: &str,
+    tls_name: &str,
+) -> Result<BindingConfig, BuildError> {
     let mut tcp_options = options
         .tcp
         .clone()
@@ -176,29 +213,74 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
     tcp_options
         .entry("host".into())
         .or_insert_with(|| "0.0.0.0".into());
-    tcp_options
-        .entry("port".into())
-        .or_insert_with(|| Value::from(server.port));
+    let overridden = tcp_options.contains_key("port");
+    if !overridden {
+        let mut ports: Vec<Value> = served
+            .listeners
+            .iter()
+            .map(|l| Value::from(l.port))
+            .collect();
+        let port = if ports.len() == 1 {
+            ports.remove(0)
+        } else {
+            Value::Sequence(ports)
+        };
+        tcp_options.insert("port".into(), port);
+    }
+    let secure: Vec<u16> = served
+        .listeners
+        .iter()
+        .filter(|l| l.secure)
+        .map(|l| l.port)
+        .collect();
+    let mut tcp = binding("tcp", Kind::Server, Some(Value::Mapping(tcp_options)), None);
+    if secure.is_empty() {
+        tcp.exit = Some(mqtt_name.to_owned());
+    } else if secure.len() == served.listeners.len() {
+        tcp.exit = Some(tls_name.to_owned());
+    } else if overridden {
+        return Err(cx.error(
+            "options.tcp.port",
+            "the servers chosen are both mqtt and mqtts: leave `tcp.port` out so each listens on its own port",
+        ));
+    } else {
+        // Plain and TLS ports on one listener: TLS ports go through tls first.
+        tcp.routes = vec![RouteConfig {
+            when: secure
+                .iter()
+                .map(|port| yaml(serde_json::json!({ "port": port })))
+                .collect(),
+            exit: tls_name.to_owned(),
+            guarded: IndexMap::new(),
+            with: None,
+        }];
+        tcp.exit = Some(mqtt_name.to_owned());
+    }
+    Ok(tcp)
+}
+
+fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
+    let options: AsyncApiOptions = cx.options()?;
+    let (label, spec, spec_options) = read_spec(cx, &options)?;
+    let served = choose_servers(cx, &label, &spec_options, |selectors| {
+        servers::served(&spec, selectors)
+    })?;
+    let server = served.server.clone();
+    let name = cx.name().to_owned();
+    let operation_routes = server_routes(cx, &label, &spec)?;
+    let schemas = format!("{name}_schemas");
+    let mqtt_name = format!("{name}_mqtt");
+    let tls_name = format!("{name}_tls");
+
     let mut generated = Generated::default();
-    generated.bindings.insert(
-        name.clone(),
-        binding(
-            "tcp",
-            Kind::Server,
-            Some(Value::Mapping(tcp_options)),
-            Some(if secure {
-                tls_name.clone()
-            } else {
-                mqtt_name.clone()
-            }),
-        ),
-    );
-    if secure {
+    let tcp = tcp_server(cx, &options, &served, &mqtt_name, &tls_name)?;
+    generated.bindings.insert(name.clone(), tcp);
+    if served.listeners.iter().any(|l| l.secure) {
         let Some(tls) = options.tls.clone() else {
             return Err(cx.error(
                 "options.tls",
                 format!(
-                    "server `{}` is mqtts: give `tls` options (keys) and a `vault`",
+                    "`{}` is served over mqtts: give `tls` options (keys) and a `vault`",
                     server.name
                 ),
             ));
@@ -251,6 +333,9 @@ fn generate_server(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
 
     let mut mqtt_options = options.mqtt.clone().unwrap_or_default();
     mqtt_options.insert("topics".into(), yaml(serde_json::Value::Array(topics)));
+    if let Some(store) = server_store(cx, &label, &spec_options, &mqtt_options, &mut generated)? {
+        mqtt_options.insert("store".into(), store);
+    }
     let authorization = security::authorization(
         cx,
         &label,
@@ -398,8 +483,14 @@ fn header_model(schema: &serde_json::Value) -> Option<serde_json::Value> {
 
 fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError> {
     let options: AsyncApiOptions = cx.options()?;
-    let (_, spec, spec_options) = read_spec(cx, &options)?;
-    let server = pick_server(cx, &spec, &spec_options.servers)?.clone();
+    let (label, spec, spec_options) = read_spec(cx, &options)?;
+    let target = choose_servers(cx, &label, &spec_options, |selectors| {
+        servers::target(&spec, selectors)
+    })?;
+    if let Some(store) = &spec_options.store {
+        // A client keeps no sessions, but a name that leads nowhere is still a mistake.
+        cx.store(store, &format!("options.specs.{label}.store"))?;
+    }
     let name = cx.name().to_owned();
     let tcp_name = format!("{name}_tcp");
     let mut tcp_options = options
@@ -409,12 +500,12 @@ fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
         .unwrap_or_default();
     tcp_options
         .entry("host".into())
-        .or_insert_with(|| server.host.clone().into());
+        .or_insert_with(|| target.host.clone().into());
     tcp_options
         .entry("port".into())
-        .or_insert_with(|| Value::from(server.port));
+        .or_insert_with(|| Value::from(target.port));
     let mut generated = Generated::default();
-    if server.protocol == "mqtts" {
+    if target.secure {
         let tls_name = format!("{name}_tls");
         generated.bindings.insert(
             name.clone(),
@@ -427,7 +518,7 @@ fn generate_client(cx: &mut BindingContext<'_>) -> Result<Generated, BuildError>
                 options
                     .tls
                     .clone()
-                    .unwrap_or_else(|| yaml(serde_json::json!({ "sni": [server.host] }))),
+                    .unwrap_or_else(|| yaml(serde_json::json!({ "sni": [target.host] }))),
             ),
             Some(tcp_name.clone()),
         );

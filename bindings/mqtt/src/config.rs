@@ -31,7 +31,9 @@ pub(crate) struct ServerConfig {
     pub(crate) topics: Vec<TopicValidation>,
     pub(crate) events: Events,
     pub(crate) shutdown: Shutdown,
-    /// Connected sessions by client id, so a new connection takes over an old one.
+    /// Connected sessions by client id, so a new connection takes over an old
+    /// one: the registry of `options.store`, shared by every server naming
+    /// that store, or this server's own when it names none.
     pub(crate) sessions: Arc<SessionRegistry>,
 }
 

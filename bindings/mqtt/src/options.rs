@@ -32,6 +32,11 @@ pub struct MqttServerOptions {
     /// credentials are forwarded upstream (client).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub authorization: IndexMap<String, AuthorizationOptions>,
+    /// The store (a `stores` entry) that holds session ownership: servers
+    /// naming the same store take over each other's sessions by client id.
+    /// Zilla requires it; without it this server keeps its own (our choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Payload and user-property validation by topic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<TopicOptions>,

@@ -14,6 +14,7 @@ use crate::options::{
 };
 use crate::port::MqttSessions;
 use crate::session;
+use crate::session::takeover::SessionRegistry;
 
 const DEFAULT_MAXIMUM_PACKET_SIZE: u32 = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: u16 = 10;
@@ -23,6 +24,9 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let routes = cx.required_routes::<MqttCondition, dyn MqttSessions>();
     let options = options?;
     let routes = routes?;
+    // Looked up now, so that a missing store is reported together with the
+    // problems found below rather than hiding them.
+    let sessions = session_registry(cx, options.store.as_deref());
     let authorization = match options.authorization.len() {
         0 => None,
         1 => {
@@ -92,6 +96,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         None => vec![Version::V4, Version::V5],
     };
     let unbound = templates.iter().map(RouteTemplate::unbound).collect();
+    let sessions = sessions?;
     Ok(Arc::new(MqttServer {
         config: Arc::new(ServerConfig {
             versions,
@@ -108,9 +113,27 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             topics,
             events: cx.events(),
             shutdown: cx.shutdown(),
-            sessions: Arc::default(),
+            sessions,
         }),
     }))
+}
+
+/// Where session ownership lives: the named store's registry, shared with
+/// every server naming that store; without a store, this server's own.
+fn session_registry(
+    cx: &mut BindingContext<'_>,
+    store: Option<&str>,
+) -> Result<Arc<SessionRegistry>, BuildError> {
+    let Some(name) = store else {
+        return Ok(Arc::default());
+    };
+    let store = cx.store(name, "options.store")?;
+    store.shared::<SessionRegistry>().ok_or_else(|| {
+        cx.error(
+            "options.store",
+            format!("store `{name}` cannot hold mqtt sessions (it returned state of another type)"),
+        )
+    })
 }
 
 /// The `model` a model reference names, for events.

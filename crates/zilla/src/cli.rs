@@ -92,6 +92,7 @@ fn print_version() {
         ("guards", &registered.guards),
         ("vaults", &registered.vaults),
         ("catalogs", &registered.catalogs),
+        ("stores", &registered.stores),
         ("models", &registered.models),
         ("exporters", &registered.exporters),
     ] {

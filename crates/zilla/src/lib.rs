@@ -23,6 +23,7 @@ use zilla_guard_jwt as _;
 use zilla_model_avro as _;
 use zilla_model_json as _;
 use zilla_model_primitive as _;
+use zilla_store_memory as _;
 use zilla_vault_filesystem as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
@@ -45,6 +46,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "model:int64",
     "model:json",
     "model:string",
+    "store:memory",
     "vault:filesystem",
     "exporter:stdout",
 ];

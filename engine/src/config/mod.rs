@@ -32,6 +32,9 @@ pub struct ZillaConfig {
     /// Schema catalogs, by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub catalogs: IndexMap<String, PluginConfig>,
+    /// Stores (e.g. where mqtt servers keep session ownership), by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub stores: IndexMap<String, PluginConfig>,
     /// The bindings that make up the pipeline, by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub bindings: IndexMap<String, BindingConfig>,
@@ -46,11 +49,12 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "vaults",
     "guards",
     "catalogs",
+    "stores",
     "bindings",
     "telemetry",
 ];
 
-/// A vault, guard or catalog entry: its registered `type` and its options.
+/// A vault, guard, catalog or store entry: its registered `type` and its options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
@@ -253,6 +257,7 @@ fn read_envelope(
         vaults: IndexMap::new(),
         guards: IndexMap::new(),
         catalogs: IndexMap::new(),
+        stores: IndexMap::new(),
         bindings: IndexMap::new(),
         telemetry: None,
     };
@@ -276,6 +281,7 @@ fn read_envelope(
             "vaults" => config.vaults = read_entries(value, "vaults", lines, errors),
             "guards" => config.guards = read_entries(value, "guards", lines, errors),
             "catalogs" => config.catalogs = read_entries(value, "catalogs", lines, errors),
+            "stores" => config.stores = read_entries(value, "stores", lines, errors),
             "bindings" => config.bindings = read_entries(value, "bindings", lines, errors),
             "telemetry" => config.telemetry = deserialize_at(value, "telemetry", lines, errors),
             unknown => errors.push(ConfigError {
