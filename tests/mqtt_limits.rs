@@ -366,9 +366,13 @@ async fn sys_topics_and_shared_subscriptions_pass_through() {
 }
 
 #[tokio::test]
-async fn the_brokers_receive_maximum_is_advertised_and_enforced() {
-    let broker = Mosquitto::start_with("max_inflight_messages 3").unwrap();
-    let proxy = single(&broker).await;
+async fn the_proxys_receive_maximum_is_advertised_and_enforced() {
+    let broker = Mosquitto::start_with("max_inflight_messages 1").unwrap();
+    let proxy = Proxy::start(&mqtt_proxy_yaml(
+        "    options:\n      flow:\n        receive-maximum: 3\n    exit: mqtt_client_a",
+        &[("a", broker.port())],
+    ))
+    .await;
     let mut client = RawMqtt::open(proxy.port).await;
     client.send(&connect("eager-1", 30, None, None)).await;
     match client.recv().await {
@@ -377,7 +381,8 @@ async fn the_brokers_receive_maximum_is_advertised_and_enforced() {
         }
         other => panic!("expected CONNACK, got {other:?}"),
     }
-    // Four QoS 1 publishes in one write: the fourth exceeds the receive maximum.
+    // Four QoS 1 publishes in one write: the fourth exceeds what the proxy
+    // advertised (the broker's own window of 1 is the proxy's business).
     let mut burst = bytes::BytesMut::new();
     for pkid in 1..=4u16 {
         publish("eager/x", QoS::AtLeastOnce, pkid, vec![1])
@@ -396,6 +401,31 @@ async fn the_brokers_receive_maximum_is_advertised_and_enforced() {
         "0x93",
     ])
     .await;
+    proxy.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishes_beyond_the_brokers_receive_maximum_wait_in_the_proxy() {
+    let broker = Mosquitto::start_with("max_inflight_messages 3").unwrap();
+    let proxy = single(&broker).await;
+    let mut client = RawMqtt::open(proxy.port).await;
+    client.send(&connect("eager-2", 30, None, None)).await;
+    assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    // Fifty QoS 1 publishes in one write, far beyond the broker's window:
+    // each is acknowledged once the broker acknowledged it, in order.
+    let mut burst = bytes::BytesMut::new();
+    for pkid in 1..=50u16 {
+        publish("eager/y", QoS::AtLeastOnce, pkid, vec![1])
+            .write(&mut burst)
+            .unwrap();
+    }
+    client.send_bytes(&burst).await;
+    for pkid in 1..=50u16 {
+        match client.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.pkid, pkid),
+            other => panic!("expected PUBACK {pkid}, got {other:?}"),
+        }
+    }
     proxy.engine.shutdown().await;
 }
 

@@ -668,6 +668,13 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             words(format!("throughput --qos 1 --window 64 --messages {qos1}")),
         ),
         (
+            "qos1-pipelined",
+            message_targets.to_vec(),
+            words(format!(
+                "throughput --qos 1 --window 65535 --ignore-receive-maximum --messages {qos1}"
+            )),
+        ),
+        (
             "fan-in",
             message_targets.to_vec(),
             words(format!(
@@ -808,6 +815,12 @@ fn report(
         (
             "qos1",
             "QoS 1 throughput, 1 -> 1, 64 B, window 64",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "qos1-pipelined",
+            "QoS 1 pipelined without a window (as MQTT.js does), 1 -> 1, 64 B",
             "rate",
             "msg/s",
         ),

@@ -9,6 +9,7 @@ use mqtt_bytes_v5::Publish;
 use zilla_engine::{Events, Guard, Model, Routes, Shutdown};
 
 use crate::codec::Version;
+use crate::flow::Flow;
 use crate::options::{
     CredentialsPattern, MqttCondition, OnInvalid, RouteConditions, RouteTemplate,
 };
@@ -20,6 +21,12 @@ pub(crate) struct ServerConfig {
     pub(crate) versions: Vec<Version>,
     pub(crate) maximum_packet_size: u32,
     pub(crate) connect_timeout: Duration,
+    /// Receive Maximum advertised to clients, and the sessions' buffers.
+    pub(crate) flow: Flow,
+    /// The keep-alive imposed on MQTT 5 clients (CONNACK Server Keep Alive).
+    pub(crate) server_keep_alive: Option<u16>,
+    /// Topic aliases the proxy assigns on deliveries to MQTT 5 clients.
+    pub(crate) client_topic_aliases: u16,
     pub(crate) routes: Routes<MqttCondition, dyn MqttSessions>,
     /// The conditions of `routes`, by route index, before a session binds params.
     pub(crate) templates: Vec<RouteTemplate>,

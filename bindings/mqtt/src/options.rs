@@ -4,6 +4,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Version;
+use crate::flow::FlowOptions;
 use crate::topic;
 
 /// `options` of an mqtt server.
@@ -40,6 +41,28 @@ pub struct MqttServerOptions {
     /// Payload and user-property validation by topic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<TopicOptions>,
+    /// Flow control (beyond Zilla): the Receive Maximum advertised to
+    /// clients and the bytes a session may hold while a window is full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowOptions>,
+    /// Seconds of keep-alive the proxy imposes on MQTT 5 clients, told in
+    /// the CONNACK and enforced by the proxy (beyond Zilla; default: the
+    /// client's own, or the broker's server keep-alive).
+    #[serde(
+        default,
+        rename = "server-keep-alive",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub server_keep_alive: Option<u16>,
+    /// Topic aliases the proxy assigns on deliveries to MQTT 5 clients that
+    /// allow them, saving the topic's bytes on every later message (beyond
+    /// Zilla; default 0: none).
+    #[serde(
+        default,
+        rename = "client-topic-aliases",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_topic_aliases: Option<u16>,
 }
 
 /// `options` of an mqtt client.

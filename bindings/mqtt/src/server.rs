@@ -9,6 +9,7 @@ use zilla_engine::{
 
 use crate::codec::Version;
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
+use crate::flow::Flow;
 use crate::options::{
     CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, RouteTemplate,
 };
@@ -95,6 +96,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         Some(versions) => versions.iter().map(|v| v.version()).collect(),
         None => vec![Version::V4, Version::V5],
     };
+    let flow = Flow::new(options.flow.as_ref())
+        .map_err(|(key, message)| cx.error(&format!("options.flow.{key}"), message))?;
     let unbound = templates.iter().map(RouteTemplate::unbound).collect();
     let sessions = sessions?;
     Ok(Arc::new(MqttServer {
@@ -103,6 +106,9 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             maximum_packet_size: options
                 .maximum_packet_size
                 .unwrap_or(DEFAULT_MAXIMUM_PACKET_SIZE),
+            flow,
+            server_keep_alive: options.server_keep_alive,
+            client_topic_aliases: options.client_topic_aliases.unwrap_or(0),
             connect_timeout: Duration::from_secs(u64::from(
                 options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             )),

@@ -1,15 +1,17 @@
 //! One upstream session as the server's session sees it, without its socket:
 //! the broker's limits from its CONNACK, the packet ids of the proxy's
-//! requests on it, its keep-alive, and the bytes queued for it.
+//! requests on it, its keep-alive, the bytes queued for it, and the client
+//! publishes waiting for room in the broker's receive maximum.
 //!
 //! The mqtt client binding opens the session ([`crate::port::Upstream`]); the
 //! session driver keeps the socket and hands the rest to this link.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnAck, Packet};
+use mqtt_bytes_v5::{ConnAck, Packet, Publish, QoS};
 
 use crate::codec::{self, Version};
 use crate::packet_ids::PacketIds;
@@ -50,6 +52,13 @@ pub(crate) struct UpstreamLink {
     pub(crate) ids: PacketIds<Origin>,
     /// Encoded packets waiting to be written to the broker.
     pub(crate) out: BytesMut,
+    /// How many QoS 1/2 publishes the broker accepts in flight (its Receive Maximum).
+    window: usize,
+    /// The proxy's QoS 1/2 publishes in flight on this upstream.
+    in_flight: usize,
+    /// Client publishes waiting for room in the window, in the client's
+    /// order (a QoS 0 publish waits behind them too), with their sizes.
+    queue: VecDeque<(Publish, usize)>,
     keep_alive: Option<Duration>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
@@ -72,10 +81,19 @@ impl UpstreamLink {
                 .as_ref()
                 .and_then(|p| p.max_packet_size)
                 .map_or(usize::MAX, |m| m as usize),
+            window: usize::from(
+                connack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.receive_max)
+                    .unwrap_or(u16::MAX),
+            ),
             connack,
             version,
             ids: PacketIds::default(),
             out: BytesMut::new(),
+            in_flight: 0,
+            queue: VecDeque::new(),
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
             last_sent: now,
             ping_sent: None,
@@ -98,13 +116,51 @@ impl UpstreamLink {
         true
     }
 
+    /// Starts the flow of the client's publish `client_pkid` on this
+    /// upstream: its packet id here, or `None` when every id is in use.
+    pub(crate) fn start_publish(&mut self, client_pkid: u16) -> Option<u16> {
+        let pkid = self.ids.allocate(Origin::Publish(client_pkid))?;
+        self.in_flight += 1;
+        Some(pkid)
+    }
+
+    /// A flow a previous connection of the session left open.
+    pub(crate) fn restore_publish(&mut self, pkid: u16, client_pkid: u16) {
+        if self.ids.get(pkid).is_none() {
+            self.in_flight += 1;
+        }
+        self.ids.insert(pkid, Origin::Publish(client_pkid));
+    }
+
     /// Ends the flow of our publish `pkid`, returning the client's packet id;
     /// an id that stands for something else is left alone.
     pub(crate) fn take_publish(&mut self, pkid: u16) -> Option<u16> {
-        self.ids.take_if(pkid, |origin| match origin {
+        let client_pkid = self.ids.take_if(pkid, |origin| match origin {
             Origin::Publish(client_pkid) => Some(*client_pkid),
             _ => None,
-        })
+        })?;
+        self.in_flight -= 1;
+        Some(client_pkid)
+    }
+
+    /// Whether a publish of `qos` may go now: nothing waits before it, and
+    /// for QoS 1/2 the broker's window has room.
+    pub(crate) fn can_send(&self, qos: QoS) -> bool {
+        self.queue.is_empty() && (qos == QoS::AtMostOnce || self.in_flight < self.window)
+    }
+
+    /// Keeps `publish` (of `size` bytes) until the window has room.
+    pub(crate) fn enqueue(&mut self, publish: Publish, size: usize) {
+        self.queue.push_back((publish, size));
+    }
+
+    /// The next waiting publish that may go now, with its size.
+    pub(crate) fn dequeue(&mut self) -> Option<(Publish, usize)> {
+        let (front, _) = self.queue.front()?;
+        if front.qos != QoS::AtMostOnce && self.in_flight >= self.window {
+            return None;
+        }
+        self.queue.pop_front()
     }
 
     /// The queued bytes were written at `now`: the keep-alive restarts.
@@ -127,11 +183,21 @@ impl UpstreamLink {
     }
 
     /// Pings the broker when it is time, and notices an unanswered ping.
-    pub(crate) fn on_timeout(&mut self, now: Instant) -> KeepAlive {
+    /// While the proxy is not `reading` this upstream (its deliveries wait
+    /// for the client), an answer may be sitting unread: the ping waits.
+    pub(crate) fn on_timeout(&mut self, now: Instant, reading: bool) -> KeepAlive {
         let (Some(keep_alive), Some(due)) = (self.keep_alive, self.ping_due()) else {
             return KeepAlive::Fine;
         };
         if now < due {
+            return KeepAlive::Fine;
+        }
+        if !reading {
+            // Postponed by a keep-alive, so the deadline moves on.
+            match self.ping_sent {
+                Some(_) => self.ping_sent = Some(now),
+                None => self.last_sent = now,
+            }
             return KeepAlive::Fine;
         }
         if self.ping_sent.is_some() {

@@ -98,6 +98,10 @@ struct ThroughputArgs {
     /// QoS 1 messages in flight per publisher (clamped to the receive maximum).
     #[arg(long, default_value_t = 64)]
     window: u16,
+    /// Ignore the server's receive maximum, as MQTT.js and many 3.1.1
+    /// clients do: the window alone bounds what is in flight.
+    #[arg(long)]
+    ignore_receive_maximum: bool,
     /// The client library.
     #[arg(long, value_enum, default_value = "raw")]
     client: ClientKind,
@@ -242,7 +246,14 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
             };
             tokio::spawn(conn.publish_paced(topic, level, payload.clone(), pace))
         } else {
-            tokio::spawn(conn.publish_all(topic, level, payload.clone(), count, args.window))
+            tokio::spawn(conn.publish_all(
+                topic,
+                level,
+                payload.clone(),
+                count,
+                args.window,
+                args.ignore_receive_maximum,
+            ))
         });
     }
     for task in sending {

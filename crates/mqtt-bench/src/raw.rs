@@ -222,7 +222,8 @@ impl Conn {
     }
 
     /// Publishes `count` messages as fast as the path takes them; QoS 1 with
-    /// at most `window` unacknowledged.
+    /// at most `window` unacknowledged (and no more than the server's receive
+    /// maximum, unless `ignore_receive_maximum`).
     pub(crate) async fn publish_all(
         self,
         topic: String,
@@ -230,8 +231,12 @@ impl Conn {
         payload: Bytes,
         count: u64,
         window: u16,
+        ignore_receive_maximum: bool,
     ) -> Result<()> {
-        let window = window.min(self.receive_max).max(1);
+        let window = match ignore_receive_maximum {
+            true => window.max(1),
+            false => window.min(self.receive_max).max(1),
+        };
         let (read, mut write) = self.stream.into_split();
         let credit = Arc::new(Semaphore::new(usize::from(window)));
         let acking = (qos == QoS::AtLeastOnce)

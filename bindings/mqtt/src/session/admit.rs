@@ -380,19 +380,19 @@ pub(crate) fn upstream_refusal(
 pub(crate) fn merged_connack(
     upstreams: &[UpstreamLink],
     assigned: Option<String>,
-    maximum_packet_size: u32,
+    config: &ServerConfig,
 ) -> ConnAck {
+    let maximum_packet_size = config.maximum_packet_size;
     let first = upstreams[0].connack.properties.clone();
     let all = || upstreams.iter().map(|l| l.connack.properties.as_ref());
-    let min_u16 =
-        |get: fn(&ConnAckProperties) -> Option<u16>| all().filter_map(|p| p.and_then(get)).min();
     let flag =
         |get: fn(&ConnAckProperties) -> Option<u8>| all().filter_map(|p| p.and_then(get)).min();
     let broker_max_packet = all()
         .filter_map(|p| p.and_then(|p| p.max_packet_size))
         .min();
     let mut properties = first.unwrap_or_else(empty_connack_properties);
-    properties.receive_max = min_u16(|p| p.receive_max);
+    // The proxy's own window: publishes beyond a broker's wait in the session.
+    properties.receive_max = Some(config.flow.receive_maximum);
     properties.max_qos = flag(|p| p.max_qos);
     properties.retain_available = flag(|p| p.retain_available);
     properties.wildcard_subscription_available = flag(|p| p.wildcard_subscription_available);
@@ -401,6 +401,9 @@ pub(crate) fn merged_connack(
     properties.max_packet_size =
         Some(broker_max_packet.map_or(maximum_packet_size, |m| m.min(maximum_packet_size)));
     properties.topic_alias_max = Some(TOPIC_ALIAS_MAXIMUM);
+    if config.server_keep_alive.is_some() {
+        properties.server_keep_alive = config.server_keep_alive;
+    }
     if assigned.is_some() {
         properties.assigned_client_identifier = assigned;
     }

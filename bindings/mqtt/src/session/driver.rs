@@ -34,6 +34,10 @@ const SMALL_READ: usize = 512;
 const CONNECT_READ: usize = 1024;
 /// How long a client or broker may leave our writes unread before the session ends.
 const WRITE_STALL: Duration = Duration::from_secs(30);
+/// How long a write to the client may wait before it is logged as stalled.
+const STALL_NOTICE: Duration = Duration::from_secs(1);
+/// How often a stalled client is logged.
+const STALL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a closing client may take to read its last packets.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -110,8 +114,11 @@ pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, inf
         upstreams,
         registration,
     } = opened;
+    let label = format!("{peer} id {:?}", session.client_id());
     let mut driver = Driver {
         config,
+        label,
+        stall_logged: None,
         session,
         client,
         client_in: buf,
@@ -296,7 +303,7 @@ async fn open_session(
             error,
         ));
     }
-    let connack = admit::merged_connack(&links, admission.assigned, config.maximum_packet_size);
+    let connack = admit::merged_connack(&links, admission.assigned, config);
     let carried = if admission.connect.clean_start {
         // A clean start forgets what an earlier connection left.
         let _ = config.sessions.resume(&client_id, started);
@@ -334,6 +341,10 @@ struct UpstreamIo {
 /// A running session with its sockets.
 struct Driver {
     config: Arc<ServerConfig>,
+    /// "peer id \"client id\"", for events.
+    label: String,
+    /// When a stalled client was last logged.
+    stall_logged: Option<Instant>,
     session: Session,
     client: ByteStream,
     client_in: BytesMut,
@@ -354,15 +365,22 @@ impl Driver {
         }
         for index in 0..self.upstreams.len() {
             let buf = &mut self.upstreams[index].read_buf;
-            if let Err(end) = self.session.on_upstream_bytes(index, buf) {
+            if let Err(end) = self.session.on_upstream_bytes(now(), index, buf) {
                 return end;
             }
         }
         loop {
+            if let Err(end) = self.resume() {
+                return end;
+            }
             if let Err(end) = self.flush().await {
                 return end;
             }
             let deadline = self.session.poll_timeout();
+            // A full buffer stops the reads it would grow: TCP backpressure
+            // slows the sender instead of the proxy holding more.
+            let read_client = self.session.wants_client_input();
+            let read_upstreams = self.session.wants_upstream_input();
             let Self {
                 client,
                 client_in,
@@ -371,6 +389,7 @@ impl Driver {
                 session,
                 turn,
                 client_last_read,
+                ..
             } = self;
             make_room(client_in, *client_last_read);
             // Start each poll at a different upstream, so a busy broker cannot
@@ -379,6 +398,9 @@ impl Driver {
             let count = upstreams.len();
             let first = *turn % count;
             let upstream_read = poll_fn(|cx| {
+                if !read_upstreams {
+                    return Poll::Pending;
+                }
                 for offset in 0..count {
                     let index = (first + offset) % count;
                     let io = &mut upstreams[index];
@@ -397,7 +419,7 @@ impl Driver {
                 Poll::Pending
             });
             let outcome = tokio::select! {
-                read = client.read_buf(client_in) => match read {
+                read = client.read_buf(client_in), if read_client => match read {
                     Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
                     Ok(n) => {
                         *client_last_read = n;
@@ -407,7 +429,7 @@ impl Driver {
                 },
                 (index, read) = upstream_read => match read {
                     Ok(0) => Err(End::UpstreamLost(index, "connection closed".into())),
-                    Ok(_) => session.on_upstream_bytes(index, &mut upstreams[index].read_buf),
+                    Ok(_) => session.on_upstream_bytes(now(), index, &mut upstreams[index].read_buf),
                     Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
                 },
                 _ = sleep_until(deadline) => session.on_timeout(now()),
@@ -418,6 +440,21 @@ impl Driver {
                 return end;
             }
         }
+    }
+
+    /// Feeds input that waited in the read buffers while the session's
+    /// buffers were full, once they have room again.
+    fn resume(&mut self) -> Result<(), End> {
+        if self.session.wants_client_input() && !self.client_in.is_empty() {
+            self.session.resume_client_input(&mut self.client_in)?;
+        }
+        for index in 0..self.upstreams.len() {
+            let buf = &mut self.upstreams[index].read_buf;
+            if self.session.wants_upstream_input() && !buf.is_empty() {
+                self.session.on_upstream_bytes(now(), index, buf)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes what each side has pending. A peer that stops reading for
@@ -443,19 +480,47 @@ impl Driver {
                 }
             }
         }
+        let buffered = self.session.buffered();
         let out = self.session.client_transmit();
-        if !out.is_empty() {
-            match tokio::time::timeout(WRITE_STALL, self.client.write_all(out)).await {
-                Ok(Ok(())) => out.clear(),
-                Ok(Err(e)) => return Err(End::ClientLost(format!("write failed: {e}"))),
-                Err(_) => {
-                    return Err(End::ClientLost(format!(
-                        "stopped reading for {WRITE_STALL:?}"
-                    )))
-                }
-            }
+        if out.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let pending = out.len();
+        let write = self.client.write_all(out);
+        tokio::pin!(write);
+        // While the client does not read, nothing else of this session is
+        // read either: what it holds stays bounded, and the brokers' own
+        // queueing applies. Visible after a second, ended after WRITE_STALL.
+        let written = match tokio::time::timeout(STALL_NOTICE, &mut write).await {
+            Ok(written) => Ok(written),
+            Err(_) => {
+                let at = now();
+                if self
+                    .stall_logged
+                    .is_none_or(|logged| at >= logged + STALL_LOG_INTERVAL)
+                {
+                    self.stall_logged = Some(at);
+                    self.config.events.info(
+                        "MQTT_FLOW_PAUSED",
+                        format!(
+                            "client {}: not reading; {pending} bytes unwritten, {buffered} bytes queued; reading paused",
+                            self.label
+                        ),
+                    );
+                }
+                tokio::time::timeout(WRITE_STALL - STALL_NOTICE, write).await
+            }
+        };
+        match written {
+            Ok(Ok(())) => {
+                self.session.client_transmit().clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(End::ClientLost(format!("write failed: {e}"))),
+            Err(_) => Err(End::ClientLost(format!(
+                "stopped reading for {WRITE_STALL:?}"
+            ))),
+        }
     }
 
     /// Leaves the session's state for its next connection, writes its last

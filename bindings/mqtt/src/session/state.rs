@@ -14,6 +14,14 @@
 //! with its own id only when that upstream acknowledged it. Messages from
 //! upstreams get ids from the client-side space, within the client's receive
 //! maximum; the rest wait in order.
+//!
+//! Flow control is the proxy's own on each side: a client publish beyond
+//! its broker's receive maximum waits in the upstream's queue, and the
+//! driver stops reading from the client while those bytes exceed the
+//! server's publish buffer ([`Session::wants_client_input`]); deliveries
+//! beyond the client's receive maximum wait likewise, and the driver stops
+//! reading the upstreams while they exceed the delivery buffer
+//! ([`Session::wants_upstream_input`]).
 
 mod finish;
 mod from_client;
@@ -33,7 +41,7 @@ use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::ServerConfig;
 use crate::packet_ids::PacketIds;
-use crate::upstream::{KeepAlive, Origin, UpstreamLink};
+use crate::upstream::{KeepAlive, UpstreamLink};
 
 /// What a session starts from: the admitted CONNECT, the open upstreams and
 /// the CONNACK that answers the client.
@@ -55,12 +63,16 @@ pub(crate) struct Start {
 struct Limits {
     /// How many QoS 1/2 messages the client accepts in flight.
     client_receive_maximum: usize,
-    /// How many QoS 1/2 publishes the client may have in flight toward us.
-    server_receive_maximum: usize,
+    /// How many QoS 1/2 publishes a 5.0 client may have in flight toward
+    /// the proxy (what the proxy advertised; a 3.1.1 client has no limit).
+    receive_maximum: usize,
     client_maximum_packet_size: usize,
     server_maximum_packet_size: usize,
     maximum_qos: QoS,
     retain_available: bool,
+    /// Topic aliases the proxy may assign on deliveries to the client (the
+    /// fewer of what the client allows and the server's option; 0: none).
+    client_topic_aliases: usize,
 }
 
 /// One client connection's session, with its upstream sessions.
@@ -73,8 +85,12 @@ pub(crate) struct Session {
     client_out: BytesMut,
     upstreams: Vec<UpstreamLink>,
     router: Router,
-    /// Client packet id of a QoS 1/2 publish from the client -> (upstream, upstream id).
-    inbound: HashMap<u16, (usize, u16)>,
+    /// Client packet id of a QoS 1/2 publish from the client -> where it is.
+    inbound: HashMap<u16, Inbound>,
+    /// Bytes of client publishes waiting in the upstreams' queues.
+    publish_bytes: usize,
+    /// Bytes of messages in `waiting`.
+    waiting_bytes: usize,
     /// Client-side packet ids of messages to the client -> (upstream, upstream id).
     outbound: PacketIds<(usize, u16)>,
     /// (upstream, upstream id) of messages to the client -> client-side packet id.
@@ -83,6 +99,8 @@ pub(crate) struct Session {
     waiting: VecDeque<(usize, Publish)>,
     pending_acks: HashMap<u16, PendingAck>,
     aliases: HashMap<u16, String>,
+    /// Topics the proxy aliased toward the client -> alias.
+    outgoing_aliases: HashMap<String, u16>,
     limits: Limits,
     keep_alive: Option<Duration>,
     last_heard: Instant,
@@ -91,7 +109,23 @@ pub(crate) struct Session {
     /// How long the brokers keep the session after the connection ends:
     /// zero for a clean session, `None` for "until a clean start".
     session_expiry: Option<Duration>,
+    /// The latest `now` the session was given.
+    clock: Instant,
+    /// When a full buffer was last logged (one event a minute at most).
+    paused_logged: Option<Instant>,
 }
+
+/// Where a client's QoS 1/2 publish is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inbound {
+    /// Waiting in upstream `.0`'s queue for room in the broker's window.
+    Queued(usize),
+    /// Sent to upstream `.0` with packet id `.1`.
+    Sent(usize, u16),
+}
+
+/// How often a session logs that a buffer is full.
+const PAUSE_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Session {
     /// A session that has just been admitted at `now`; the CONNACK is queued.
@@ -121,11 +155,10 @@ impl Session {
                     .and_then(|p| p.receive_maximum)
                     .unwrap_or(u16::MAX),
             ),
-            server_receive_maximum: usize::from(
-                ack_properties
-                    .and_then(|p| p.receive_max)
-                    .unwrap_or(u16::MAX),
-            ),
+            receive_maximum: match version {
+                Version::V5 => usize::from(config.flow.receive_maximum),
+                Version::V4 => usize::MAX,
+            },
             client_maximum_packet_size: connect_properties
                 .and_then(|p| p.max_packet_size)
                 .map_or(usize::MAX, |m| m as usize),
@@ -139,6 +172,15 @@ impl Session {
                 _ => QoS::ExactlyOnce,
             },
             retain_available: ack_properties.and_then(|p| p.retain_available) != Some(0),
+            client_topic_aliases: match version {
+                Version::V5 => usize::from(
+                    connect_properties
+                        .and_then(|p| p.topic_alias_max)
+                        .unwrap_or(0)
+                        .min(config.client_topic_aliases),
+                ),
+                Version::V4 => 0,
+            },
         };
         let mut session = Self {
             version,
@@ -148,11 +190,14 @@ impl Session {
             upstreams,
             router,
             inbound: HashMap::new(),
+            publish_bytes: 0,
+            waiting_bytes: 0,
             outbound: PacketIds::default(),
             delivering: HashMap::new(),
             waiting: VecDeque::new(),
             pending_acks: HashMap::new(),
             aliases: HashMap::new(),
+            outgoing_aliases: HashMap::new(),
             limits,
             keep_alive: (client_keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),
@@ -163,6 +208,8 @@ impl Session {
                 Some(u32::MAX) => None,
                 Some(seconds) => Some(Duration::from_secs(u64::from(seconds))),
             },
+            clock: now,
+            paused_logged: None,
             config,
         };
         if let Some(carried) = carried {
@@ -210,27 +257,62 @@ impl Session {
         self.upstreams[index].sent(now);
     }
 
+    /// Whether the driver should read from the client: not while the
+    /// client's publishes waiting for their brokers fill the publish buffer.
+    pub(crate) fn wants_client_input(&self) -> bool {
+        self.publish_bytes < self.config.flow.publish_buffer
+    }
+
+    /// Whether the driver should read from the upstreams: not while messages
+    /// waiting for the client fill the delivery buffer.
+    pub(crate) fn wants_upstream_input(&self) -> bool {
+        self.waiting_bytes < self.config.flow.delivery_buffer
+    }
+
+    /// Bytes the session holds in its queues (publishes waiting for a
+    /// broker, messages waiting for the client): what its buffers bound.
+    pub(crate) fn buffered(&self) -> usize {
+        self.publish_bytes + self.waiting_bytes
+    }
+
     /// Handles the client's bytes in `buf` that arrived at `now`, leaving an
-    /// incomplete packet there.
+    /// incomplete packet there. Packets are handled while the publish
+    /// buffer has room; the rest stay in `buf` until it has again.
     pub(crate) fn on_client_bytes(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), End> {
         self.last_heard = now;
-        loop {
+        self.clock = now;
+        self.resume_client_input(buf)
+    }
+
+    /// Handles client packets left in `buf` while the publish buffer was
+    /// full (nothing new was heard from the client).
+    pub(crate) fn resume_client_input(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        while self.wants_client_input() {
             match codec::read(buf, self.version, self.limits.server_maximum_packet_size) {
                 Ok(Some(packet)) => self.on_client_packet(packet)?,
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(End::Refuse(error.reason, error.message)),
             }
         }
+        self.log_pause(
+            "publish buffer",
+            "brokers' windows are full; reading from the client paused",
+        );
+        Ok(())
     }
 
-    /// Handles upstream `index`'s bytes in `buf`, leaving an incomplete packet there.
+    /// Handles upstream `index`'s bytes in `buf` that arrived at `now`,
+    /// leaving an incomplete packet there; like the client's, they wait in
+    /// `buf` while the delivery buffer is full.
     pub(crate) fn on_upstream_bytes(
         &mut self,
+        now: Instant,
         index: usize,
         buf: &mut BytesMut,
     ) -> Result<(), End> {
+        self.clock = now;
         let version = self.upstreams[index].version;
-        loop {
+        while self.wants_upstream_input() {
             match codec::read(buf, version, usize::MAX) {
                 Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
                 Ok(None) => return Ok(()),
@@ -242,6 +324,32 @@ impl Session {
                 }
             }
         }
+        self.log_pause(
+            "delivery buffer",
+            "the client's window is full; reading from the brokers paused",
+        );
+        Ok(())
+    }
+
+    /// Logs that a buffer is full, once a minute at most per session.
+    fn log_pause(&mut self, buffer: &str, why: &str) {
+        let now = self.clock;
+        if self
+            .paused_logged
+            .is_some_and(|at| now < at + PAUSE_EVENT_INTERVAL)
+        {
+            return;
+        }
+        self.paused_logged = Some(now);
+        self.config.events.info(
+            "MQTT_FLOW_PAUSED",
+            format!(
+                "client {} id {:?}: {buffer} full ({} bytes waiting): {why}",
+                self.peer,
+                self.client_id,
+                self.buffered()
+            ),
+        );
     }
 
     /// When [`on_timeout`](Self::on_timeout) is next due.
@@ -260,6 +368,11 @@ impl Session {
         if self.expires_at.is_some_and(|at| now >= at) {
             return Err(End::Expired);
         }
+        self.clock = now;
+        if !self.wants_client_input() {
+            // The client's packets wait unread because of the proxy, not it.
+            self.last_heard = now;
+        }
         if let Some(keep_alive) = self.keep_alive {
             if now >= self.last_heard + keep_alive {
                 return Err(End::Refuse(
@@ -268,8 +381,9 @@ impl Session {
                 ));
             }
         }
+        let reading = self.wants_upstream_input();
         for (index, link) in self.upstreams.iter_mut().enumerate() {
-            if let KeepAlive::Lost(keep_alive) = link.on_timeout(now) {
+            if let KeepAlive::Lost(keep_alive) = link.on_timeout(now, reading) {
                 return Err(End::UpstreamLost(
                     index,
                     format!("no PINGRESP within {keep_alive:?}"),
@@ -308,10 +422,8 @@ impl Session {
         };
         for (client_pkid, exit, pkid) in carried.inbound {
             if let Some(index) = index_of(&self.upstreams, &exit) {
-                self.upstreams[index]
-                    .ids
-                    .insert(pkid, Origin::Publish(client_pkid));
-                self.inbound.insert(client_pkid, (index, pkid));
+                self.upstreams[index].restore_publish(pkid, client_pkid);
+                self.inbound.insert(client_pkid, Inbound::Sent(index, pkid));
             }
         }
         for (client_pkid, exit, pkid) in carried.outbound {
@@ -336,10 +448,15 @@ impl Session {
         }
         let name = |index: usize| self.upstreams[index].name.clone();
         Some(Carried {
+            // Publishes still queued never reached a broker: the client
+            // sends them again, as new, on its next connection.
             inbound: self
                 .inbound
                 .iter()
-                .map(|(&p, &(i, q))| (p, name(i), q))
+                .filter_map(|(&p, inbound)| match *inbound {
+                    Inbound::Sent(i, q) => Some((p, name(i), q)),
+                    Inbound::Queued(_) => None,
+                })
                 .collect(),
             outbound: self
                 .outbound

@@ -11,7 +11,8 @@ use mqtt_bytes_v5::{
     Unsubscribe,
 };
 
-use super::{packet_name, Session};
+use super::{packet_name, Inbound, Session};
+use crate::flow::weight;
 use crate::options::{OnInvalid, Operation};
 use crate::session::acks::{refuse_publish, Codes, PendingAck, PublishRefusal};
 use crate::session::admit::TOPIC_ALIAS_MAXIMUM;
@@ -54,10 +55,10 @@ impl Session {
             }
             Packet::PubRel(rel) => {
                 match self.inbound.get(&rel.pkid) {
-                    Some(&(index, pkid)) => {
+                    Some(&Inbound::Sent(index, pkid)) => {
                         self.upstreams[index].send(&Packet::PubRel(PubRel { pkid, ..rel }));
                     }
-                    None => {
+                    _ => {
                         self.send_client(&Packet::PubComp(PubComp {
                             pkid: rel.pkid,
                             reason: PubCompReason::PacketIdentifierNotFound,
@@ -179,44 +180,84 @@ impl Session {
             ));
         };
         if publish.qos != QoS::AtMostOnce {
-            if let Some(&(mapped, upstream_pkid)) = self.inbound.get(&publish.pkid) {
+            match self.inbound.get(&publish.pkid) {
                 // A retransmission (after a reconnect, the only time MQTT
                 // allows one): it goes again to where the first copy went,
                 // with the same packet id, so the broker can recognise it.
-                if publish.dup {
+                Some(&Inbound::Sent(mapped, upstream_pkid)) if publish.dup => {
                     publish.pkid = upstream_pkid;
                     self.upstreams[mapped].send(&Packet::Publish(publish));
                     return Ok(());
                 }
-                return Err(End::Refuse(
-                    DisconnectReasonCode::ProtocolError,
-                    format!("packet id {} reused while in flight", publish.pkid),
-                ));
+                // The first copy still waits for its broker's window.
+                Some(Inbound::Queued(_)) if publish.dup => return Ok(()),
+                Some(_) => {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::ProtocolError,
+                        format!("packet id {} reused while in flight", publish.pkid),
+                    ))
+                }
+                None => {}
             }
-            if self.inbound.len() >= self.limits.server_receive_maximum {
+            // Only what the proxy advertised binds a 5.0 client; a 3.1.1
+            // client has no receive maximum and is never refused for it.
+            if self.inbound.len() >= self.limits.receive_maximum {
                 return Err(End::Refuse(
                     DisconnectReasonCode::ReceiveMaximumExceeded,
                     format!(
                         "more than {} QoS 1/2 publishes in flight",
-                        self.limits.server_receive_maximum
+                        self.limits.receive_maximum
                     ),
                 ));
             }
+        }
+        self.forward(index, publish)
+    }
+
+    /// Sends a client publish to upstream `index`, or queues it there while
+    /// the broker's window is full (or earlier publishes wait).
+    fn forward(&mut self, index: usize, publish: Publish) -> Result<(), End> {
+        let link = &mut self.upstreams[index];
+        if link.can_send(publish.qos) {
+            return self.send_publish(index, publish);
+        }
+        if publish.qos != QoS::AtMostOnce {
+            self.inbound.insert(publish.pkid, Inbound::Queued(index));
+        }
+        let size = weight(&publish);
+        self.publish_bytes += size;
+        link.enqueue(publish, size);
+        Ok(())
+    }
+
+    /// Sends what upstream `index` queued while its window has room.
+    pub(super) fn drain_queue(&mut self, index: usize) -> Result<(), End> {
+        while let Some((publish, size)) = self.upstreams[index].dequeue() {
+            self.publish_bytes -= size;
+            if publish.qos != QoS::AtMostOnce {
+                self.inbound.remove(&publish.pkid);
+            }
+            self.send_publish(index, publish)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a client publish to upstream `index` under a packet id of
+    /// that upstream's own.
+    fn send_publish(&mut self, index: usize, mut publish: Publish) -> Result<(), End> {
+        let link = &mut self.upstreams[index];
+        if publish.qos != QoS::AtMostOnce {
             let client_pkid = publish.pkid;
-            let Some(pkid) = self.upstreams[index]
-                .ids
-                .allocate(Origin::Publish(client_pkid))
-            else {
+            let Some(pkid) = link.start_publish(client_pkid) else {
                 return Err(End::Refuse(
                     DisconnectReasonCode::QuotaExceeded,
                     "no packet id free".into(),
                 ));
             };
-            self.inbound.insert(client_pkid, (index, pkid));
+            self.inbound.insert(client_pkid, Inbound::Sent(index, pkid));
             publish.pkid = pkid;
         }
         let (qos, upstream_pkid) = (publish.qos, publish.pkid);
-        let link = &mut self.upstreams[index];
         if !link.send_bounded(&Packet::Publish(publish)) {
             // Larger than this broker accepts (after alias expansion or 3.1.1
             // translation): refuse this publish rather than lose the session.

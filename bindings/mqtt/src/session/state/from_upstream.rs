@@ -4,10 +4,11 @@
 
 use mqtt_bytes_v5::{
     Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, Publish,
-    QoS,
+    PublishProperties, QoS,
 };
 
 use super::{packet_name, Session};
+use crate::flow::weight;
 use crate::session::acks::{Answers, UpstreamAck};
 use crate::session::end::End;
 use crate::upstream::Origin;
@@ -23,6 +24,7 @@ impl Session {
                         pkid: client_pkid,
                         ..ack
                     }));
+                    self.drain_queue(index)?;
                 }
             }
             Packet::PubRec(rec) => {
@@ -33,13 +35,16 @@ impl Session {
                         PubRecReason::Success | PubRecReason::NoMatchingSubscribers
                     );
                     if failed {
-                        link.ids.remove(rec.pkid);
+                        link.take_publish(rec.pkid);
                         self.inbound.remove(&client_pkid);
                     }
                     self.send_client(&Packet::PubRec(PubRec {
                         pkid: client_pkid,
                         ..rec
                     }));
+                    if failed {
+                        self.drain_queue(index)?;
+                    }
                 }
             }
             Packet::PubComp(comp) => {
@@ -49,6 +54,7 @@ impl Session {
                         pkid: client_pkid,
                         ..comp
                     }));
+                    self.drain_queue(index)?;
                 }
             }
             Packet::PubRel(rel) => match self.delivering.get(&(index, rel.pkid)) {
@@ -125,7 +131,7 @@ impl Session {
 
     fn upstream_publish(&mut self, index: usize, mut publish: Publish) {
         if publish.qos == QoS::AtMostOnce {
-            self.send_client(&Packet::Publish(publish));
+            self.send_delivery(publish);
             return;
         }
         if let Some(&client_pkid) = self.delivering.get(&(index, publish.pkid)) {
@@ -133,11 +139,47 @@ impl Session {
             // session resumed: the client gets it again under its own id.
             publish.pkid = client_pkid;
             publish.dup = true;
-            self.send_client(&Packet::Publish(publish));
+            self.send_delivery(publish);
             return;
         }
+        self.waiting_bytes += weight(&publish);
         self.waiting.push_back((index, publish));
         self.deliver_waiting();
+    }
+
+    /// Sends a message to the client, under a topic alias where the client
+    /// allows them and the server assigns them; false when it is larger than
+    /// the client accepts and was dropped.
+    fn send_delivery(&mut self, mut publish: Publish) -> bool {
+        let mut assigned = None;
+        if self.limits.client_topic_aliases > 0 {
+            let alias = match self.outgoing_aliases.get(&publish.topic) {
+                Some(&alias) => {
+                    publish.topic.clear();
+                    Some(alias)
+                }
+                None if self.outgoing_aliases.len() < self.limits.client_topic_aliases => {
+                    let alias = self.outgoing_aliases.len() as u16 + 1;
+                    assigned = Some(publish.topic.clone());
+                    Some(alias)
+                }
+                // Every alias is taken: the topic goes in full.
+                None => None,
+            };
+            if let Some(alias) = alias {
+                publish
+                    .properties
+                    .get_or_insert_with(PublishProperties::default)
+                    .topic_alias = Some(alias);
+            }
+        }
+        let sent = self.send_client(&Packet::Publish(publish));
+        // The client learns an alias only from a packet it gets.
+        if let (true, Some(topic)) = (sent, assigned) {
+            let alias = self.outgoing_aliases.len() as u16 + 1;
+            self.outgoing_aliases.insert(topic, alias);
+        }
+        sent
     }
 
     /// Sends waiting messages while the client's receive maximum allows.
@@ -150,10 +192,11 @@ impl Session {
                 self.waiting.push_front((index, publish));
                 return;
             };
+            self.waiting_bytes -= weight(&publish);
             let upstream_pkid = publish.pkid;
             publish.pkid = client_pkid;
             let qos = publish.qos;
-            if self.send_client(&Packet::Publish(publish)) {
+            if self.send_delivery(publish) {
                 self.outbound.insert(client_pkid, (index, upstream_pkid));
                 self.delivering.insert((index, upstream_pkid), client_pkid);
             } else {

@@ -382,7 +382,7 @@ fn an_upstream_that_does_not_open_makes_the_server_unavailable() {
 }
 
 #[test]
-fn the_connack_offers_only_what_every_broker_allows() {
+fn the_connack_offers_only_what_every_broker_allows_and_the_proxys_own_window() {
     let config = Server {
         maximum_packet_size: 4000,
         ..north_and_south_server()
@@ -413,7 +413,7 @@ fn the_connack_offers_only_what_every_broker_allows() {
             session_present: false,
             code: ConnectReturnCode::Success,
             properties: Some(ConnAckProperties {
-                receive_max: Some(10),
+                receive_max: Some(u16::MAX),
                 max_qos: Some(0),
                 max_packet_size: Some(3000),
                 topic_alias_max: Some(admit::TOPIC_ALIAS_MAXIMUM),

@@ -98,18 +98,23 @@ fn a_topic_alias_never_set_is_a_protocol_error() {
 }
 
 #[test]
-fn a_publish_beyond_the_brokers_receive_maximum_is_refused() {
+fn a_publish_beyond_the_brokers_receive_maximum_waits_for_its_window() {
     let mut h = with_broker(ConnAckProperties {
         receive_max: Some(2),
         ..broker_properties()
     });
-    assert_eq!(h.connack().properties.and_then(|p| p.receive_max), Some(2));
-    for pkid in [1, 2] {
+    // The client is told the proxy's own window, not the broker's.
+    assert_eq!(
+        h.connack().properties.and_then(|p| p.receive_max),
+        Some(u16::MAX)
+    );
+    for pkid in [1, 2, 3] {
         h.client(Packet::Publish(publish("a", QoS::AtLeastOnce, pkid, b"m")))
             .unwrap();
     }
-    let end = h.client(Packet::Publish(publish("a", QoS::AtLeastOnce, 3, b"m")));
-    assert_eq!(refused(end), DisconnectReasonCode::ReceiveMaximumExceeded);
+    assert_eq!(h.take_upstream(0).len(), 2, "the third waits");
+    h.upstream(0, puback(1, PubAckReason::Success)).unwrap();
+    assert_eq!(one_publish(h.take_upstream(0)).pkid, 3);
 }
 
 #[test]

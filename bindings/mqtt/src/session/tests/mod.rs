@@ -4,6 +4,8 @@
 //! socket, no runtime, no sleep.
 
 mod admission;
+mod client_features;
+mod flow_control;
 mod flows;
 mod lifecycle;
 mod limits;
@@ -33,6 +35,7 @@ use super::state::{Session, Start};
 use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
+use crate::flow::Flow;
 use crate::options::{
     ConnectCredentials, CredentialsPattern, MqttCondition, OnInvalid, RouteTemplate,
 };
@@ -127,6 +130,9 @@ pub(super) struct Server {
     /// Topic filters validated with the [`NotBad`] model, and what an invalid publish gets.
     pub(super) validate: Vec<(&'static str, OnInvalid)>,
     pub(super) maximum_packet_size: u32,
+    pub(super) flow: Flow,
+    pub(super) server_keep_alive: Option<u16>,
+    pub(super) client_topic_aliases: u16,
 }
 
 impl Default for Server {
@@ -137,6 +143,9 @@ impl Default for Server {
             guard: false,
             validate: Vec::new(),
             maximum_packet_size: 1024 * 1024,
+            flow: Flow::default(),
+            server_keep_alive: None,
+            client_topic_aliases: 0,
         }
     }
 }
@@ -194,6 +203,9 @@ impl Server {
             versions: vec![Version::V4, Version::V5],
             maximum_packet_size: self.maximum_packet_size,
             connect_timeout: Duration::from_secs(10),
+            flow: self.flow,
+            server_keep_alive: self.server_keep_alive,
+            client_topic_aliases: self.client_topic_aliases,
             unbound: templates.iter().map(RouteTemplate::unbound).collect(),
             templates,
             routes: Routes::new(routes, self.exit.map(exit)),
@@ -393,11 +405,7 @@ impl Opening {
                 UpstreamLink::new(name.clone(), ack, keep_alive, self.upstream_version, now)
             })
             .collect();
-        let connack = admit::merged_connack(
-            &links,
-            admission.assigned.clone(),
-            self.config.maximum_packet_size,
-        );
+        let connack = admit::merged_connack(&links, admission.assigned.clone(), &self.config);
         let exits = links.iter().map(|l| l.name.to_string()).collect();
         let opens = admission.opens.iter().map(|(_, _, o)| o.clone()).collect();
         let start = Start {
@@ -451,7 +459,7 @@ impl Harness {
     pub(super) fn upstream(&mut self, index: usize, packet: Packet) -> Result<(), End> {
         let mut buf = BytesMut::new();
         codec::write(&packet, self.upstream_version, &mut buf).expect("encodes");
-        self.session.on_upstream_bytes(index, &mut buf)
+        self.session.on_upstream_bytes(self.now, index, &mut buf)
     }
 
     /// The packets queued for the client since the last call (taken as written).
