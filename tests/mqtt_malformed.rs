@@ -251,3 +251,78 @@ async fn an_unreachable_broker_gets_connack_0x88() {
     .await;
     proxy.engine.shutdown().await;
 }
+
+/// A broker stub on a free port: takes one CONNECT, hands its raw bytes
+/// back, and accepts the session.
+async fn stub_broker() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the proxy closed before its CONNECT was complete");
+            bytes.extend_from_slice(&chunk[..n]);
+            // Remaining length in one byte is enough for this CONNECT.
+            if bytes.len() >= 2 && bytes.len() >= 2 + usize::from(bytes[1]) {
+                break;
+            }
+        }
+        stream
+            .write_all(&[0x20, 0x03, 0x00, 0x00, 0x00])
+            .await
+            .unwrap();
+        // Hold the session until the test ends.
+        let mut rest = [0u8; 64];
+        let _ = stream.read(&mut rest).await;
+        bytes
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_binary_password_reaches_the_broker_byte_for_byte() {
+    use zilla_testkit::mqtt::packets::{Connect, Login};
+    let (port, broker) = stub_broker().await;
+    let proxy = Proxy::start(&mqtt_proxy_yaml("    exit: mqtt_client_a", &[("a", port)])).await;
+    // The codec crates only write text passwords: write one of the same
+    // length and put the binary bytes over it (the password is last).
+    let password = [0xFF, 0x00, 0xC3, 0x28, 0x80, 0xFE];
+    let mut bytes = bytes::BytesMut::new();
+    Packet::Connect(
+        Connect {
+            keep_alive: 30,
+            client_id: "binary-1".into(),
+            clean_start: true,
+            properties: None,
+        },
+        None,
+        Some(Login {
+            username: "device".into(),
+            password: "x".repeat(password.len()),
+        }),
+    )
+    .write(&mut bytes)
+    .unwrap();
+    let end = bytes.len();
+    bytes[end - password.len()..].copy_from_slice(&password);
+    let mut client = RawMqtt::open(proxy.port).await;
+    client.send_bytes(&bytes).await;
+    match client.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.code,
+            zilla_testkit::mqtt::packets::ConnectReturnCode::Success
+        ),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    drop(client);
+    let upstream = broker.await.unwrap();
+    assert!(
+        upstream.ends_with(&password),
+        "the broker got the password as sent: {upstream:02X?}"
+    );
+    proxy.engine.shutdown().await;
+}

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnectReturnCode, Login, Packet};
+use mqtt_bytes_v5::{ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zilla_engine::{
     async_trait, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports, StreamConnector,
 };
 
 use crate::codec::{self, Version};
+use crate::credentials::{write_connect, Login};
 use crate::options::{CredentialsPattern, MqttClientOptions};
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 
@@ -91,19 +93,24 @@ impl MqttSessions for MqttClient {
                 (Some(pattern), Some(credentials)) => Some(if pattern.in_password {
                     Login {
                         username: String::new(),
-                        password: pattern.wrap(credentials),
+                        password: pattern.wrap(credentials).into(),
                     }
                 } else {
                     Login {
                         username: pattern.wrap(credentials),
-                        password: String::new(),
+                        password: Bytes::new(),
                     }
                 }),
                 _ => request.login,
             };
-            let connect = Packet::Connect(request.connect, request.will, login);
-            codec::write(&connect, self.version, &mut out)
-                .map_err(|e| OpenError::Failed(format!("cannot encode CONNECT: {e}")))?;
+            write_connect(
+                request.connect,
+                request.will,
+                login.as_ref(),
+                self.version,
+                &mut out,
+            )
+            .map_err(|e| OpenError::Failed(format!("cannot encode CONNECT: {e}")))?;
             stream
                 .write_all(&out)
                 .await

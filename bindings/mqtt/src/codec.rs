@@ -69,14 +69,14 @@ impl std::fmt::Display for CodecError {
 impl std::error::Error for CodecError {}
 
 /// The fixed header: type and flags, and the frame's full length.
-struct FixedHeader {
-    byte1: u8,
-    header_len: usize,
-    remaining_len: usize,
+pub(crate) struct FixedHeader {
+    pub(crate) byte1: u8,
+    pub(crate) header_len: usize,
+    pub(crate) remaining_len: usize,
 }
 
 /// Reads the fixed header, or `None` when more bytes are needed.
-fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
+pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };

@@ -12,6 +12,7 @@
 mod client;
 pub mod codec;
 mod config;
+pub mod credentials;
 pub mod flow;
 pub mod options;
 mod packet_ids;

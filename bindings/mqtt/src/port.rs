@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnAck, Connect, LastWill, Login};
+use mqtt_bytes_v5::{ConnAck, Connect, LastWill};
 use zilla_engine::{async_trait, ByteStream, Port, StreamInfo};
 
 use crate::codec::Version;
+use crate::credentials::Login;
 
 /// What the server asks of an upstream session: the client's CONNECT, the
 /// will (only for the upstream the will topic routes to), and the credentials
@@ -19,7 +20,8 @@ pub struct OpenSession {
     pub connect: Connect,
     /// The will to register upstream.
     pub will: Option<LastWill>,
-    /// Credentials for the broker: the client's own, when the server consumed none.
+    /// Credentials for the broker: the client's own (the password as the
+    /// bytes it sent), when the server consumed none.
     pub login: Option<Login>,
     /// The credentials the server's guard accepted (e.g. the JWT), for a
     /// client binding that forwards them.

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use mqtt_bytes_v5::{
-    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill, Login,
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill,
 };
 use zilla_engine::{Authorizations, GuardRejection, GuardSession, StreamInfo};
 
 use super::router::Router;
 use crate::codec::{CodecError, Version};
 use crate::config::ServerConfig;
+use crate::credentials::Login;
 use crate::options::{Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 use crate::upstream::UpstreamLink;
@@ -178,14 +179,20 @@ pub(crate) fn credentials(
     };
     let field = request.login.as_ref().map(|l| {
         if pattern.in_password {
-            l.password.as_str()
+            // A password is binary data; credentials in it must be text.
+            l.password_text()
         } else {
-            l.username.as_str()
+            Some(l.username.as_str())
         }
     });
-    match field.map(|text| pattern.extract(text)) {
-        Some(Some(token)) => Ok(Some(token.to_owned())),
+    match field.map(|text| text.map(|text| pattern.extract(text))) {
+        Some(Some(Some(token))) => Ok(Some(token.to_owned())),
         Some(None) => refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            "the CONNECT password is binary, not the text the credentials need",
+            &connect.client_id,
+        ),
+        Some(Some(None)) => refuse(
             ConnectReturnCode::BadUserNamePassword,
             &format!("the CONNECT {position} does not hold credentials in the expected form"),
             &connect.client_id,

@@ -24,6 +24,7 @@ use super::state::{Session, Start};
 use super::takeover::Registration;
 use crate::codec::{self, CodecError, Version};
 use crate::config::ServerConfig;
+use crate::credentials::{read_connect as read_connect_packet, ConnectPacket};
 use crate::upstream::UpstreamLink;
 
 /// The most a single read takes in (a busy connection's buffer size).
@@ -154,8 +155,12 @@ async fn read_connect(
         }
     };
     loop {
-        match codec::read(buf, version, config.maximum_packet_size as usize) {
-            Ok(Some(Packet::Connect(connect, will, login))) => {
+        match read_connect_packet(buf, version, config.maximum_packet_size as usize) {
+            Ok(Some(ConnectPacket {
+                connect,
+                will,
+                login,
+            })) => {
                 return Ok(Some(Request {
                     version,
                     connect,
@@ -164,7 +169,6 @@ async fn read_connect(
                     assigned: None,
                 }))
             }
-            Ok(Some(_)) => unreachable!("connect_version checked the packet type"),
             Ok(None) => {}
             Err(error) => {
                 if let Some(connack) = admit::malformed_connect(version, &error) {

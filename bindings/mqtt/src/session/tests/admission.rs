@@ -477,3 +477,43 @@ fn a_refusal_reads_as_its_3_1_1_return_code() {
     assert_eq!(unrouted.connack.code, ConnectReturnCode::NotAuthorized);
     assert_eq!(v4_bytes(*unrouted.connack), [0x20, 0x02, 0x00, 0x05]);
 }
+
+#[test]
+fn a_binary_password_goes_upstream_as_the_bytes_the_client_sent() {
+    let mut opening = Opening::new(Server::default().build(), Version::V5);
+    let login = Login {
+        username: "device".into(),
+        password: Bytes::from_static(&[0xFF, 0xFE, 0x00, 0x80]),
+    };
+    opening.login = Some(login.clone());
+    let admission = admitted(&mut opening);
+    let (_, _, open) = &admission.opens[0];
+    assert_eq!(open.login.as_ref(), Some(&login));
+}
+
+#[test]
+fn a_binary_password_where_the_guard_needs_text_is_a_bad_user_name_or_password() {
+    let config = Server {
+        guard: true,
+        in_password: true,
+        ..Server::default()
+    }
+    .build();
+    let mut opening = Opening::new(config, Version::V5);
+    opening.login = Some(Login {
+        username: String::new(),
+        password: Bytes::from_static(&[0xFF, 0xFE]),
+    });
+    let refusal = refusal(&mut opening);
+    assert_eq!(refusal.connack.code, ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(
+        reason_string(&refusal),
+        Some("the CONNECT password is binary, not the text the credentials need")
+    );
+    // The same guard takes a text password.
+    opening.login = Some(Login {
+        username: String::new(),
+        password: Bytes::from_static(b"alice:mqtt"),
+    });
+    assert!(opening.admit().is_ok());
+}

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode,
-    DisconnectReasonCode, Filter, LastWill, Login, Packet, Publish, QoS, RetainForwardRule,
-    Subscribe,
+    DisconnectReasonCode, Filter, LastWill, Packet, Publish, QoS, RetainForwardRule, Subscribe,
 };
 use serde::Deserialize;
 use zilla_engine::route::GuardRequirement;
@@ -35,6 +34,7 @@ use super::state::{Session, Start};
 use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
+use crate::credentials::Login;
 use crate::flow::Flow;
 use crate::options::{
     ConnectCredentials, CredentialsPattern, MqttCondition, OnInvalid, RouteTemplate,
@@ -127,6 +127,8 @@ pub(super) struct Server {
     pub(super) exit: Option<&'static str>,
     /// Whether sessions must present a `jwt0` token as `Bearer {credentials}` user name.
     pub(super) guard: bool,
+    /// Whether the guard's credentials are in the password instead.
+    pub(super) in_password: bool,
     /// Topic filters validated with the [`NotBad`] model, and what an invalid publish gets.
     pub(super) validate: Vec<(&'static str, OnInvalid)>,
     pub(super) maximum_packet_size: u32,
@@ -141,6 +143,7 @@ impl Default for Server {
             routes: "[]",
             exit: Some("north"),
             guard: false,
+            in_password: false,
             validate: Vec::new(),
             maximum_packet_size: 1024 * 1024,
             flow: Flow::default(),
@@ -183,9 +186,16 @@ impl Server {
         let authorization = self.guard.then(|| ServerAuthorization {
             guard_name: "jwt0".into(),
             guard: guard.clone(),
-            pattern: CredentialsPattern::new(&ConnectCredentials {
-                username: Some("Bearer {credentials}".into()),
-                password: None,
+            pattern: CredentialsPattern::new(&if self.in_password {
+                ConnectCredentials {
+                    username: None,
+                    password: Some("{credentials}".into()),
+                }
+            } else {
+                ConnectCredentials {
+                    username: Some("Bearer {credentials}".into()),
+                    password: None,
+                }
             })
             .expect("pattern"),
         });
@@ -362,7 +372,7 @@ impl Opening {
     pub(super) fn token(mut self, token: &str) -> Self {
         self.login = Some(Login {
             username: format!("Bearer {token}"),
-            password: String::new(),
+            password: Bytes::new(),
         });
         self
     }
