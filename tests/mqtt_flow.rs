@@ -112,7 +112,12 @@ async fn a_subscriber_that_stops_reading_holds_a_bounded_amount_in_the_proxy() {
     let mut other = subscribed(proxy.port, "other-1", "other/#", QoS::AtLeastOnce).await;
     for n in 0..10u16 {
         other
-            .send(&publish_packet("other/x", QoS::AtLeastOnce, n + 1, vec![n as u8]))
+            .send(&publish_packet(
+                "other/x",
+                QoS::AtLeastOnce,
+                n + 1,
+                vec![n as u8],
+            ))
             .await;
         let mut got_message = false;
         let mut got_ack = false;

@@ -1,9 +1,10 @@
-//! Where session ownership lives: the client ids connected through one mqtt
-//! server (a new connection with the same id takes the session over), and
-//! what a persistent session's connection leaves for the next one.
+//! Where session ownership lives: the client ids connected through the mqtt
+//! servers that share a store (or through one server without a store; a new
+//! connection with the same id takes the session over), and what a
+//! persistent session's connection leaves for the next one.
 //!
-//! Shared by every session task of a server, so it is the one place of the
-//! session that synchronises (a mutex and a notification per connection).
+//! Shared by every session task of those servers, so it is the one place of
+//! the session that synchronises (a mutex and a notification per connection).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
