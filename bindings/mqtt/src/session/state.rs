@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnAck, Connect, Packet, Publish, QoS};
+use mqtt_bytes_v5::{ConnAck, Connect, Packet, PubCompReason, Publish, QoS};
 
 use super::acks::{without_properties, PendingAck};
 use super::end::End;
@@ -122,6 +122,14 @@ enum Inbound {
     Queued(usize),
     /// Sent to upstream `.0` with packet id `.1`.
     Sent(usize, u16),
+    /// QoS 2: the broker's PUBREC came and the proxy sent it PUBREL at once,
+    /// so the broker's window does not wait for the client's PUBREL.
+    Released(usize, u16),
+    /// QoS 2: the client's PUBREL came too; its PUBCOMP waits for the broker's.
+    AwaitingComp(usize, u16),
+    /// QoS 2: the broker's PUBCOMP came (with this reason); the client's
+    /// PUBREL is answered with it.
+    Completed(PubCompReason),
 }
 
 /// How often a session logs that a buffer is full.
@@ -454,8 +462,13 @@ impl Session {
                 .inbound
                 .iter()
                 .filter_map(|(&p, inbound)| match *inbound {
-                    Inbound::Sent(i, q) => Some((p, name(i), q)),
-                    Inbound::Queued(_) => None,
+                    // The client sends PUBREL again and it goes upstream again.
+                    Inbound::Sent(i, q) | Inbound::Released(i, q) | Inbound::AwaitingComp(i, q) => {
+                        Some((p, name(i), q))
+                    }
+                    // Over at the broker: a PUBREL again gets 0x92, which
+                    // completes the flow for the client.
+                    Inbound::Queued(_) | Inbound::Completed(_) => None,
                 })
                 .collect(),
             outbound: self

@@ -54,11 +54,25 @@ impl Session {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                match self.inbound.get(&rel.pkid) {
-                    Some(&Inbound::Sent(index, pkid)) => {
+                match self.inbound.get(&rel.pkid).copied() {
+                    Some(Inbound::Sent(index, pkid)) => {
                         self.upstreams[index].send(&Packet::PubRel(PubRel { pkid, ..rel }));
                     }
-                    _ => {
+                    Some(Inbound::Released(index, pkid)) => {
+                        self.inbound
+                            .insert(rel.pkid, Inbound::AwaitingComp(index, pkid));
+                    }
+                    // A PUBREL sent again while the broker's PUBCOMP is due.
+                    Some(Inbound::AwaitingComp(..)) => {}
+                    Some(Inbound::Completed(reason)) => {
+                        self.inbound.remove(&rel.pkid);
+                        self.send_client(&Packet::PubComp(PubComp {
+                            pkid: rel.pkid,
+                            reason,
+                            properties: None,
+                        }));
+                    }
+                    Some(Inbound::Queued(_)) | None => {
                         self.send_client(&Packet::PubComp(PubComp {
                             pkid: rel.pkid,
                             reason: PubCompReason::PacketIdentifierNotFound,

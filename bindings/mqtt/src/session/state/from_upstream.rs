@@ -3,11 +3,11 @@
 //! the client delivered within its receive maximum.
 
 use mqtt_bytes_v5::{
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, Publish,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason, Publish,
     PublishProperties, QoS,
 };
 
-use super::{packet_name, Session};
+use super::{packet_name, Inbound, Session};
 use crate::flow::weight;
 use crate::session::acks::{Answers, UpstreamAck};
 use crate::session::end::End;
@@ -37,6 +37,19 @@ impl Session {
                     if failed {
                         link.take_publish(rec.pkid);
                         self.inbound.remove(&client_pkid);
+                    } else if self.inbound.get(&client_pkid) == Some(&Inbound::Sent(index, rec.pkid)) {
+                        // Released at once: the broker's window frees at its
+                        // PUBCOMP, whatever the client does with its PUBREL
+                        // (which may wait behind publishes the proxy cannot
+                        // read yet). The client still gets PUBCOMP only after
+                        // both its PUBREL and the broker's PUBCOMP.
+                        link.send(&Packet::PubRel(PubRel {
+                            pkid: rec.pkid,
+                            reason: PubRelReason::Success,
+                            properties: None,
+                        }));
+                        self.inbound
+                            .insert(client_pkid, Inbound::Released(index, rec.pkid));
                     }
                     self.send_client(&Packet::PubRec(PubRec {
                         pkid: client_pkid,
@@ -49,11 +62,20 @@ impl Session {
             }
             Packet::PubComp(comp) => {
                 if let Some(client_pkid) = self.upstreams[index].take_publish(comp.pkid) {
-                    self.inbound.remove(&client_pkid);
-                    self.send_client(&Packet::PubComp(PubComp {
-                        pkid: client_pkid,
-                        ..comp
-                    }));
+                    match self.inbound.get(&client_pkid) {
+                        // The client's PUBREL is still to come.
+                        Some(Inbound::Released(..)) => {
+                            self.inbound
+                                .insert(client_pkid, Inbound::Completed(comp.reason));
+                        }
+                        _ => {
+                            self.inbound.remove(&client_pkid);
+                            self.send_client(&Packet::PubComp(PubComp {
+                                pkid: client_pkid,
+                                ..comp
+                            }));
+                        }
+                    }
                     self.drain_queue(index)?;
                 }
             }

@@ -198,43 +198,71 @@ fn a_qos0_publish_waits_behind_queued_ones_so_order_is_kept() {
     );
 }
 
+fn pubrec(pkid: u16) -> Packet {
+    Packet::PubRec(PubRec {
+        pkid,
+        reason: PubRecReason::Success,
+        properties: None,
+    })
+}
+
+fn pubrel(pkid: u16) -> Packet {
+    Packet::PubRel(PubRel {
+        pkid,
+        reason: PubRelReason::Success,
+        properties: None,
+    })
+}
+
+fn pubcomp(pkid: u16) -> Packet {
+    Packet::PubComp(PubComp {
+        pkid,
+        reason: PubCompReason::Success,
+        properties: None,
+    })
+}
+
 #[test]
-fn a_qos2_flow_holds_its_place_in_the_window_until_pubcomp() {
+fn a_qos2_flow_holds_its_place_in_the_window_until_the_brokers_pubcomp() {
     let mut h = session(Version::V5, 1, Flow::default());
     h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 7, b"x")))
         .unwrap();
     h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 8, b"y")))
         .unwrap();
     assert_eq!(publish_ids(h.take_upstream(0)), vec![1]);
-    h.upstream(
-        0,
-        Packet::PubRec(PubRec {
-            pkid: 1,
-            reason: PubRecReason::Success,
-            properties: None,
-        }),
-    )
-    .unwrap();
-    assert!(
-        h.take_upstream(0).is_empty(),
-        "PUBREC does not free the window"
-    );
-    h.client(Packet::PubRel(PubRel {
-        pkid: 7,
-        reason: PubRelReason::Success,
-        properties: None,
-    }))
-    .unwrap();
+    // The broker's PUBREC goes to the client, and the proxy releases the
+    // message to the broker at once: the window need not wait for the
+    // client's PUBREL, which may sit behind publishes not read yet.
+    h.upstream(0, pubrec(1)).unwrap();
+    assert_eq!(h.take_client(), vec![pubrec(7)]);
+    assert_eq!(h.take_upstream(0), vec![pubrel(1)], "PUBREC does not free the window");
+    h.upstream(0, pubcomp(1)).unwrap();
+    assert_eq!(publish_ids(h.take_upstream(0)), vec![2], "PUBCOMP does");
+    assert!(h.take_client().is_empty(), "no PUBCOMP before the client's PUBREL");
+    // The client's PUBREL is answered with the broker's PUBCOMP.
+    h.client(pubrel(7)).unwrap();
+    assert_eq!(h.take_client(), vec![pubcomp(7)]);
+    assert!(h.take_upstream(0).is_empty(), "the broker was released already");
+}
+
+#[test]
+fn a_clients_pubrel_before_the_brokers_pubcomp_waits_for_it() {
+    let mut h = session(Version::V5, 1, Flow::default());
+    h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 7, b"x")))
+        .unwrap();
     h.take_upstream(0);
-    h.upstream(
-        0,
-        Packet::PubComp(PubComp {
-            pkid: 1,
-            reason: PubCompReason::Success,
-            properties: None,
-        }),
-    )
-    .unwrap();
+    h.upstream(0, pubrec(1)).unwrap();
+    h.take_client();
+    h.take_upstream(0);
+    h.client(pubrel(7)).unwrap();
+    h.client(pubrel(7)).unwrap();
+    assert!(h.take_client().is_empty());
+    assert!(h.take_upstream(0).is_empty());
+    h.upstream(0, pubcomp(1)).unwrap();
+    assert_eq!(h.take_client(), vec![pubcomp(7)], "once");
+    // The flow is over: id 7 is free again.
+    h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 7, b"again")))
+        .unwrap();
     assert_eq!(publish_ids(h.take_upstream(0)), vec![2]);
 }
 
