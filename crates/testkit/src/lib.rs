@@ -1,9 +1,11 @@
 //! Test and demo helpers shared by the end-to-end tests and `cargo xtask demo`:
 //! a real mosquitto on a free loopback port, the `zilla` host as a child process
-//! whose output is watched, and waiting for a condition with a deadline.
+//! whose output is watched, real MQTT client libraries (MQTT.js, paho-mqtt) as
+//! child processes, and waiting for a condition with a deadline.
 
 #![forbid(unsafe_code)]
 
+pub mod clients;
 pub mod http;
 mod mosquitto;
 pub mod mqtt;
