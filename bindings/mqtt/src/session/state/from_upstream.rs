@@ -3,8 +3,8 @@
 //! the client delivered within its receive maximum.
 
 use mqtt_bytes_v5::{
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason, Publish,
-    PublishProperties, QoS,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish, PublishProperties, QoS,
 };
 
 use super::{packet_name, Inbound, Session};
@@ -37,7 +37,9 @@ impl Session {
                     if failed {
                         link.take_publish(rec.pkid);
                         self.inbound.remove(&client_pkid);
-                    } else if self.inbound.get(&client_pkid) == Some(&Inbound::Sent(index, rec.pkid)) {
+                    } else if self.inbound.get(&client_pkid)
+                        == Some(&Inbound::Sent(index, rec.pkid))
+                    {
                         // Released at once: the broker's window frees at its
                         // PUBCOMP, whatever the client does with its PUBREL
                         // (which may wait behind publishes the proxy cannot

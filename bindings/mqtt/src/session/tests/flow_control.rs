@@ -235,14 +235,24 @@ fn a_qos2_flow_holds_its_place_in_the_window_until_the_brokers_pubcomp() {
     // client's PUBREL, which may sit behind publishes not read yet.
     h.upstream(0, pubrec(1)).unwrap();
     assert_eq!(h.take_client(), vec![pubrec(7)]);
-    assert_eq!(h.take_upstream(0), vec![pubrel(1)], "PUBREC does not free the window");
+    assert_eq!(
+        h.take_upstream(0),
+        vec![pubrel(1)],
+        "PUBREC does not free the window"
+    );
     h.upstream(0, pubcomp(1)).unwrap();
     assert_eq!(publish_ids(h.take_upstream(0)), vec![2], "PUBCOMP does");
-    assert!(h.take_client().is_empty(), "no PUBCOMP before the client's PUBREL");
+    assert!(
+        h.take_client().is_empty(),
+        "no PUBCOMP before the client's PUBREL"
+    );
     // The client's PUBREL is answered with the broker's PUBCOMP.
     h.client(pubrel(7)).unwrap();
     assert_eq!(h.take_client(), vec![pubcomp(7)]);
-    assert!(h.take_upstream(0).is_empty(), "the broker was released already");
+    assert!(
+        h.take_upstream(0).is_empty(),
+        "the broker was released already"
+    );
 }
 
 #[test]
