@@ -445,6 +445,10 @@ impl Session {
                 self.upstreams[index].ids.set_last(next);
             }
         }
+        for client_pkid in carried.completed {
+            self.inbound
+                .insert(client_pkid, Inbound::Completed(PubCompReason::Success));
+        }
         self.outbound.set_last(carried.next_client_pkid);
     }
 
@@ -466,8 +470,8 @@ impl Session {
                     Inbound::Sent(i, q) | Inbound::Released(i, q) | Inbound::AwaitingComp(i, q) => {
                         Some((p, name(i), q))
                     }
-                    // Over at the broker: a PUBREL again gets 0x92, which
-                    // completes the flow for the client.
+                    // Never reached a broker (sent again as new), or over at
+                    // the broker (in `completed`).
                     Inbound::Queued(_) | Inbound::Completed(_) => None,
                 })
                 .collect(),
@@ -480,6 +484,11 @@ impl Session {
                 .upstreams
                 .iter()
                 .map(|l| (l.name.clone(), l.ids.last()))
+                .collect(),
+            completed: self
+                .inbound
+                .iter()
+                .filter_map(|(&p, inbound)| matches!(inbound, Inbound::Completed(_)).then_some(p))
                 .collect(),
             next_client_pkid: self.outbound.last(),
             expires: self.session_expiry.map(|after| now + after),

@@ -32,6 +32,9 @@ pub(crate) struct Carried {
     pub(crate) inbound: Vec<(u16, Arc<str>, u16)>,
     /// Messages to the client in flight: (client id, exit, upstream id).
     pub(crate) outbound: Vec<(u16, Arc<str>, u16)>,
+    /// QoS 2 publishes the brokers completed while the client's PUBREL was
+    /// still to come: answered with PUBCOMP when it comes (client id).
+    pub(crate) completed: Vec<u16>,
     /// The last upstream packet id handed out, by exit.
     pub(crate) next_pkids: Vec<(Arc<str>, u16)>,
     /// The last client-side packet id handed out.

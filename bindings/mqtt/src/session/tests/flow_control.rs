@@ -411,3 +411,32 @@ fn an_unread_pingresp_does_not_lose_a_paused_upstream() {
         h.advance(Duration::from_secs(60)).unwrap();
     }
 }
+
+#[test]
+fn a_qos2_flow_the_broker_completed_is_completed_for_the_resumed_client() {
+    let persistent = |carried: Option<Carried>| {
+        let mut opening = Opening::new(Server::default().build(), Version::V5);
+        let mut properties = connect_properties();
+        properties.session_expiry_interval = Some(300);
+        opening.connect.properties = Some(properties);
+        opening.connect.clean_start = carried.is_none();
+        opening.carried = carried;
+        let mut h = opening.start();
+        h.connack();
+        h
+    };
+    let mut h = persistent(None);
+    h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 1, b"x")))
+        .unwrap();
+    h.take_upstream(0);
+    h.upstream(0, pubrec(1)).unwrap();
+    h.upstream(0, pubcomp(1)).unwrap();
+    // The connection drops before the client's PUBREL.
+    let carried = h.session.carried(h.now).expect("persistent");
+    assert_eq!(carried.completed, vec![1]);
+    assert!(carried.inbound.is_empty());
+    let mut h = persistent(Some(carried));
+    h.client(pubrel(1)).unwrap();
+    assert_eq!(h.take_client(), vec![pubcomp(1)]);
+    assert!(h.take_upstream(0).is_empty(), "answered by the proxy");
+}
