@@ -66,7 +66,10 @@ fn version_prints_the_plugin_types() {
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("exporters: stdout"), "{stdout}");
+    assert!(
+        stdout.contains("exporters: otlp, prometheus, stdout"),
+        "{stdout}"
+    );
     assert!(stdout.contains("stores: memory"), "{stdout}");
 }
 

@@ -18,6 +18,7 @@ use serde_yaml::Value;
 use crate::catalog::Catalog;
 use crate::config::{deserialize_at, BindingConfig, ConfigError, Kind, LineIndex};
 use crate::guard::Guard;
+use crate::listeners::Listeners;
 use crate::port::{Port, Ports};
 use crate::route::{Exit, GuardRequirement, Route, Routes};
 use crate::shutdown::Shutdown;
@@ -42,6 +43,10 @@ pub(crate) struct BuildState {
     /// Entries that failed to build; whoever refers to them stays quiet,
     /// since the root cause is already reported.
     pub(crate) failed: HashSet<String>,
+    /// Listening sockets, shared with the engine this one succeeds.
+    pub(crate) listeners: Listeners,
+    /// The metrics registry and the metrics `telemetry.metrics` enables.
+    pub(crate) metrics: crate::telemetry::metrics::MetricsBuild,
 }
 
 impl BuildState {
@@ -112,6 +117,13 @@ impl<'a> PluginContext<'a> {
     /// The engine's shutdown signal.
     pub fn shutdown(&self) -> Shutdown {
         self.state.shutdown.clone()
+    }
+
+    /// Where a binding that listens gets its sockets: those of the engine
+    /// this one replaces, when they listen on the same address, so that a
+    /// reload never closes a listener that stays.
+    pub fn listeners(&self) -> Listeners {
+        self.state.listeners.clone()
     }
 
     /// Where this entry's telemetry events go.

@@ -4,6 +4,11 @@
 //! bindings in dependency order (a binding's exits before the binding), so that
 //! each binding can ask for its exits as the ports it needs. Every problem is collected and
 //! reported together.
+//!
+//! A reload builds a successor engine with the [`Handover`] of the running one
+//! (its listeners and unchanged stores), starts it, and tells the old one to
+//! [stop accepting](Engine::stop_accepting): its connections carry on until
+//! they end ([`Engine::connections_ended`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -23,6 +28,9 @@ use crate::config::{
 };
 use crate::context::{BindingContext, BuildState, BuiltBinding, PluginContext};
 use crate::guard::Guard;
+use crate::handover::Handover;
+use crate::order::binding_order;
+use crate::properties::EngineProperties;
 use crate::registry::{
     lookup, BindingFactory, CatalogFactory, ExporterFactory, GeneratorFactory, GuardFactory,
     StoreFactory, VaultFactory,
@@ -31,14 +39,6 @@ use crate::shutdown::{Drained, Shutdown};
 use crate::store::Store;
 use crate::telemetry::{self, ActiveGuard, Events, Exporter};
 use crate::vault::Vault;
-
-/// Engine property: seconds that open connections get to finish after shutdown begins.
-pub const PROPERTY_SHUTDOWN_GRACE: &str = "zilla.engine.shutdown.grace";
-
-/// Engine properties the engine itself reads; other `zilla.engine.*` names are errors.
-const ENGINE_PROPERTIES: &[&str] = &[PROPERTY_SHUTDOWN_GRACE];
-
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 enum Source {
     File(PathBuf),
@@ -52,6 +52,7 @@ pub struct EngineBuilder {
     base_dir: Option<PathBuf>,
     env: Box<EnvLookup<'static>>,
     properties: Vec<(String, String)>,
+    handover: Handover,
 }
 
 impl EngineBuilder {
@@ -61,7 +62,16 @@ impl EngineBuilder {
             base_dir: None,
             env: Box::new(|name| std::env::var(name).ok()),
             properties: Vec::new(),
+            handover: Handover::default(),
         }
+    }
+
+    /// Builds the successor of a running engine: listeners on the addresses
+    /// it listens on are shared rather than opened again, and stores whose
+    /// entry is unchanged are the same stores.
+    pub fn handover(mut self, handover: Handover) -> Self {
+        self.handover = handover;
+        self
     }
 
     /// Resolves `${{env.NAME}}` with `lookup` instead of the process environment.
@@ -89,8 +99,10 @@ impl EngineBuilder {
     /// registry) do so here, bounded by their timeouts. Inside an async
     /// context, call it from `spawn_blocking` or a multi-threaded runtime.
     pub fn build(self) -> Result<Engine, ConfigErrors> {
+        let mut files = Vec::new();
         let (source_name, document, default_dir) = match self.source {
             Source::File(path) => {
+                files.push(path.clone());
                 let name = path.display().to_string();
                 let text = std::fs::read_to_string(&path).map_err(|error| ConfigErrors {
                     source: name.clone(),
@@ -129,10 +141,16 @@ impl EngineBuilder {
             }
         };
         let base_dir = self.base_dir.unwrap_or(default_dir);
-        build_engine(document, base_dir, self.properties).map_err(|errors| ConfigErrors {
-            source: source_name,
-            errors,
-        })
+        let mut engine =
+            build_engine(document, base_dir, self.properties, self.handover).map_err(|errors| {
+                ConfigErrors {
+                    source: source_name,
+                    errors,
+                }
+            })?;
+        files.append(&mut engine.files);
+        engine.files = files;
+        Ok(engine)
     }
 }
 
@@ -184,13 +202,17 @@ pub struct Engine {
     bindings: Vec<EngineBinding>,
     guards: Vec<(String, Arc<dyn Guard>)>,
     catalogs: Vec<Arc<dyn Catalog>>,
-    exporters: Vec<Arc<dyn Exporter>>,
+    exporters: Vec<(String, Arc<dyn Exporter>)>,
     shutdown: Shutdown,
     grace: Duration,
     /// The configuration after generators ran.
     config: ZillaConfig,
     engine_id: u64,
     active: Mutex<Option<ActiveGuard>>,
+    /// What a successor takes over.
+    handover: Handover,
+    /// The configuration file and the files its vaults read.
+    files: Vec<PathBuf>,
 }
 
 impl fmt::Debug for Engine {
@@ -237,11 +259,53 @@ impl Engine {
         self.shutdown.clone()
     }
 
+    /// The files this engine was built from: the configuration file (when
+    /// built from one) and the key and trust stores its vaults read. A
+    /// change to any of them is a reason to build a successor.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Where events about the engine as a whole go (e.g. `component`
+    /// `engine`), exported by this engine's exporters.
+    pub fn events(&self, component: &str) -> Events {
+        Events::for_engine(self.namespace.clone(), component, self.engine_id)
+    }
+
+    /// What a successor built with [`EngineBuilder::handover`] takes over.
+    pub fn handover(&self) -> Handover {
+        self.handover.clone()
+    }
+
+    /// Stops accepting connections, for a successor has taken over: accept
+    /// loops end (a listener the successor shares stays open; one it does
+    /// not closes), and open connections carry on on this engine's pipeline.
+    pub fn stop_accepting(&self) {
+        self.shutdown.stop_accepting();
+    }
+
+    /// Resolves once this engine has stopped accepting and its last
+    /// connection has ended; then [`shutdown`](Self::shutdown) finds nothing
+    /// left to drain but background tasks.
+    pub async fn connections_ended(&self) {
+        self.shutdown.connections_ended().await
+    }
+
     /// Starts guards, then bindings (exits first); returns what started where.
     /// On failure, whatever already started is shut down again.
     pub async fn start(&self) -> Result<Vec<StartedBinding>, EngineStartError> {
+        let exporters = self.exporters.iter().map(|(_, e)| e.clone()).collect();
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(telemetry::activate(self.engine_id, self.exporters.clone()));
+            Some(telemetry::activate(self.engine_id, exporters));
+        for (name, exporter) in &self.exporters {
+            if let Err(error) = exporter.start() {
+                self.shutdown().await;
+                return Err(EngineStartError {
+                    binding: format!("exporter {name}"),
+                    error,
+                });
+            }
+        }
         for (name, guard) in &self.guards {
             if let Err(rejection) = guard.start().await {
                 self.shutdown().await;
@@ -306,6 +370,7 @@ fn build_engine(
     document: ConfigDocument,
     base_dir: PathBuf,
     properties: Vec<(String, String)>,
+    handover: Handover,
 ) -> Result<Engine, Vec<ConfigError>> {
     let ConfigDocument {
         config,
@@ -319,7 +384,13 @@ fn build_engine(
         .filter_map(|e| entry_of(&e.path))
         .collect();
     let mut errors = unresolved;
-    let grace = check_properties(&properties, &mut errors);
+    let grace = match EngineProperties::parse(&properties) {
+        Ok(parsed) => parsed.shutdown_grace,
+        Err(mut invalid) => {
+            errors.append(&mut invalid);
+            Duration::ZERO
+        }
+    };
     let mut state = BuildState {
         engine_id: telemetry::next_engine_id(),
         namespace: config.name.as_str().into(),
@@ -333,7 +404,10 @@ fn build_engine(
         catalogs: HashMap::new(),
         stores: HashMap::new(),
         failed: unbuildable,
+        listeners: handover.listeners.clone(),
+        metrics: telemetry::metrics::MetricsBuild::new(handover.metrics.clone()),
     };
+    telemetry::metrics::configure(&config, &mut state);
 
     let exporters = config
         .telemetry
@@ -377,8 +451,10 @@ fn build_engine(
     );
     let started_catalogs: Vec<Arc<dyn Catalog>> = catalogs.iter().map(|(_, c)| c.clone()).collect();
     state.catalogs = catalogs.into_iter().collect();
-    state.stores = build_stores(&config.stores, &mut state)
-        .into_iter()
+    let mut kept_stores = build_stores(&config.stores, &handover, &mut state);
+    state.stores = kept_stores
+        .iter()
+        .map(|(name, _, store)| (name.clone(), store.clone()))
         .collect();
 
     // Generators (e.g. asyncapi) replace their entries with ordinary ones. A
@@ -411,9 +487,15 @@ fn build_engine(
             .filter(|(name, _)| !state.stores.contains_key(*name))
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect(),
+        &handover,
         &mut state,
     );
-    state.stores.extend(generated_stores);
+    state.stores.extend(
+        generated_stores
+            .iter()
+            .map(|(name, _, store)| (name.clone(), store.clone())),
+    );
+    kept_stores.extend(generated_stores);
 
     let order = binding_order(&config.bindings, &mut state);
     let mut built: HashMap<String, BuiltBinding> = HashMap::new();
@@ -442,12 +524,19 @@ fn build_engine(
         errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.path.clone()));
         return Err(errors);
     }
+    let files = state.vaults.values().flat_map(|v| v.files()).collect();
     Ok(Engine {
+        handover: Handover {
+            listeners: state.listeners,
+            stores: kept_stores,
+            metrics: state.metrics.registry,
+        },
+        files,
         namespace: state.namespace,
         bindings,
         guards,
         catalogs: started_catalogs,
-        exporters: exporters.into_iter().map(|(_, e)| e).collect(),
+        exporters,
         shutdown: state.shutdown,
         grace,
         config,
@@ -542,48 +631,37 @@ fn generate(mut config: ZillaConfig, state: &mut BuildState) -> ZillaConfig {
     config
 }
 
-fn check_properties(properties: &[(String, String)], errors: &mut Vec<ConfigError>) -> Duration {
-    let mut grace = DEFAULT_SHUTDOWN_GRACE;
-    for (name, value) in properties {
-        let path = format!("-P {name}");
-        if name == PROPERTY_SHUTDOWN_GRACE {
-            match value.parse::<f64>() {
-                Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-                    grace = Duration::from_secs_f64(seconds)
-                }
-                _ => errors.push(ConfigError {
-                    path,
-                    line: None,
-                    message: format!("expected a number of seconds, found `{value}`"),
-                }),
-            }
-        } else if name.starts_with("zilla.engine.") {
-            errors.push(ConfigError {
-                path,
-                line: None,
-                message: format!(
-                    "unknown engine property; known engine properties: {}",
-                    quoted_list(ENGINE_PROPERTIES)
-                ),
-            });
-        }
-    }
-    grace
-}
-
-/// Builds the `stores` entries (or those a generator added).
+/// Builds the `stores` entries (or those a generator added), each with its
+/// entry; a store the handover holds for an unchanged entry is taken over.
 fn build_stores(
     entries: &IndexMap<String, PluginConfig>,
+    handover: &Handover,
     state: &mut BuildState,
-) -> Vec<(String, Arc<dyn Store>)> {
-    build_plugins::<StoreFactory, dyn Store>(
-        entries,
+) -> Vec<(String, PluginConfig, Arc<dyn Store>)> {
+    let mut stores = Vec::new();
+    let mut fresh = IndexMap::new();
+    for (name, entry) in entries {
+        match handover.store(name, entry) {
+            Some(store) => stores.push((name.clone(), entry.clone(), store)),
+            None => {
+                fresh.insert(name.clone(), entry.clone());
+            }
+        }
+    }
+    let built = build_plugins::<StoreFactory, dyn Store>(
+        &fresh,
         "stores",
         "store",
         state,
         |f| f.type_name,
         |f, cx| (f.build)(cx),
-    )
+    );
+    stores.extend(
+        built
+            .into_iter()
+            .map(|(name, store)| (name.clone(), fresh[&name].clone(), store)),
+    );
+    stores
 }
 
 /// Builds every entry of one plugin section, recording failures.
@@ -653,89 +731,4 @@ fn build_binding(
     let plugin = PluginContext::new(name, path, entry.options.as_ref(), state);
     let mut cx = BindingContext::new(plugin, entry, built);
     (factory.build)(&mut cx).ok()
-}
-
-/// Orders bindings so each comes after its exits; reports exits that name no
-/// binding and exit cycles.
-fn binding_order(
-    bindings: &IndexMap<String, BindingConfig>,
-    state: &mut BuildState,
-) -> Vec<String> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Visiting,
-        Done,
-        Broken,
-    }
-
-    fn exits(entry: &BindingConfig) -> Vec<(String, &str)> {
-        let mut exits: Vec<(String, &str)> = entry
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, route)| (format!("routes[{index}].exit"), route.exit.as_str()))
-            .collect();
-        if let Some(exit) = &entry.exit {
-            exits.push(("exit".to_owned(), exit.as_str()));
-        }
-        exits
-    }
-
-    fn visit(
-        name: &str,
-        bindings: &IndexMap<String, BindingConfig>,
-        marks: &mut HashMap<String, Mark>,
-        stack: &mut Vec<String>,
-        order: &mut Vec<String>,
-        state: &mut BuildState,
-    ) -> Mark {
-        match marks.get(name) {
-            Some(Mark::Visiting) => return Mark::Visiting,
-            Some(done) => return *done,
-            None => {}
-        }
-        marks.insert(name.to_owned(), Mark::Visiting);
-        stack.push(name.to_owned());
-        let mut result = Mark::Done;
-        for (relative, exit) in exits(&bindings[name]) {
-            let path = format!("bindings.{name}.{relative}");
-            if !bindings.contains_key(exit) {
-                let known: Vec<_> = bindings.keys().collect();
-                state.record(
-                    path,
-                    format!(
-                        "exit `{exit}` is not a binding; the bindings are {}",
-                        quoted_list(&known)
-                    ),
-                );
-                result = Mark::Broken;
-                continue;
-            }
-            match visit(exit, bindings, marks, stack, order, state) {
-                Mark::Visiting => {
-                    let start = stack.iter().position(|n| n == exit).unwrap_or(0);
-                    let mut cycle = stack[start..].to_vec();
-                    cycle.push(exit.to_owned());
-                    state.record(path, format!("exit cycle: {}", cycle.join(" -> ")));
-                    result = Mark::Broken;
-                }
-                Mark::Broken => result = Mark::Broken,
-                Mark::Done => {}
-            }
-        }
-        stack.pop();
-        marks.insert(name.to_owned(), result);
-        // Broken bindings are still built, so their other problems are reported
-        // too; their missing exits fail quietly, having been reported here.
-        order.push(name.to_owned());
-        result
-    }
-
-    let mut marks = HashMap::new();
-    let mut order = Vec::new();
-    for name in bindings.keys() {
-        let mut stack = Vec::new();
-        visit(name, bindings, &mut marks, &mut stack, &mut order, state);
-    }
-    order
 }

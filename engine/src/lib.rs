@@ -61,6 +61,16 @@
 //! # }
 //! ```
 //!
+//! # Reloading
+//!
+//! To replace a running engine without refusing a connection, build its
+//! successor with [`EngineBuilder::handover`]`(running.handover())`, start it,
+//! then call [`Engine::stop_accepting`] on the running one: listeners on the
+//! same address are shared sockets ([`Listeners`]), unchanged stores are the
+//! same stores, and the old engine's connections carry on until
+//! [`Engine::connections_ended`] resolves. The `zilla` host does this on
+//! SIGHUP and when its files change (docs/decisions/0017).
+//!
 //! # Extending
 //!
 //! A third-party crate implements [`Binding`] (or [`Guard`], [`Vault`],
@@ -75,8 +85,12 @@ pub mod config;
 mod context;
 mod engine;
 pub mod guard;
+mod handover;
+pub mod listeners;
 pub mod model;
+mod order;
 pub mod port;
+pub mod properties;
 pub mod registry;
 pub mod route;
 pub mod shutdown;
@@ -88,14 +102,15 @@ pub use binding::{Binding, StartContext, StartError};
 pub use catalog::{Catalog, CatalogError, Schema, SchemaRef};
 pub use config::{BuildError, ConfigError, ConfigErrors, Kind, ZillaConfig};
 pub use context::{BindingContext, PluginContext};
-pub use engine::{
-    Engine, EngineBuilder, EngineStartError, StartedBinding, PROPERTY_SHUTDOWN_GRACE,
-};
+pub use engine::{Engine, EngineBuilder, EngineStartError, StartedBinding};
 pub use guard::{Authorizations, Guard, GuardRejection, GuardSession};
+pub use handover::Handover;
+pub use listeners::{ListenKey, Listeners};
 pub use model::{CatalogReferences, CatalogSelector, Compile, LiveSchema, Model, ValidationError};
 pub use port::{
     Authority, ByteStream, ConnectRequest, Port, Ports, StreamConnector, StreamHandler, StreamInfo,
 };
+pub use properties::{EngineProperties, HealthEndpoint, PROPERTY_SHUTDOWN_GRACE};
 pub use registry::{
     registered, BindingFactory, CatalogFactory, ExporterFactory, Generated, GeneratorFactory,
     GuardFactory, ModelFactory, Registered, StoreFactory, VaultFactory,

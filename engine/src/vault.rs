@@ -1,5 +1,7 @@
 //! Vaults: key and trust material by alias, for TLS bindings.
 
+use std::path::PathBuf;
+
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A private key and the certificate chain that goes with it.
@@ -42,5 +44,12 @@ pub trait Vault: Send + Sync + 'static {
     /// The signer (CA key) stored under `alias` in the signers store.
     fn signer(&self, alias: &str) -> Result<KeyEntry, VaultError> {
         Err(VaultError(format!("no signer store holds `{alias}`")))
+    }
+
+    /// The files (or directories) this vault read its stores from. A host
+    /// watches them: when one changes (a renewed certificate), it builds the
+    /// configuration again, so new handshakes use what the files now hold.
+    fn files(&self) -> Vec<PathBuf> {
+        Vec::new()
     }
 }

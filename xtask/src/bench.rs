@@ -2,7 +2,8 @@
 //! run, on loopback. One mosquitto serves every path: direct, through our
 //! proxy (seed-style: JWT at CONNECT, one guarded route), through our proxy
 //! with JSON validation, and through HAProxy in TCP mode (plain layer 4, and
-//! parsing the MQTT CONNECT to verify the JWT with `jwt_verify`). Each
+//! parsing the MQTT CONNECT to verify the JWT with `jwt_verify`), and
+//! through our proxy with every metric on (`proxy-metrics`). Each
 //! scenario runs its targets in a rotating order every round so that drift
 //! cancels out; the median of the rounds is reported, with the CPU seconds
 //! each process spent (from /proc) per million messages.
@@ -15,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
+use crate::bench_configs::{haproxy_cfg, proxy_yaml, with_every_metric};
+use crate::bench_report::{machine, report, Sample};
 use crate::{cargo, run, token, which};
 
 const BENCH_DIR: &str = "target/bench";
@@ -32,119 +35,6 @@ max_connections -1
 /// would otherwise add milliseconds to every path alike and hide what the
 /// proxy itself adds (the proxy sets TCP_NODELAY on its own sockets).
 const MOSQUITTO_NODELAY: &str = "set_tcp_nodelay true\n";
-
-/// The proxy as in the seed: JWT at CONNECT, one route guarded by `mqtt:stream`.
-fn proxy_yaml(guards: &str, broker: u16, validation: bool) -> String {
-    let topics = if validation {
-        "      topics:
-        - name: bench/#
-          content:
-            model: json
-            catalog:
-              bench_schemas:
-                - subject: reading
-"
-    } else {
-        ""
-    };
-    let catalogs = if validation {
-        r#"catalogs:
-  bench_schemas:
-    type: inline
-    options:
-      subjects:
-        reading:
-          schema: |
-            {"type": "object",
-             "properties": {"id": {"type": "string"}, "temperature": {"type": "number"},
-                            "unit": {"enum": ["C", "F"]}, "at": {"type": "integer"}},
-             "required": ["id", "temperature", "unit"]}
-"#
-    } else {
-        ""
-    };
-    format!(
-        "name: bench
-{catalogs}guards:
-{guards}bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options:
-      host: 127.0.0.1
-      port: 0
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    options:
-      authorization:
-        authn_jwt:
-          credentials:
-            connect:
-              username: Bearer {{credentials}}
-{topics}    routes:
-      - guarded:
-          authn_jwt:
-            - mqtt:stream
-        exit: south_mqtt_client
-  south_mqtt_client:
-    type: mqtt
-    kind: client
-    exit: south_tcp_client
-  south_tcp_client:
-    type: tcp
-    kind: client
-    options:
-      host: 127.0.0.1
-      port: {broker}
-"
-    )
-}
-
-/// HAProxy 2.6 in TCP mode, for each broker: `l4_<i>` forwards bytes;
-/// `jwt_<i>` waits for the MQTT CONNECT, takes the token from the user name
-/// and checks it as our guard does (RS256 signature, issuer, audience,
-/// expiry, scope).
-fn haproxy_cfg(brokers: &[(u16, u16, u16)], public_key: &Path) -> String {
-    let key = public_key.display();
-    let mut config = "global
-    maxconn 9900
-    nbthread 2
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 1h
-    timeout server 1h
-"
-    .to_owned();
-    for (index, (broker, l4, jwt)) in brokers.iter().enumerate() {
-        config.push_str(&format!(
-            r#"backend mosquitto_{index}
-    server broker 127.0.0.1:{broker}
-frontend l4_{index}
-    bind 127.0.0.1:{l4}
-    default_backend mosquitto_{index}
-frontend jwt_{index}
-    bind 127.0.0.1:{jwt}
-    tcp-request inspect-delay 5s
-    tcp-request content reject unless {{ req.payload(0,0),mqtt_is_valid }}
-    tcp-request content set-var(txn.token) req.payload(0,0),mqtt_field_value(connect,username),regsub("^Bearer ","")
-    tcp-request content set-var(txn.now) date()
-    tcp-request content reject unless {{ var(txn.token),jwt_header_query('$.alg') -m str RS256 }}
-    tcp-request content reject unless {{ var(txn.token),jwt_verify("RS256","{key}") -m int 1 }}
-    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.iss') -m str https://auth.example.com }}
-    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.aud') -m str https://api.example.com }}
-    tcp-request content reject unless {{ var(txn.token),jwt_payload_query('$.scope') -m sub mqtt:stream }}
-    tcp-request content set-var(txn.exp) var(txn.token),jwt_payload_query('$.exp','int')
-    tcp-request content reject unless {{ var(txn.exp),sub(txn.now) gt 0 }}
-    tcp-request content accept
-    default_backend mosquitto_{index}
-"#
-        ));
-    }
-    config
-}
 
 /// One way to reach the broker.
 #[derive(Debug, Clone)]
@@ -213,16 +103,6 @@ impl Processes {
     }
 }
 
-/// One measured run.
-#[derive(Debug, Clone)]
-struct Sample {
-    scenario: String,
-    target: &'static str,
-    result: serde_json::Value,
-    /// CPU seconds spent during the run, by process.
-    cpu: BTreeMap<&'static str, f64>,
-}
-
 fn loadgen(args: &[String]) -> Result<serde_json::Value> {
     let output = Command::new(LOADGEN)
         .args(args)
@@ -244,7 +124,11 @@ fn measure(
     args: Vec<String>,
 ) -> Result<Sample> {
     let before = processes.cpu();
-    let result = loadgen(&args)?;
+    // A path that cannot carry the scenario (an older proxy that disconnects
+    // a client beyond the broker's receive maximum) is reported as failed.
+    let result = loadgen(&args).unwrap_or_else(|error| {
+        serde_json::json!({ "failed": format!("{error:#}").lines().next().unwrap_or_default() })
+    });
     let after = processes.cpu();
     let cpu = after
         .iter()
@@ -369,15 +253,6 @@ fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64, usize, f6
     ))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 struct Settings {
     /// Scenarios to run (all when empty).
     only: Vec<String>,
@@ -488,26 +363,6 @@ fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Child> {
     Ok(child)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = Command::new("uname")
-        .arg("-r")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("{cores} cores ({cpu}), Linux {kernel}")
-}
-
 /// Runs every scenario and writes `target/bench/report.md`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let settings = Settings::parse(args)?;
@@ -536,14 +391,19 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let mut proxies = Vec::new();
     let host = PathBuf::from("target/release/zilla");
     let baseline = settings.baseline.clone().unwrap_or_else(|| host.clone());
-    for (name, binary, broker, validation) in [
-        ("proxy", &host, &broker, false),
-        ("proxy-json", &host, &broker, true),
-        ("proxy-latency", &host, &nodelay_broker, false),
-        ("proxy-baseline", &baseline, &broker, false),
+    for (name, binary, broker, validation, metrics) in [
+        ("proxy", &host, &broker, false, false),
+        ("proxy-json", &host, &broker, true, false),
+        ("proxy-latency", &host, &nodelay_broker, false, false),
+        ("proxy-baseline", &baseline, &broker, false, false),
+        ("proxy-metrics", &host, &broker, false, true),
     ] {
         let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, proxy_yaml(&guards, broker.port(), validation))?;
+        let mut yaml = proxy_yaml(&guards, broker.port(), validation);
+        if metrics {
+            yaml = with_every_metric(&yaml, zilla_testkit::free_port());
+        }
+        std::fs::write(&config, yaml)?;
         let process = ZillaProcess::start(binary, &config, &[], &[]).map_err(anyhow::Error::msg)?;
         proxies.push(process);
     }
@@ -581,6 +441,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ("proxy-json", proxies[1].pid()),
         ("proxy-latency", proxies[2].pid()),
         ("proxy-baseline", proxies[3].pid()),
+        ("proxy-metrics", proxies[4].pid()),
         ("haproxy", haproxy_process.id()),
     ]);
     let direct = Target {
@@ -597,6 +458,11 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         name: "proxy-json",
         port: proxies[1].port("north_tcp_server"),
         front: Some("proxy-json"),
+    };
+    let proxy_metrics = Target {
+        name: "proxy-metrics",
+        port: proxies[4].port("north_tcp_server"),
+        front: Some("proxy-metrics"),
     };
     let haproxy_l4 = Target {
         name: "haproxy-l4",
@@ -695,6 +561,11 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             words(format!("connect --connections {}", settings.connects)),
         ),
         (
+            "metrics",
+            vec![&proxy, &proxy_metrics],
+            words(format!("throughput --qos 0 --messages {qos0}")),
+        ),
+        (
             "validation",
             vec![&proxy, &proxy_json],
             words(format!(
@@ -752,194 +623,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let _ = haproxy_process.kill();
     let _ = haproxy_process.wait();
 
-    let report = report(&settings, &samples, &idle, sharded);
+    let report = report(settings.rounds, settings.idle, &samples, &idle, sharded);
     let path = dir.join("report.md");
     std::fs::write(&path, &report)?;
     println!("\n{report}\n== written to {}", path.display());
     Ok(())
-}
-
-fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
-    median(
-        samples
-            .iter()
-            .filter(|s| s.scenario == scenario && s.target == target)
-            .filter_map(|s| s.result[key].as_f64())
-            .collect(),
-    )
-}
-
-/// Median CPU seconds of `process` per million messages (or connections).
-fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &str) -> f64 {
-    median(
-        samples
-            .iter()
-            .filter(|s| s.scenario == scenario && s.target == target)
-            .map(|s| {
-                let units = s.result["received"]
-                    .as_f64()
-                    .or_else(|| s.result["connections"].as_f64())
-                    .unwrap_or(f64::NAN);
-                s.cpu.get(process).copied().unwrap_or(0.0) / units * 1e6
-            })
-            .collect(),
-    )
-}
-
-fn front_of(target: &str) -> &'static str {
-    match target {
-        "proxy" => "proxy",
-        "proxy-json" => "proxy-json",
-        "proxy-baseline" => "proxy-baseline",
-        "haproxy-l4" | "haproxy-jwt" => "haproxy",
-        _ => "-",
-    }
-}
-
-fn report(
-    settings: &Settings,
-    samples: &[Sample],
-    idle: &[(&str, f64)],
-    sharded: Option<(u64, usize, f64)>,
-) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Machine: {}. Rounds: {} (median shown). Command: `cargo xtask bench`.\n",
-        machine(),
-        settings.rounds
-    );
-    for (scenario, title, key, unit) in [
-        ("qos0", "QoS 0 throughput, 1 -> 1, 64 B", "rate", "msg/s"),
-        (
-            "qos1",
-            "QoS 1 throughput, 1 -> 1, 64 B, window 64",
-            "rate",
-            "msg/s",
-        ),
-        (
-            "qos1-pipelined",
-            "QoS 1 pipelined without a window (as MQTT.js does), 1 -> 1, 64 B",
-            "rate",
-            "msg/s",
-        ),
-        (
-            "fan-in",
-            "Fan-in, 100 publishers -> 1 subscriber, QoS 1, 64 B",
-            "rate",
-            "msg/s",
-        ),
-        (
-            "connect",
-            "Connect rate (CONNECT -> CONNACK, RS256 JWT), 32 at once",
-            "rate",
-            "connects/s",
-        ),
-        (
-            "validation",
-            "JSON validation off (proxy) vs on (proxy-json), QoS 1, 66 B JSON",
-            "rate",
-            "msg/s",
-        ),
-    ] {
-        let targets: Vec<&str> = {
-            let mut names: Vec<&str> = samples
-                .iter()
-                .filter(|s| s.scenario == scenario)
-                .map(|s| s.target)
-                .collect();
-            names.dedup();
-            names.sort_unstable();
-            names.dedup();
-            names
-        };
-        if targets.is_empty() {
-            continue;
-        }
-        let baseline = |name: &str| metric(samples, scenario, name, key);
-        let _ = writeln!(out, "### {title}\n");
-        let _ = writeln!(
-            out,
-            "| path | {unit} | vs direct | vs HAProxy L4 | front CPU s per 1M | front CPU vs HAProxy L4's | front CPU vs direct mosquitto's | mosquitto CPU s per 1M |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
-        let haproxy_cpu = cpu_per_million(samples, scenario, "haproxy-l4", "haproxy");
-        let direct_mosquitto_cpu = cpu_per_million(samples, scenario, "direct", "mosquitto");
-        let ratio = |value: f64, base: f64| {
-            let ratio = value / base;
-            if ratio.is_finite() {
-                format!("{ratio:.2}x")
-            } else {
-                "-".to_owned()
-            }
-        };
-        for target in &targets {
-            let value = baseline(target);
-            let front = front_of(target);
-            let (front_cpu, vs_haproxy, vs_mosquitto) = if front == "-" {
-                ("-".to_owned(), "-".to_owned(), "-".to_owned())
-            } else {
-                let cpu = cpu_per_million(samples, scenario, target, front);
-                (
-                    format!("{cpu:.2}"),
-                    ratio(cpu, haproxy_cpu),
-                    ratio(cpu, direct_mosquitto_cpu),
-                )
-            };
-            let _ = writeln!(
-                out,
-                "| {target} | {value:.0} | {} | {} | {front_cpu} | {vs_haproxy} | {vs_mosquitto} | {:.2} |",
-                ratio(value, baseline("direct")),
-                ratio(value, baseline("haproxy-l4")),
-                cpu_per_million(samples, scenario, target, "mosquitto"),
-            );
-        }
-        let _ = writeln!(out);
-    }
-    if samples.iter().any(|s| s.scenario == "latency") {
-        let _ = writeln!(
-            out,
-            "### Latency at 10,000 msg/s, QoS 0, 64 B (broker with TCP_NODELAY)\n"
-        );
-        let _ = writeln!(
-            out,
-            "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
-        let direct_p99 = metric(samples, "latency", "direct", "p99_us");
-        for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
-            let p99 = metric(samples, "latency", target, "p99_us");
-            let _ = writeln!(
-                out,
-                "| {target} | {:.0} | {p99:.0} | {:.0} | {:.0} |",
-                metric(samples, "latency", target, "p50_us"),
-                metric(samples, "latency", target, "p999_us"),
-                p99 - direct_p99,
-            );
-        }
-    }
-    if !idle.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n### Idle authenticated sessions ({} at once)\n",
-            settings.idle
-        );
-        let _ = writeln!(
-            out,
-            "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
-        );
-        let _ = writeln!(out, "|---|---:|");
-        for (target, kib) in idle {
-            let _ = writeln!(out, "| {target} | {kib:.1} |");
-        }
-    }
-    if let Some((held, processes, kib)) = sharded {
-        let _ = writeln!(
-            out,
-            "\n### Idle authenticated sessions through the proxy: {held} over {processes} processes\n\n\
-             RSS growth per session, summed over the processes: {kib:.1} KiB"
-        );
-    }
-    out
 }

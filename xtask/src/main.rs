@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod bench;
+mod bench_configs;
+mod bench_report;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};

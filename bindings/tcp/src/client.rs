@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use zilla_engine::telemetry::metrics::stream::{metered, stream_family, StreamFamily};
 use zilla_engine::{
     async_trait, Authority, Binding, BindingContext, BuildError, ByteStream, ConnectRequest,
     Events, Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
@@ -51,6 +52,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         socket: SocketOptions::from(&options),
         events: cx.events(),
         shutdown: cx.shutdown(),
+        streams: stream_family(&cx.metrics()),
     }))
 }
 
@@ -60,6 +62,8 @@ struct TcpClient {
     socket: SocketOptions,
     events: Events,
     shutdown: Shutdown,
+    /// Where opened connections are counted (`stream.*`), if anywhere.
+    streams: StreamFamily,
 }
 
 impl Binding for TcpClient {
@@ -94,7 +98,7 @@ impl StreamConnector for TcpClient {
             })?
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {authority}: {e}")))?;
         self.socket.apply(&stream)?;
-        Ok(Box::new(stream))
+        Ok(metered(&self.streams, stream))
     }
 }
 

@@ -24,3 +24,6 @@ register_binding!(BindingFactory {
         _ => client::build(cx),
     },
 });
+
+#[cfg(test)]
+mod metrics_tests;

@@ -1,4 +1,8 @@
 //! tcp server: listens, routes each accepted connection, hands it to its exit.
+//!
+//! Sockets come from the engine's listener pool: after a reload, a server
+//! listening on an address the previous configuration listened on accepts
+//! from that same socket, so no connection attempt is refused in between.
 
 use std::io;
 use std::net::SocketAddr;
@@ -6,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use zilla_engine::telemetry::metrics::stream::{metered, stream_family, StreamFamily};
 use zilla_engine::{
-    async_trait, Authorizations, Binding, BindingContext, BuildError, Events, Routes, Shutdown,
-    StartContext, StartError, StreamHandler, StreamInfo,
+    async_trait, Authorizations, Binding, BindingContext, BuildError, Events, ListenKey, Listeners,
+    Routes, Shutdown, StartContext, StartError, StreamHandler, StreamInfo,
 };
 
 use crate::options::{TcpCondition, TcpOptions};
@@ -27,6 +32,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         return Err(cx.error("options.port", "a tcp server needs `port`"));
     };
     Ok(Arc::new(TcpServer {
+        name: cx.name().to_owned(),
+        listeners: cx.listeners(),
         host: options
             .host
             .clone()
@@ -35,6 +42,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         backlog: options.backlog.unwrap_or(DEFAULT_BACKLOG),
         socket: SocketOptions::from(&options),
         routes: Arc::new(routes?),
+        streams: stream_family(&cx.metrics()),
     }))
 }
 
@@ -71,11 +79,15 @@ fn socket_keepalive(stream: &TcpStream) -> io::Result<()> {
 }
 
 struct TcpServer {
+    name: String,
+    listeners: Listeners,
     host: String,
     ports: Vec<u16>,
     backlog: u32,
     socket: SocketOptions,
     routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
+    /// Where accepted connections are counted (`stream.*`), if anywhere.
+    streams: StreamFamily,
 }
 
 #[async_trait]
@@ -105,15 +117,16 @@ impl Binding for TcpServer {
                 routes: self.routes.clone(),
                 events: cx.events.clone(),
                 shutdown: cx.shutdown.clone(),
+                streams: self.streams.clone(),
             };
-            cx.shutdown.spawn(acceptor.run());
+            cx.shutdown.spawn_listener(acceptor.run());
         }
         Ok(addresses)
     }
 }
 
 impl TcpServer {
-    async fn listen(&self, port: u16) -> Result<TcpListener, StartError> {
+    async fn listen(&self, port: u16) -> Result<Arc<TcpListener>, StartError> {
         let target = format!("{}:{port}", self.host);
         let cannot = |e: io::Error| StartError::new(format!("cannot listen on {target}"), e);
         let address = tokio::net::lookup_host((self.host.as_str(), port))
@@ -126,25 +139,33 @@ impl TcpServer {
                     "host has no address",
                 ))
             })?;
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(cannot)?;
-        socket.set_reuseaddr(true).map_err(cannot)?;
-        socket.bind(address).map_err(cannot)?;
-        socket.listen(self.backlog).map_err(cannot)
+        let bind = || {
+            let socket = if address.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(address)?;
+            socket.listen(self.backlog)
+        };
+        let (listener, _shared) = self
+            .listeners
+            .listen(ListenKey::new(address, &self.name), bind)
+            .map_err(cannot)?;
+        Ok(listener)
     }
 }
 
 struct Acceptor {
-    listener: TcpListener,
+    /// Shared with the configuration this one replaced, or its successor.
+    listener: Arc<TcpListener>,
     listen_port: u16,
     socket: SocketOptions,
     routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
     events: Events,
     shutdown: Shutdown,
+    streams: StreamFamily,
 }
 
 impl Acceptor {
@@ -152,7 +173,10 @@ impl Acceptor {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
-                _ = self.shutdown.draining() => return,
+                // Stopping wins over a connection that is ready at the same
+                // time: once a successor has taken over, it gets them all.
+                biased;
+                _ = self.shutdown.accepting_stopped() => return,
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
@@ -175,7 +199,7 @@ impl Acceptor {
                     // Out of descriptors (EMFILE/ENFILE) or memory: back off so the
                     // loop does not spin, and keep serving once resources free up.
                     tokio::select! {
-                        _ = self.shutdown.draining() => return,
+                        _ = self.shutdown.accepting_stopped() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -216,8 +240,9 @@ impl Acceptor {
             local: Some(local),
             ..StreamInfo::default()
         };
+        let stream = metered(&self.streams, stream);
         self.shutdown
-            .spawn(async move { handler.handle(Box::new(stream), info).await });
+            .spawn_connection(async move { handler.handle(stream, info).await });
     }
 }
 

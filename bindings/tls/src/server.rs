@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use zilla_engine::{
     async_trait, Authorizations, Binding, BindingContext, BuildError, ByteStream, Events, Ports,
@@ -44,7 +44,20 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
                     .load_private_key(entry.key)
                     .map_err(|e| format!("key `{alias}` cannot sign: {e}"))?;
                 let names = certificate_names(&entry.chain[0]);
-                Ok((names, Arc::new(CertifiedKey::new(entry.chain, signing))))
+                let certified = CertifiedKey::new(entry.chain, signing);
+                // A certificate renewed in place whose key was not (yet)
+                // replaced must fail here rather than in every handshake.
+                // Only a proven mismatch counts: webpki cannot parse some
+                // Java-made certificates (X.509 v1, as the seed's), which
+                // then go unchecked, as before.
+                if let Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) =
+                    certified.keys_match()
+                {
+                    return Err(format!(
+                        "key `{alias}` is not the key of its certificate (their public keys differ)"
+                    ));
+                }
+                Ok((names, Arc::new(certified)))
             });
         match loaded {
             Ok(key) => keys.push(key),

@@ -1,5 +1,7 @@
 //! A tiny HTTP/1.1 stub server on a free loopback port: answers GETs from a
-//! table the test changes as it goes (JWKS documents, schema registries).
+//! table the test changes as it goes (JWKS documents, schema registries),
+//! keeping the bodies of POSTs (an OTLP collector); and [`get`], a blocking
+//! GET for checking what the proxy serves (health, metrics).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +11,8 @@ use tokio::net::TcpListener;
 
 /// Path -> (status, JSON body); unknown paths answer 404.
 type Routes = Arc<Mutex<HashMap<String, (u16, String)>>>;
+/// (path, body) of every request that had a body.
+type Bodies = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A running stub.
 #[derive(Debug, Clone)]
@@ -17,6 +21,7 @@ pub struct HttpStub {
     pub port: u16,
     routes: Routes,
     requests: Arc<Mutex<Vec<String>>>,
+    bodies: Bodies,
 }
 
 impl HttpStub {
@@ -30,11 +35,14 @@ impl HttpStub {
             port,
             routes: Arc::default(),
             requests: Arc::default(),
+            bodies: Arc::default(),
         };
         let (routes, requests) = (stub.routes.clone(), stub.requests.clone());
+        let bodies = stub.bodies.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let (routes, requests) = (routes.clone(), requests.clone());
+                let bodies = bodies.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -44,8 +52,33 @@ impl HttpStub {
                             Ok(n) => head.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    let end = head
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(head.len(), |at| at + 4);
+                    let mut body = head.split_off(end);
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let length = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    while body.len() < length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if length > 0 {
+                        bodies
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((path.clone(), body));
+                    }
                     requests
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -83,6 +116,17 @@ impl HttpStub {
         }
     }
 
+    /// The bodies of the requests to `path` so far (e.g. OTLP exports), oldest first.
+    pub fn bodies(&self, path: &str) -> Vec<Vec<u8>> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(at, _)| at == path)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
     /// The request heads received so far.
     pub fn requests(&self) -> Vec<String> {
         self.requests
@@ -90,4 +134,25 @@ impl HttpStub {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// A blocking `GET http://127.0.0.1:{port}{path}`: the status and the body,
+/// whatever the status (a 503 is an answer, not an error).
+pub fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build(),
+    );
+    let mut response = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .map_err(|e| format!("GET {path} on port {port}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("GET {path} on port {port}: {e}"))?;
+    Ok((status, body))
 }

@@ -140,6 +140,53 @@ impl ZillaProcess {
         self.child.wait()
     }
 
+    /// Sends the signal `name` (`HUP`, `TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        match sent {
+            Ok(status) if status.success() => Ok(()),
+            _ => Err(format!("could not send SIG{name}")),
+        }
+    }
+
+    /// Waits (up to `timeout`) for the process to exit, e.g. after
+    /// [`signal`](Self::signal); returns its status and everything it printed.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<(ExitStatus, Output), String> {
+        let status = wait_for("zilla to exit", timeout, || {
+            self.child.try_wait().ok().flatten()
+        })?;
+        Ok((status, self.wait_for_output_end()))
+    }
+
+    /// How many stdout lines so far contain `needle`.
+    pub fn count_stdout(&self, needle: &str) -> usize {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stdout
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `count` stdout lines contain `needle`.
+    pub fn wait_for_stdout_count(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        wait_for(
+            &format!("{count} lines with `{needle}` on zilla's stdout"),
+            timeout,
+            || (self.count_stdout(needle) >= count).then_some(()),
+        )
+        .map_err(|e| format!("{e}; output: {:?}", self.output()))
+    }
+
     fn wait_for_output_end(&mut self) -> Output {
         // The reader threads finish shortly after the pipes close.
         let _ = wait_for("output pipes to close", Duration::from_secs(2), || {

@@ -1,6 +1,5 @@
-//! The command line: `zilla start` and `zilla version`.
+//! The command line: `zilla start`, `zilla metrics` and `zilla version`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +10,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 use zilla_engine::telemetry::{set_exception_traces, EVENT_TARGET};
 use zilla_engine::{Engine, EventLayer};
+
+use crate::reload::Settings;
+use crate::run::run;
 
 /// Runs zilla.yaml configurations: MQTT proxying, TLS, JWT, schema validation.
 #[derive(Debug, Parser)]
@@ -24,6 +26,9 @@ pub struct Cli {
 enum Command {
     /// Start the engine with a configuration.
     Start(StartArgs),
+    /// Print the metrics of a running engine (scraped from the prometheus
+    /// exporter its configuration names).
+    Metrics(crate::metrics::MetricsArgs),
     /// Print the version and the plugin types this host offers.
     Version,
 }
@@ -46,7 +51,8 @@ struct StartArgs {
     /// as YAML, and exit.
     #[arg(long = "print-generated")]
     print_generated: bool,
-    /// An engine property, e.g. `-P zilla.engine.shutdown.grace=10`; repeatable.
+    /// An engine property, e.g. `-P zilla.engine.shutdown.grace=10` or
+    /// `-P zilla.engine.health.port=8080`; repeatable.
     #[arg(short = 'P', long = "property", value_name = "NAME=VALUE", value_parser = parse_property)]
     properties: Vec<(String, String)>,
 }
@@ -66,6 +72,13 @@ pub fn main() -> ExitCode {
             print_version();
             ExitCode::SUCCESS
         }
+        Command::Metrics(args) => match crate::metrics::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("zilla: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Start(args) => match start(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -123,6 +136,16 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     init_tracing(args.verbose);
     set_exception_traces(args.exception_traces);
 
+    if args.print_generated {
+        let mut builder = Engine::from_file(&args.config);
+        for (name, value) in &args.properties {
+            builder = builder.property(name, value);
+        }
+        let engine = builder.build()?;
+        print!("{}", serde_yaml::to_string(engine.generated_config())?);
+        return Ok(());
+    }
+
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("zilla-worker");
     if let Some(workers) = args.workers {
@@ -130,64 +153,9 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         runtime.worker_threads(workers);
     }
     let runtime = runtime.build()?;
-
-    let mut builder = Engine::from_file(&args.config);
-    for (name, value) in &args.properties {
-        builder = builder.property(name, value);
-    }
-    let engine = builder.build()?;
-    if args.print_generated {
-        print!("{}", serde_yaml::to_string(engine.generated_config())?);
-        return Ok(());
-    }
-
-    runtime.block_on(async move {
-        let started = match engine.start().await {
-            Ok(started) => started,
-            Err(error) => {
-                if args.exception_traces {
-                    return Err(anyhow::Error::new(error));
-                }
-                anyhow::bail!("{error}");
-            }
-        };
-        {
-            let mut stdout = std::io::stdout().lock();
-            for binding in &started {
-                writeln!(stdout, "started {binding}")?;
-            }
-            writeln!(stdout, "zilla {} ready", engine.namespace())?;
-            stdout.flush()?;
-        }
-        let signal = wait_for_signal().await?;
-        println!("zilla {} stopping on {signal}", engine.namespace());
-        let drained = engine.shutdown().await;
-        if drained.abandoned > 0 {
-            println!(
-                "zilla {} stopped; {} connection(s) did not finish within the grace period",
-                engine.namespace(),
-                drained.abandoned
-            );
-        } else {
-            println!("zilla {} stopped", engine.namespace());
-        }
-        Ok(())
-    })
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    tokio::signal::ctrl_c().await?;
-    Ok("Ctrl-C")
+    runtime.block_on(run(Settings {
+        config: args.config,
+        properties: args.properties,
+        exception_traces: args.exception_traces,
+    }))
 }

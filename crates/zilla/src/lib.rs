@@ -7,6 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod health;
+mod metrics;
+mod reload;
+mod run;
+mod watch;
 
 pub use zilla_engine as engine;
 
@@ -19,6 +24,8 @@ use zilla_binding_tls as _;
 use zilla_catalog_filesystem as _;
 use zilla_catalog_inline as _;
 use zilla_catalog_schema_registry as _;
+use zilla_exporter_otlp as _;
+use zilla_exporter_prometheus as _;
 use zilla_guard_jwt as _;
 use zilla_model_avro as _;
 use zilla_model_json as _;
@@ -48,5 +55,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "model:string",
     "store:memory",
     "vault:filesystem",
+    "exporter:otlp",
+    "exporter:prometheus",
     "exporter:stdout",
 ];

@@ -5,6 +5,9 @@
 //! an embedder in its own subscriber) hands them to the exporters of every
 //! running engine; the built-in `stdout` exporter prints one line per event.
 //!
+//! Metrics are in [`metrics`]: bindings count in blocks of their own, and
+//! exporters (`prometheus`, `otlp`) read them through [`metrics::Metrics`].
+//!
 //! This module knows nothing of the plugin registry: exporter factories,
 //! including the one registering `stdout`, live there, so that the registry
 //! depends on telemetry and not the other way round.
@@ -20,6 +23,9 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
+use crate::binding::StartError;
+
+pub mod metrics;
 mod stdout;
 
 pub use stdout::{format_event, StdoutExporter};
@@ -107,10 +113,19 @@ pub struct Event<'a> {
     pub message: &'a str,
 }
 
-/// Publishes events somewhere; built from a `telemetry.exporters.<name>` entry.
+/// Publishes events (and metrics) somewhere; built from a
+/// `telemetry.exporters.<name>` entry.
 pub trait Exporter: Send + Sync + 'static {
     /// Publishes one event; must not block for long.
     fn export(&self, event: &Event<'_>);
+
+    /// Starts what the exporter runs on its own (an HTTP endpoint, a push
+    /// loop), inside the engine's runtime, before any binding starts. Tasks
+    /// it spawns end when the engine stops accepting or shuts down (the
+    /// shutdown signal is at hand when the exporter is built).
+    fn start(&self) -> Result<(), StartError> {
+        Ok(())
+    }
 }
 
 type ActiveExporters = RwLock<Vec<(u64, Arc<dyn Exporter>)>>;

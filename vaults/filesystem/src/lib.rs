@@ -7,6 +7,11 @@
 //! under the file's stem (`tls/localhost.pem` -> `localhost`), and a PEM store
 //! may be a directory, whose `*.pem` files are its entries. Errors name the
 //! vault, the file and the alias, never the password.
+//!
+//! The vault reads its files once, when built. It reports them
+//! ([`Vault::files`]) so that the host can watch them and build the
+//! configuration again when one changes: a renewed certificate then serves
+//! new handshakes without a restart.
 
 #![forbid(unsafe_code)]
 
@@ -329,6 +334,14 @@ impl Vault for FilesystemVault {
 
     fn signer(&self, alias: &str) -> Result<KeyEntry, VaultError> {
         self.key_from("signers", self.signers.as_ref(), alias)
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        [&self.keys, &self.trust, &self.signers]
+            .into_iter()
+            .flatten()
+            .map(|store| store.path.clone())
+            .collect()
     }
 }
 

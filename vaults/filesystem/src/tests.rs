@@ -107,6 +107,37 @@ fn pem_stores_use_the_file_stem_as_alias() {
     assert_eq!(vault.key("broker").unwrap().chain.len(), 1);
     assert_eq!(vault.trusted("ca").unwrap().as_ref(), cert.der().as_ref());
     assert_eq!(vault.trusted_all().len(), 1);
+    assert_eq!(
+        vault.files(),
+        vec![dir.path().join("broker.pem"), dir.path().join("ca.pem")],
+        "the files a host watches for renewed certificates"
+    );
+}
+
+#[test]
+fn a_pkcs12_store_and_a_pem_directory_are_the_files_to_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["ca.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::create_dir(dir.path().join("trusted")).unwrap();
+    std::fs::write(dir.path().join("trusted/ca.pem"), cert.pem()).unwrap();
+    let mut options = p12("generated");
+    options.trust = Some(StoreOptions {
+        store: dir.path().join("trusted").display().to_string(),
+        store_type: Some(StoreType::Pem),
+        password: None,
+    });
+    let vault = FilesystemVault::load("both", &options, &seed_dir()).unwrap();
+    assert_eq!(
+        vault.files(),
+        vec![
+            seed_dir().join("tls/localhost.p12"),
+            dir.path().join("trusted")
+        ]
+    );
 }
 
 #[test]

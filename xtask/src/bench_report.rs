@@ -1,0 +1,244 @@
+//! The report of `cargo xtask bench`: one table a scenario, medians of the
+//! rounds, ratios against direct mosquitto and HAProxy, CPU per message.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    pub(crate) scenario: String,
+    pub(crate) target: &'static str,
+    pub(crate) result: serde_json::Value,
+    /// CPU seconds spent during the run, by process.
+    pub(crate) cpu: BTreeMap<&'static str, f64>,
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
+    median(
+        samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.target == target)
+            .filter_map(|s| s.result[key].as_f64())
+            .collect(),
+    )
+}
+
+/// Median CPU seconds of `process` per million messages (or connections).
+fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &str) -> f64 {
+    median(
+        samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.target == target)
+            .map(|s| {
+                let units = s.result["received"]
+                    .as_f64()
+                    .or_else(|| s.result["connections"].as_f64())
+                    .unwrap_or(f64::NAN);
+                s.cpu.get(process).copied().unwrap_or(0.0) / units * 1e6
+            })
+            .collect(),
+    )
+}
+
+fn front_of(target: &str) -> &'static str {
+    match target {
+        "proxy" => "proxy",
+        "proxy-json" => "proxy-json",
+        "proxy-baseline" => "proxy-baseline",
+        "proxy-metrics" => "proxy-metrics",
+        "haproxy-l4" | "haproxy-jwt" => "haproxy",
+        _ => "-",
+    }
+}
+
+pub(crate) fn report(
+    rounds: usize,
+    idle_sessions: u64,
+    samples: &[Sample],
+    idle: &[(&str, f64)],
+    sharded: Option<(u64, usize, f64)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}. Rounds: {} (median shown). Command: `cargo xtask bench`.\n",
+        machine(),
+        rounds
+    );
+    for (scenario, title, key, unit) in [
+        ("qos0", "QoS 0 throughput, 1 -> 1, 64 B", "rate", "msg/s"),
+        (
+            "qos1",
+            "QoS 1 throughput, 1 -> 1, 64 B, window 64",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "qos1-pipelined",
+            "QoS 1 pipelined without a window (as MQTT.js does), 1 -> 1, 64 B",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "fan-in",
+            "Fan-in, 100 publishers -> 1 subscriber, QoS 1, 64 B",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "connect",
+            "Connect rate (CONNECT -> CONNACK, RS256 JWT), 32 at once",
+            "rate",
+            "connects/s",
+        ),
+        (
+            "validation",
+            "JSON validation off (proxy) vs on (proxy-json), QoS 1, 66 B JSON",
+            "rate",
+            "msg/s",
+        ),
+        (
+            "metrics",
+            "QoS 0 with every metric off (proxy) vs on (proxy-metrics), 1 -> 1, 64 B",
+            "rate",
+            "msg/s",
+        ),
+    ] {
+        let targets: Vec<&str> = {
+            let mut names: Vec<&str> = samples
+                .iter()
+                .filter(|s| s.scenario == scenario)
+                .map(|s| s.target)
+                .collect();
+            names.dedup();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        if targets.is_empty() {
+            continue;
+        }
+        let baseline = |name: &str| metric(samples, scenario, name, key);
+        let _ = writeln!(out, "### {title}\n");
+        let _ = writeln!(
+            out,
+            "| path | {unit} | vs direct | vs HAProxy L4 | front CPU s per 1M | front CPU vs HAProxy L4's | front CPU vs direct mosquitto's | mosquitto CPU s per 1M |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let haproxy_cpu = cpu_per_million(samples, scenario, "haproxy-l4", "haproxy");
+        let direct_mosquitto_cpu = cpu_per_million(samples, scenario, "direct", "mosquitto");
+        let ratio = |value: f64, base: f64| {
+            let ratio = value / base;
+            if ratio.is_finite() {
+                format!("{ratio:.2}x")
+            } else {
+                "-".to_owned()
+            }
+        };
+        for target in &targets {
+            let value = baseline(target);
+            if value.is_nan() {
+                let _ = writeln!(
+                    out,
+                    "| {target} | failed: the path ended the load generator's connection | - | - | - | - | - | - |"
+                );
+                continue;
+            }
+            let front = front_of(target);
+            let (front_cpu, vs_haproxy, vs_mosquitto) = if front == "-" {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
+            } else {
+                let cpu = cpu_per_million(samples, scenario, target, front);
+                (
+                    format!("{cpu:.2}"),
+                    ratio(cpu, haproxy_cpu),
+                    ratio(cpu, direct_mosquitto_cpu),
+                )
+            };
+            let _ = writeln!(
+                out,
+                "| {target} | {value:.0} | {} | {} | {front_cpu} | {vs_haproxy} | {vs_mosquitto} | {:.2} |",
+                ratio(value, baseline("direct")),
+                ratio(value, baseline("haproxy-l4")),
+                cpu_per_million(samples, scenario, target, "mosquitto"),
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if samples.iter().any(|s| s.scenario == "latency") {
+        let _ = writeln!(
+            out,
+            "### Latency at 10,000 msg/s, QoS 0, 64 B (broker with TCP_NODELAY)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        let direct_p99 = metric(samples, "latency", "direct", "p99_us");
+        for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
+            let p99 = metric(samples, "latency", target, "p99_us");
+            let _ = writeln!(
+                out,
+                "| {target} | {:.0} | {p99:.0} | {:.0} | {:.0} |",
+                metric(samples, "latency", target, "p50_us"),
+                metric(samples, "latency", target, "p999_us"),
+                p99 - direct_p99,
+            );
+        }
+    }
+    if !idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions ({} at once)\n",
+            idle_sessions
+        );
+        let _ = writeln!(
+            out,
+            "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
+        );
+        let _ = writeln!(out, "|---|---:|");
+        for (target, kib) in idle {
+            let _ = writeln!(out, "| {target} | {kib:.1} |");
+        }
+    }
+    if let Some((held, processes, kib)) = sharded {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions through the proxy: {held} over {processes} processes\n\n\
+             RSS growth per session, summed over the processes: {kib:.1} KiB"
+        );
+    }
+    out
+}
+
+pub(crate) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}
