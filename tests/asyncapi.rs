@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use zilla as _;
 use zilla::engine::Engine;
-use zilla_testkit::mqtt::packets::{DisconnectReasonCode, Packet, Publish, QoS};
+use zilla_testkit::mqtt::packets::{Packet, PubAckReason, Publish, QoS, SubscribeReasonCode};
 use zilla_testkit::mqtt::RawMqtt;
 use zilla_testkit::Mosquitto;
 
@@ -68,11 +68,14 @@ async fn behaves_like_the_spec(port: u16) {
             br#"{"id":"1","status":"on"}"#,
         ))
         .await;
-    assert_eq!(
-        stray.closed().await.map(|d| d.reason_code),
-        Some(DisconnectReasonCode::ImplementationSpecificError),
-        "a topic outside the document's channels is refused"
-    );
+    match stray.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(
+            ack.reason,
+            PubAckReason::TopicNameInvalid,
+            "a topic outside the document's channels is refused"
+        ),
+        other => panic!("expected PUBACK 0x90, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,10 +464,13 @@ async fn a_proxy_routes_operations_to_the_brokers_that_serve_them() {
     snoop
         .send(&subscribe_packet(1, "fleet/+/telemetry", QoS::AtLeastOnce))
         .await;
-    assert_eq!(
-        snoop.closed().await.map(|d| d.reason_code),
-        Some(DisconnectReasonCode::ImplementationSpecificError)
-    );
+    match snoop.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(
+            ack.return_codes,
+            vec![SubscribeReasonCode::TopicFilterInvalid]
+        ),
+        other => panic!("expected SUBACK 0x8F, got {other:?}"),
+    }
     // Payloads are still validated against the fleet document.
     vehicle
         .send(&publish_packet(

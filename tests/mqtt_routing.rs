@@ -165,7 +165,7 @@ async fn sessions_route_by_client_id() {
 }
 
 #[tokio::test]
-async fn unroutable_publish_and_subscribe_are_refused_with_0x83() {
+async fn unroutable_publish_and_subscribe_are_refused_per_packet() {
     let broker = Mosquitto::start().unwrap();
     let routes = "
     routes:
@@ -177,28 +177,60 @@ async fn unroutable_publish_and_subscribe_are_refused_with_0x83() {
         exit: mqtt_client_a";
     let proxy = Proxy::start(&mqtt_proxy_yaml(routes, &[("a", broker.port())])).await;
 
+    // A QoS 1 publish no route takes gets its own PUBACK 0x90; the session goes on.
     let (mut publisher, _) = RawMqtt::connect(proxy.port, "stray-publisher").await;
     publisher.send(&publish("sensors/1", b"ok")).await;
     assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
     publisher.send(&publish("actuators/1", b"no")).await;
-    let disconnect = publisher.closed().await.expect("a DISCONNECT");
-    assert_eq!(
-        disconnect.reason_code,
-        DisconnectReasonCode::ImplementationSpecificError
-    );
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(
+            ack.reason,
+            zilla_testkit::mqtt::packets::PubAckReason::TopicNameInvalid
+        ),
+        other => panic!("expected PUBACK 0x90, got {other:?}"),
+    }
+    publisher.send(&publish("sensors/2", b"ok")).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
 
+    // A filter no route takes gets its own SUBACK 0x8F; the session goes on.
     let (mut subscriber, _) = RawMqtt::connect(proxy.port, "stray-subscriber").await;
     subscriber.send(&subscribe(1, &["actuators/#"])).await;
+    match subscriber.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(
+            ack.return_codes,
+            vec![SubscribeReasonCode::TopicFilterInvalid]
+        ),
+        other => panic!("expected SUBACK 0x8F, got {other:?}"),
+    }
+    zilla_testkit::proxy::wait_for_event(&[
+        "MQTT_SUBSCRIBE_REJECTED",
+        "stray-subscriber",
+        "no route for subscription to \"actuators/#\"",
+    ])
+    .await;
+
+    // A QoS 0 publish has no answer of its own: it ends the session, 0x90.
+    subscriber
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "actuators/1".into(),
+            pkid: 0,
+            payload: Bytes::from_static(b"no"),
+            properties: None,
+        }))
+        .await;
     let disconnect = subscriber.closed().await.expect("a DISCONNECT");
     assert_eq!(
         disconnect.reason_code,
-        DisconnectReasonCode::ImplementationSpecificError
+        DisconnectReasonCode::TopicNameInvalid
     );
     zilla_testkit::proxy::wait_for_event(&[
         "MQTT_SESSION_REFUSED",
         "stray-subscriber",
-        "no route for subscription to \"actuators/#\"",
-        "0x83",
+        "no route for publish to \"actuators/1\"",
+        "0x90",
     ])
     .await;
     proxy.engine.shutdown().await;

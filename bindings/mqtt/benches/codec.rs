@@ -1,4 +1,5 @@
-//! The per-message work of the mqtt binding: decoding and encoding PUBLISH
+//! The per-message work of the mqtt binding: decoding (as from a broker, and
+//! as from a client, with the conformance checks) and encoding PUBLISH
 //! (64 B and 4 KiB payloads, MQTT 5 and 3.1.1) and matching topics against
 //! route conditions. Run: `cargo bench -p zilla-binding-mqtt --bench codec`.
 
@@ -45,6 +46,20 @@ fn codec_benches(c: &mut Criterion) {
                     |mut buf| {
                         while let Some(packet) =
                             codec::read(&mut buf, version, usize::MAX).expect("decodes")
+                        {
+                            black_box(packet);
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            // The same, as the server reads a client: with the conformance walk.
+            group.bench_function(format!("decode from client {label} {size} B x 64"), |b| {
+                b.iter_batched(
+                    || wire.clone(),
+                    |mut buf| {
+                        while let Some(packet) =
+                            codec::read_from_client(&mut buf, version, usize::MAX).expect("decodes")
                         {
                             black_box(packet);
                         }

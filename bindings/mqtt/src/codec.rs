@@ -4,15 +4,29 @@
 //! [`CodecError`] that carries the reason code the peer is told. The fixed header
 //! is checked here (remaining length, reserved flags, QoS 3, size limits) before
 //! `mqtt-bytes-v5` (MQTT 5) or rumqttc's `mqttbytes::v4` (3.1.1) decode the rest;
-//! 3.1.1 packets are translated to and from the MQTT 5 model.
+//! 3.1.1 packets are translated to and from the MQTT 5 model (`codec/v311.rs`).
+//!
+//! What a client sends goes through [`read_from_client`], which also walks each
+//! complete packet for what a server must refuse before any broker sees it
+//! (`codec/conformance.rs`, decision 0016); packets from brokers go through
+//! [`read`].
+
+mod conformance;
+mod properties;
+mod reader;
+mod v311;
+
+#[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
+mod proptests;
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{
-    ConnAck, Connect, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill, Login, Packet,
-    PingReq, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
-    PubRelReason, Publish, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
-};
+use mqtt_bytes_v5::{Disconnect, DisconnectReasonCode, Packet, PacketType, QoS};
 use rumqttc::mqttbytes::v4;
+
+pub use v311::connack_code_v4;
+use v311::{from_v4, to_v4, write_v4};
 
 use crate::topic;
 
@@ -84,6 +98,13 @@ pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError
     for (index, byte) in buf.iter().skip(1).take(4).enumerate() {
         remaining_len |= usize::from(byte & 0x7F) << (7 * index);
         if byte & 0x80 == 0 {
+            // A last byte of 0 after a continuation adds nothing: the value
+            // was not encoded in the fewest bytes ([MQTT-1.5.5-1]).
+            if index > 0 && *byte == 0 {
+                return Err(CodecError::malformed(
+                    "remaining length not encoded in the fewest bytes",
+                ));
+            }
             return Ok(Some(FixedHeader {
                 byte1,
                 header_len: index + 2,
@@ -99,31 +120,44 @@ pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError
     Ok(None)
 }
 
-/// Checks the flags that MQTT reserves for each packet type.
+const PUBLISH: u8 = PacketType::Publish as u8;
+const PUBREL: u8 = PacketType::PubRel as u8;
+const SUBSCRIBE: u8 = PacketType::Subscribe as u8;
+const UNSUBSCRIBE: u8 = PacketType::Unsubscribe as u8;
+const DISCONNECT: u8 = PacketType::Disconnect as u8;
+/// AUTH, MQTT 5 only: the codec crate has no packet type for it.
+const AUTH: u8 = 15;
+/// Packet type 0 is reserved in both versions.
+const RESERVED: u8 = 0;
+/// The flags PUBREL, SUBSCRIBE and UNSUBSCRIBE must carry ([MQTT-3.6.1-1],
+/// [MQTT-3.8.1-1], [MQTT-3.10.1-1]).
+const FLAGS_0010: u8 = 0b0010;
+/// PUBLISH flags: DUP and the QoS bits.
+const DUP: u8 = 0b1000;
+const QOS_BITS: u8 = 0b0110;
+
+/// Checks the flags that MQTT reserves for each packet type
+/// ([MQTT-2.1.3-1]; 3.1.1 [MQTT-2.2.2-1]).
 fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
     let packet_type = byte1 >> 4;
     let flags = byte1 & 0x0F;
     match packet_type {
-        3 => {
-            let qos = (flags >> 1) & 0b11;
+        PUBLISH => {
+            let qos = (flags & QOS_BITS) >> 1;
             if qos == 3 {
                 return Err(CodecError::malformed("PUBLISH with QoS 3"));
             }
-            if qos == 0 && flags & 0b1000 != 0 {
+            if qos == 0 && flags & DUP != 0 {
                 return Err(CodecError::malformed("PUBLISH QoS 0 with DUP set"));
             }
             Ok(())
         }
-        6 | 8 | 10 if flags != 0b0010 => Err(CodecError::malformed(format!(
-            "reserved flags of packet type {packet_type} must be 0010, found {flags:04b}"
-        ))),
-        6 | 8 | 10 => Ok(()),
-        15 if version == Version::V5 => Err(CodecError::protocol(
-            "AUTH is not supported (no authentication method was agreed)",
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE if flags != FLAGS_0010 => Err(CodecError::malformed(
+            format!("reserved flags of packet type {packet_type} must be 0010, found {flags:04b}"),
         )),
-        0 | 15 => Err(CodecError::malformed(format!(
-            "reserved packet type {packet_type}"
-        ))),
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE => Ok(()),
+        RESERVED => Err(CodecError::malformed("reserved packet type 0")),
+        AUTH if version == Version::V4 => Err(CodecError::malformed("reserved packet type 15")),
         _ if flags != 0 => Err(CodecError::malformed(format!(
             "reserved flags of packet type {packet_type} must be 0000, found {flags:04b}"
         ))),
@@ -131,39 +165,83 @@ fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
     }
 }
 
+/// The framing both readers share: the fixed header, its flags and the size
+/// limit, measured on the whole packet (fixed header included, as MQTT 5
+/// defines Maximum Packet Size) as soon as the header arrives, before the
+/// body is buffered. `Ok(None)` until the packet is complete.
+fn frame(
+    buf: &BytesMut,
+    version: Version,
+    max_size: usize,
+) -> Result<Option<FixedHeader>, CodecError> {
+    let Some(header) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    check_flags(header.byte1, version)?;
+    let size = header.header_len + header.remaining_len;
+    if size > max_size {
+        return Err(CodecError {
+            reason: DisconnectReasonCode::PacketTooLarge,
+            message: format!("packet of {size} bytes exceeds the maximum of {max_size}"),
+        });
+    }
+    Ok((buf.len() >= size).then_some(header))
+}
+
 /// Decodes the next packet from `buf`, or returns `Ok(None)` when it is not
-/// complete yet. Packets whose remaining length exceeds `max_size` are refused
-/// as soon as their header arrives, before their body is buffered.
+/// complete yet. Packets larger than `max_size` bytes are refused as soon as
+/// their header arrives, before their body is buffered.
 pub fn read(
     buf: &mut BytesMut,
     version: Version,
     max_size: usize,
 ) -> Result<Option<Packet>, CodecError> {
-    let Some(header) = fixed_header(buf)? else {
+    let Some(header) = frame(buf, version, max_size)? else {
         return Ok(None);
     };
-    check_flags(header.byte1, version)?;
-    if header.remaining_len > max_size {
-        return Err(CodecError {
-            reason: DisconnectReasonCode::PacketTooLarge,
-            message: format!(
-                "packet of {} bytes exceeds the maximum of {max_size}",
-                header.remaining_len
-            ),
-        });
-    }
-    if buf.len() < header.header_len + header.remaining_len {
+    decode(buf, &header, version).map(Some)
+}
+
+/// Like [`read`], for what a client sends a server: each complete packet is
+/// also checked for everything the specification makes a server refuse
+/// (reserved bits, properties, values, packet ids, strings), with the reason
+/// code it assigns, before it is decoded.
+pub fn read_from_client(
+    buf: &mut BytesMut,
+    version: Version,
+    max_size: usize,
+) -> Result<Option<Packet>, CodecError> {
+    let Some(header) = frame(buf, version, max_size)? else {
         return Ok(None);
-    }
+    };
+    let size = header.header_len + header.remaining_len;
+    conformance::check(&buf[..size], header.header_len, version)?;
+    decode(buf, &header, version).map(Some)
+}
+
+/// Decodes the complete packet at the start of `buf`.
+fn decode(
+    buf: &mut BytesMut,
+    header: &FixedHeader,
+    version: Version,
+) -> Result<Packet, CodecError> {
+    let packet_type = header.byte1 >> 4;
     let packet = match version {
-        Version::V5 if header.byte1 == 0xE0 && header.remaining_len == 1 => {
+        // Not a packet type of the codec crate; the proxy agrees no
+        // authentication method, so any AUTH is out of place ([MQTT-4.12.0-7]).
+        Version::V5 if packet_type == AUTH => {
+            return Err(CodecError::protocol(
+                "AUTH is not supported (no authentication method was agreed)",
+            ))
+        }
+        Version::V5 if packet_type == DISCONNECT && header.remaining_len == 1 => {
             short_disconnect(buf, header.header_len)?
         }
         Version::V5 => Packet::read(buf, None).map_err(decode_error)?,
         Version::V4 => from_v4(v4::read(buf, usize::MAX).map_err(decode_error_v4)?),
     };
     validate(&packet, version)?;
-    Ok(Some(packet))
+    Ok(packet)
 }
 
 /// The protocol version a CONNECT at the start of `buf` asks for: `Ok(None)`
@@ -214,7 +292,8 @@ fn decode_error_v4(error: rumqttc::mqttbytes::Error) -> CodecError {
     CodecError::malformed(error.to_string())
 }
 
-/// Checks what the decoders accept but MQTT forbids.
+/// Checks what the decoders accept but MQTT forbids, in packets from either
+/// side (a client's were walked by [`conformance`] already).
 fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
     match packet {
         Packet::Publish(publish) => {
@@ -222,11 +301,15 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
                 .properties
                 .as_ref()
                 .is_some_and(|p| p.topic_alias.is_some());
+            // Without an alias there is no topic to publish to: a Protocol
+            // Error (3.3.2.3.4), not an invalid topic name.
             if publish.topic.is_empty() && !(version == Version::V5 && has_alias) {
-                return Err(CodecError {
-                    reason: DisconnectReasonCode::TopicNameInvalid,
-                    message: "PUBLISH with an empty topic and no topic alias".into(),
-                });
+                return Err(CodecError::protocol(
+                    "PUBLISH with an empty topic and no topic alias",
+                ));
+            }
+            if publish.topic.contains('\0') {
+                return Err(CodecError::malformed("the PUBLISH topic contains U+0000"));
             }
             if !topic::is_valid_name(&publish.topic) {
                 return Err(CodecError {
@@ -235,8 +318,8 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
                 });
             }
             if publish.qos != QoS::AtMostOnce && publish.pkid == 0 {
-                return Err(CodecError::malformed(
-                    "PUBLISH QoS > 0 without packet identifier",
+                return Err(CodecError::protocol(
+                    "PUBLISH QoS > 0 with packet identifier 0",
                 ));
             }
             Ok(())
@@ -347,268 +430,6 @@ pub fn encoded_len(packet: &Packet, version: Version) -> usize {
     let mut scratch = BytesMut::new();
     let _ = write(packet, version, &mut scratch);
     scratch.len()
-}
-
-fn qos_from_v4(qos: rumqttc::mqttbytes::QoS) -> QoS {
-    match qos {
-        rumqttc::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        rumqttc::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        rumqttc::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
-
-fn qos_to_v4(qos: QoS) -> rumqttc::mqttbytes::QoS {
-    match qos {
-        QoS::AtMostOnce => rumqttc::mqttbytes::QoS::AtMostOnce,
-        QoS::AtLeastOnce => rumqttc::mqttbytes::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => rumqttc::mqttbytes::QoS::ExactlyOnce,
-    }
-}
-
-/// A 3.1.1 packet in the MQTT 5 model: nothing 3.1.1 can express is lost.
-fn from_v4(packet: v4::Packet) -> Packet {
-    match packet {
-        v4::Packet::Connect(connect) => {
-            let will = connect.last_will.map(|will| LastWill {
-                topic: will.topic.into_bytes().into(),
-                message: will.message,
-                qos: qos_from_v4(will.qos),
-                retain: will.retain,
-                properties: None,
-            });
-            let login = connect.login.map(|login| Login {
-                username: login.username,
-                password: login.password,
-            });
-            // 3.1.1 sessions without clean session last until the next clean
-            // one; MQTT 5 says so with the largest session expiry.
-            let properties = (!connect.clean_session).then(|| mqtt_bytes_v5::ConnectProperties {
-                session_expiry_interval: Some(u32::MAX),
-                receive_maximum: None,
-                max_packet_size: None,
-                topic_alias_max: None,
-                request_response_info: None,
-                request_problem_info: None,
-                user_properties: Vec::new(),
-                authentication_method: None,
-                authentication_data: None,
-            });
-            Packet::Connect(
-                Connect {
-                    keep_alive: connect.keep_alive,
-                    client_id: connect.client_id,
-                    clean_start: connect.clean_session,
-                    properties,
-                },
-                will,
-                login,
-            )
-        }
-        v4::Packet::Publish(publish) => Packet::Publish(Publish {
-            dup: publish.dup,
-            qos: qos_from_v4(publish.qos),
-            retain: publish.retain,
-            topic: publish.topic,
-            pkid: publish.pkid,
-            payload: publish.payload,
-            properties: None,
-        }),
-        v4::Packet::PubAck(ack) => Packet::PubAck(PubAck {
-            pkid: ack.pkid,
-            reason: PubAckReason::Success,
-            properties: None,
-        }),
-        v4::Packet::PubRec(ack) => Packet::PubRec(PubRec {
-            pkid: ack.pkid,
-            reason: PubRecReason::Success,
-            properties: None,
-        }),
-        v4::Packet::PubRel(ack) => Packet::PubRel(PubRel {
-            pkid: ack.pkid,
-            reason: PubRelReason::Success,
-            properties: None,
-        }),
-        v4::Packet::PubComp(ack) => Packet::PubComp(PubComp {
-            pkid: ack.pkid,
-            reason: PubCompReason::Success,
-            properties: None,
-        }),
-        v4::Packet::Subscribe(subscribe) => Packet::Subscribe(Subscribe {
-            pkid: subscribe.pkid,
-            filters: subscribe
-                .filters
-                .into_iter()
-                .map(|filter| mqtt_bytes_v5::Filter {
-                    path: filter.path,
-                    qos: qos_from_v4(filter.qos),
-                    nolocal: false,
-                    preserve_retain: false,
-                    retain_forward_rule: mqtt_bytes_v5::RetainForwardRule::OnEverySubscribe,
-                })
-                .collect(),
-            properties: None,
-        }),
-        v4::Packet::Unsubscribe(unsubscribe) => Packet::Unsubscribe(Unsubscribe {
-            pkid: unsubscribe.pkid,
-            filters: unsubscribe.topics,
-            properties: None,
-        }),
-        v4::Packet::PingReq => Packet::PingReq(PingReq),
-        v4::Packet::PingResp => Packet::PingResp(PingResp),
-        v4::Packet::Disconnect => Packet::Disconnect(Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-            properties: None,
-        }),
-        v4::Packet::ConnAck(ack) => Packet::ConnAck(ConnAck {
-            session_present: ack.session_present,
-            code: match ack.code {
-                v4::ConnectReturnCode::Success => ConnectReturnCode::Success,
-                v4::ConnectReturnCode::RefusedProtocolVersion => {
-                    ConnectReturnCode::RefusedProtocolVersion
-                }
-                v4::ConnectReturnCode::BadClientId => ConnectReturnCode::BadClientId,
-                v4::ConnectReturnCode::ServiceUnavailable => ConnectReturnCode::ServiceUnavailable,
-                v4::ConnectReturnCode::BadUserNamePassword => {
-                    ConnectReturnCode::BadUserNamePassword
-                }
-                v4::ConnectReturnCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
-            },
-            properties: None,
-        }),
-        v4::Packet::SubAck(ack) => Packet::SubAck(SubAck {
-            pkid: ack.pkid,
-            return_codes: ack
-                .return_codes
-                .into_iter()
-                .map(|code| match code {
-                    v4::SubscribeReasonCode::Success(qos) => {
-                        SubscribeReasonCode::Success(qos_from_v4(qos))
-                    }
-                    v4::SubscribeReasonCode::Failure => SubscribeReasonCode::Unspecified,
-                })
-                .collect(),
-            properties: None,
-        }),
-        v4::Packet::UnsubAck(ack) => Packet::UnsubAck(UnsubAck {
-            pkid: ack.pkid,
-            reasons: Vec::new(),
-            properties: None,
-        }),
-    }
-}
-
-/// The 3.1.1 CONNACK return code for an MQTT 5 reason code.
-pub fn connack_code_v4(code: ConnectReturnCode) -> v4::ConnectReturnCode {
-    use ConnectReturnCode as C;
-    match code {
-        C::Success => v4::ConnectReturnCode::Success,
-        C::RefusedProtocolVersion | C::UnsupportedProtocolVersion => {
-            v4::ConnectReturnCode::RefusedProtocolVersion
-        }
-        C::BadClientId | C::ClientIdentifierNotValid => v4::ConnectReturnCode::BadClientId,
-        C::BadUserNamePassword | C::BadAuthenticationMethod => {
-            v4::ConnectReturnCode::BadUserNamePassword
-        }
-        C::NotAuthorized | C::Banned => v4::ConnectReturnCode::NotAuthorized,
-        _ => v4::ConnectReturnCode::ServiceUnavailable,
-    }
-}
-
-/// The 3.1.1 form of an MQTT 5 packet; `None` when 3.1.1 has none (a server's
-/// DISCONNECT, DISCONNECT with will, AUTH): the caller closes the connection.
-fn to_v4(packet: &Packet) -> Option<v4::Packet> {
-    Some(match packet {
-        Packet::ConnAck(ack) => v4::Packet::ConnAck(v4::ConnAck {
-            session_present: ack.session_present,
-            code: connack_code_v4(ack.code),
-        }),
-        Packet::Publish(publish) => v4::Packet::Publish(v4::Publish {
-            dup: publish.dup,
-            qos: qos_to_v4(publish.qos),
-            retain: publish.retain,
-            topic: publish.topic.clone(),
-            pkid: publish.pkid,
-            payload: publish.payload.clone(),
-        }),
-        Packet::PubAck(ack) => v4::Packet::PubAck(v4::PubAck { pkid: ack.pkid }),
-        Packet::PubRec(ack) => v4::Packet::PubRec(v4::PubRec { pkid: ack.pkid }),
-        Packet::PubRel(ack) => v4::Packet::PubRel(v4::PubRel { pkid: ack.pkid }),
-        Packet::PubComp(ack) => v4::Packet::PubComp(v4::PubComp { pkid: ack.pkid }),
-        Packet::SubAck(ack) => v4::Packet::SubAck(v4::SubAck {
-            pkid: ack.pkid,
-            return_codes: ack
-                .return_codes
-                .iter()
-                .map(|code| match code {
-                    SubscribeReasonCode::Success(qos) => {
-                        v4::SubscribeReasonCode::Success(qos_to_v4(*qos))
-                    }
-                    _ => v4::SubscribeReasonCode::Failure,
-                })
-                .collect(),
-        }),
-        Packet::UnsubAck(ack) => v4::Packet::UnsubAck(v4::UnsubAck { pkid: ack.pkid }),
-        Packet::PingResp(_) => v4::Packet::PingResp,
-        Packet::PingReq(_) => v4::Packet::PingReq,
-        Packet::Connect(connect, will, login) => v4::Packet::Connect(v4::Connect {
-            protocol: rumqttc::mqttbytes::Protocol::V4,
-            keep_alive: connect.keep_alive,
-            client_id: connect.client_id.clone(),
-            clean_session: connect.clean_start,
-            last_will: will.as_ref().map(|will| v4::LastWill {
-                topic: String::from_utf8_lossy(&will.topic).into_owned(),
-                message: will.message.clone(),
-                qos: qos_to_v4(will.qos),
-                retain: will.retain,
-            }),
-            login: login.as_ref().map(|login| v4::Login {
-                username: login.username.clone(),
-                password: login.password.clone(),
-            }),
-        }),
-        Packet::Subscribe(subscribe) => v4::Packet::Subscribe(v4::Subscribe {
-            pkid: subscribe.pkid,
-            filters: subscribe
-                .filters
-                .iter()
-                .map(|filter| v4::SubscribeFilter {
-                    path: filter.path.clone(),
-                    qos: qos_to_v4(filter.qos),
-                })
-                .collect(),
-        }),
-        Packet::Unsubscribe(unsubscribe) => v4::Packet::Unsubscribe(v4::Unsubscribe {
-            pkid: unsubscribe.pkid,
-            topics: unsubscribe.filters.clone(),
-        }),
-        // 3.1.1 cannot ask for the will on DISCONNECT; closing without one does.
-        Packet::Disconnect(disconnect)
-            if disconnect.reason_code == DisconnectReasonCode::NormalDisconnection =>
-        {
-            v4::Packet::Disconnect
-        }
-        _ => return None,
-    })
-}
-
-fn write_v4(packet: &v4::Packet, out: &mut BytesMut) -> Result<(), rumqttc::mqttbytes::Error> {
-    match packet {
-        v4::Packet::ConnAck(p) => p.write(out),
-        v4::Packet::Publish(p) => p.write(out),
-        v4::Packet::PubAck(p) => p.write(out),
-        v4::Packet::PubRec(p) => p.write(out),
-        v4::Packet::PubRel(p) => p.write(out),
-        v4::Packet::PubComp(p) => p.write(out),
-        v4::Packet::SubAck(p) => p.write(out),
-        v4::Packet::UnsubAck(p) => p.write(out),
-        v4::Packet::PingResp => v4::PingResp.write(out),
-        v4::Packet::PingReq => v4::PingReq.write(out),
-        v4::Packet::Connect(p) => p.write(out),
-        v4::Packet::Subscribe(p) => p.write(out),
-        v4::Packet::Unsubscribe(p) => p.write(out),
-        v4::Packet::Disconnect => v4::Disconnect.write(out),
-    }
-    .map(|_| ())
 }
 
 #[cfg(test)]

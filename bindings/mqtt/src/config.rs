@@ -61,17 +61,35 @@ pub(crate) struct ServerAuthorization {
     pub(crate) pattern: CredentialsPattern,
 }
 
+/// Why a publish fails a topic's models: the model that failed (for
+/// metrics) and the message (for events).
+#[derive(Debug)]
+pub(crate) struct ValidationFailure<'a> {
+    /// The name of the model that failed, e.g. `json`.
+    pub(crate) model: &'a str,
+    message: String,
+}
+
+impl std::fmt::Display for ValidationFailure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl TopicValidation {
     /// Why `publish` fails this entry's models: its payload first, then its
     /// user properties; `None` when it passes.
-    pub(crate) fn failure(&self, publish: &Publish) -> Option<String> {
+    pub(crate) fn failure(&self, publish: &Publish) -> Option<ValidationFailure<'_>> {
         self.content
             .as_ref()
             .and_then(|(name, model)| {
                 model
                     .validate(&publish.payload)
                     .err()
-                    .map(|error| format!("payload fails model {name}: {error}"))
+                    .map(|error| ValidationFailure {
+                        model: name,
+                        message: format!("payload fails model {name}: {error}"),
+                    })
             })
             .or_else(|| {
                 let properties = publish.properties.as_ref()?;
@@ -83,8 +101,11 @@ impl TopicValidation {
                             .iter()
                             .filter(|(key, _)| key == property)
                             .find_map(|(_, value)| model.validate(value.as_bytes()).err())
-                            .map(|error| {
-                                format!("user property {property:?} fails model {name}: {error}")
+                            .map(|error| ValidationFailure {
+                                model: name,
+                                message: format!(
+                                    "user property {property:?} fails model {name}: {error}"
+                                ),
                             })
                     })
             })

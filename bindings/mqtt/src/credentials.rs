@@ -41,8 +41,9 @@ pub struct ConnectPacket {
     pub login: Option<Login>,
 }
 
-/// Decodes the CONNECT at the start of `buf` like [`codec::read`], keeping
-/// the password's bytes; `Ok(None)` until it is complete.
+/// Decodes the CONNECT at the start of `buf` like [`codec::read_from_client`]
+/// (every check a server owes a client's packet included), keeping the
+/// password's bytes; `Ok(None)` until it is complete.
 pub fn read_connect(
     buf: &mut BytesMut,
     version: Version,
@@ -53,7 +54,7 @@ pub fn read_connect(
     };
     let end = header.header_len + header.remaining_len;
     let mut password = None;
-    if header.byte1 == 0x10 && buf.len() >= end && header.remaining_len <= max_size {
+    if header.byte1 == 0x10 && buf.len() >= end && end <= max_size {
         if let Some(span) = password_span(&buf[..end], header.header_len, version) {
             password = Some(Bytes::copy_from_slice(&buf[span.clone()]));
             // The codec crates want text: they get a placeholder of the
@@ -63,7 +64,7 @@ pub fn read_connect(
             }
         }
     }
-    match codec::read(buf, version, max_size)? {
+    match codec::read_from_client(buf, version, max_size)? {
         None => Ok(None),
         Some(Packet::Connect(connect, will, login)) => Ok(Some(ConnectPacket {
             connect,

@@ -14,6 +14,7 @@ pub mod codec;
 mod config;
 pub mod credentials;
 pub mod flow;
+mod metrics;
 pub mod options;
 mod packet_ids;
 pub mod port;
@@ -23,6 +24,12 @@ pub mod topic;
 mod upstream;
 
 pub use port::{MqttSessions, OpenError, OpenSession, Upstream};
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::session::fuzz::server_session;
+}
 
 use zilla_engine::{register_binding, BindingFactory, Kind};
 

@@ -10,6 +10,7 @@ use zilla_engine::{
 use crate::codec::Version;
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
 use crate::flow::Flow;
+use crate::metrics::{self, MqttFamily, SessionMetrics};
 use crate::options::{
     CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, RouteTemplate,
 };
@@ -100,7 +101,9 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         .map_err(|(key, message)| cx.error(&format!("options.flow.{key}"), message))?;
     let unbound = templates.iter().map(RouteTemplate::unbound).collect();
     let sessions = sessions?;
+    let metrics = metrics::family(&cx.metrics(), &routes, &topics);
     Ok(Arc::new(MqttServer {
+        metrics,
         config: Arc::new(ServerConfig {
             versions,
             maximum_packet_size: options
@@ -156,6 +159,8 @@ fn model_name(reference: &serde_yaml::Value) -> String {
 
 struct MqttServer {
     config: Arc<ServerConfig>,
+    /// Where each connection counts `mqtt.*` metrics, if anywhere.
+    metrics: MqttFamily,
 }
 
 impl Binding for MqttServer {
@@ -167,6 +172,7 @@ impl Binding for MqttServer {
 #[async_trait]
 impl StreamHandler for MqttServer {
     async fn handle(&self, stream: ByteStream, info: StreamInfo) {
-        session::serve(self.config.clone(), stream, info).await;
+        let metrics = SessionMetrics::open(&self.metrics);
+        session::serve(self.config.clone(), metrics, stream, info).await;
     }
 }

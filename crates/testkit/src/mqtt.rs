@@ -130,6 +130,38 @@ impl RawMqtt {
         }
     }
 
+    /// Exactly `count` bytes, undecoded (for MQTT 3.1.1 replies, which this
+    /// client does not decode); `None` if the connection closes first. Fails
+    /// the test after [`RECV_TIMEOUT`].
+    pub async fn recv_bytes(&mut self, count: usize) -> Option<Vec<u8>> {
+        tokio::time::timeout(RECV_TIMEOUT, async {
+            while self.buf.len() < count {
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+            Some(self.buf.split_to(count).to_vec())
+        })
+        .await
+        .expect("the bytes or the end of the connection arrive in time")
+    }
+
+    /// Every byte the peer sends until it closes the connection, undecoded.
+    /// Fails the test after [`RECV_TIMEOUT`].
+    pub async fn bytes_until_closed(&mut self) -> Vec<u8> {
+        tokio::time::timeout(RECV_TIMEOUT, async {
+            loop {
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return self.buf.split().to_vec(),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the connection closes in time")
+    }
+
     /// The underlying stream, for reading raw bytes.
     pub fn into_stream(self) -> TcpStream {
         self.stream

@@ -21,6 +21,8 @@ pub(crate) enum PublishRefusal {
     PayloadFormatInvalid,
     /// 0x97: larger than the broker it routes to accepts.
     QuotaExceeded,
+    /// 0x90: no route takes the topic, whatever the session's authorizations.
+    TopicNameInvalid,
 }
 
 /// The acknowledgement that refuses a QoS 1 or 2 publish with packet id
@@ -34,6 +36,10 @@ pub(crate) fn refuse_publish(qos: QoS, pkid: u16, refusal: PublishRefusal) -> Op
             PubRecReason::PayloadFormatInvalid,
         ),
         PublishRefusal::QuotaExceeded => (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded),
+        PublishRefusal::TopicNameInvalid => (
+            PubAckReason::TopicNameInvalid,
+            PubRecReason::TopicNameInvalid,
+        ),
     };
     match qos {
         QoS::AtMostOnce => None,

@@ -118,6 +118,7 @@ pub(crate) fn malformed_connect(version: Version, error: &CodecError) -> Option<
         DisconnectReasonCode::PacketTooLarge => ConnectReturnCode::PacketTooLarge,
         DisconnectReasonCode::ProtocolError => ConnectReturnCode::ProtocolError,
         DisconnectReasonCode::TopicNameInvalid => ConnectReturnCode::TopicNameInvalid,
+        DisconnectReasonCode::PayloadFormatInvalid => ConnectReturnCode::PayloadFormatInvalid,
         _ => ConnectReturnCode::MalformedPacket,
     };
     (version == Version::V5).then(|| refused(code, &error.message))

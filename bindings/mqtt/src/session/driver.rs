@@ -14,9 +14,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use mqtt_bytes_v5::{ConnAck, DisconnectReasonCode, Packet};
+use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zilla_engine::{ByteStream, StreamInfo};
+use zilla_engine::{ByteStream, GuardRejection, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
 use super::end::{disconnect, Closing, End};
@@ -25,6 +25,7 @@ use super::takeover::Registration;
 use crate::codec::{self, CodecError, Version};
 use crate::config::ServerConfig;
 use crate::credentials::{read_connect as read_connect_packet, ConnectPacket};
+use crate::metrics::{AuthFailure, SessionMetrics};
 use crate::upstream::UpstreamLink;
 
 /// The most a single read takes in (a busy connection's buffer size).
@@ -65,8 +66,13 @@ fn make_room(buf: &mut BytesMut, last_read: usize) {
     }
 }
 
-/// Serves one client connection until it ends.
-pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, info: StreamInfo) {
+/// Serves one client connection until it ends, counting it in `metrics`.
+pub(crate) async fn serve(
+    config: Arc<ServerConfig>,
+    mut metrics: SessionMetrics,
+    mut client: ByteStream,
+    info: StreamInfo,
+) {
     let peer = info
         .peer
         .map(|p| p.to_string())
@@ -74,7 +80,7 @@ pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, inf
     // A CONNECT carrying a JWT is usually 600 to 1000 bytes: one read.
     let mut buf = BytesMut::with_capacity(CONNECT_READ);
     let handshake = tokio::select! {
-        handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf)) => handshake,
+        handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf, &mut metrics)) => handshake,
         _ = config.shutdown.draining() => return,
     };
     let request = match handshake {
@@ -99,22 +105,26 @@ pub(crate) async fn serve(config: Arc<ServerConfig>, mut client: ByteStream, inf
             return;
         }
     };
-    let opened = match open_session(&config, request, &info, &peer).await {
+    metrics.connect_read(now(), request.will.is_some());
+    let opened = match open_session(&config, request, &info, &peer, &mut metrics).await {
         Ok(opened) => opened,
         Err(refusal) => {
             config.events.warn(
                 "MQTT_CONNECT_REJECTED",
                 format!("client {peer} id {:?}: {}", refusal.client_id, refusal.why),
             );
-            send_connack(&mut client, refusal.version, *refusal.connack).await;
+            send_connack(&mut client, refusal.version, *refusal.connack, &mut metrics).await;
             return;
         }
     };
     let Opened {
-        session,
+        mut session,
         upstreams,
         registration,
     } = opened;
+    // Session::new queued the CONNACK; it goes out with the first flush.
+    metrics.connack_sent(ConnectReturnCode::Success, now());
+    session.set_metrics(metrics);
     let label = format!("{peer} id {:?}", session.client_id());
     let mut driver = Driver {
         config,
@@ -136,13 +146,14 @@ async fn read_connect(
     config: &ServerConfig,
     client: &mut ByteStream,
     buf: &mut BytesMut,
+    metrics: &mut SessionMetrics,
 ) -> Result<Option<Request>, CodecError> {
     let version = loop {
         match codec::connect_version(buf)? {
             Some(Ok(version)) if config.versions.contains(&version) => break version,
             Some(version) => {
                 let refusal = admit::version_refusal(version);
-                send_connack(client, refusal.version, *refusal.connack).await;
+                send_connack(client, refusal.version, *refusal.connack, metrics).await;
                 return Err(CodecError {
                     reason: DisconnectReasonCode::ProtocolError,
                     message: refusal.why,
@@ -172,7 +183,7 @@ async fn read_connect(
             Ok(None) => {}
             Err(error) => {
                 if let Some(connack) = admit::malformed_connect(version, &error) {
-                    send_connack(client, version, connack).await;
+                    send_connack(client, version, connack, metrics).await;
                 }
                 return Err(error);
             }
@@ -191,8 +202,15 @@ async fn read_more(client: &mut ByteStream, buf: &mut BytesMut) -> Result<usize,
     })
 }
 
-/// Where every CONNACK the proxy sends, success or refusal, is written.
-async fn send_connack(client: &mut ByteStream, version: Version, connack: ConnAck) {
+/// Where every CONNACK refusing a client is written (an admitted session's
+/// goes out with its first flush).
+async fn send_connack(
+    client: &mut ByteStream,
+    version: Version,
+    connack: ConnAck,
+    metrics: &mut SessionMetrics,
+) {
+    metrics.connack_sent(connack.code, now());
     let mut out = BytesMut::new();
     if codec::write(&Packet::ConnAck(connack), version, &mut out).is_ok() {
         let _ = client.write_all(&out).await;
@@ -245,12 +263,24 @@ async fn open_session(
     mut request: Request,
     info: &StreamInfo,
     peer: &str,
+    metrics: &mut SessionMetrics,
 ) -> Result<Opened, Refusal> {
-    let token = admit::credentials(config, &mut request, assign_client_id)?;
+    let has_login = request.login.is_some();
+    let token = admit::credentials(config, &mut request, assign_client_id)
+        .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
     let verdict = match (&config.authorization, &token) {
         (Some(authorization), Some(token)) => Some(authorization.guard.authorize(token).await),
         _ => None,
     };
+    match &verdict {
+        Some(Err(GuardRejection::InvalidCredentials(_))) => {
+            metrics.authentication_failed(AuthFailure::Invalid)
+        }
+        Some(Err(GuardRejection::Unavailable(_))) => {
+            metrics.authentication_failed(AuthFailure::Unavailable)
+        }
+        _ => {}
+    }
     let admission = admit::admit(config, request, token, verdict, info)?;
     let client_id = admission.connect.client_id.clone();
     if let Some(authorized) = &admission.authorized {
@@ -272,6 +302,7 @@ async fn open_session(
     let mut upstreams = Vec::with_capacity(opened.len());
     let mut failure = None;
     for (name, result) in names.into_iter().zip(opened) {
+        metrics.upstream_opened(&name, &result);
         match result {
             Ok(upstream) => {
                 links.push(UpstreamLink::new(
@@ -307,6 +338,7 @@ async fn open_session(
             error,
         ));
     }
+    metrics.admitted(links.iter().map(|link| &*link.name));
     let connack = admit::merged_connack(&links, admission.assigned, config);
     let carried = if admission.connect.clean_start {
         // A clean start forgets what an earlier connection left.

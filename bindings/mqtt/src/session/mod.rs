@@ -22,11 +22,14 @@
 //! - [`takeover`]: the per-server registry of connected client ids and what a
 //!   persistent session leaves for its next connection.
 //! - [`driver`]: the only code that touches sockets and tokio time.
+//! - `fuzz`: the same path without sockets, for the fuzz targets.
 
-mod acks;
+pub(crate) mod acks;
 mod admit;
 mod driver;
-mod end;
+pub(crate) mod end;
+#[doc(hidden)]
+pub(crate) mod fuzz;
 mod router;
 mod state;
 pub(crate) mod takeover;

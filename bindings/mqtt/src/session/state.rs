@@ -40,6 +40,7 @@ use super::router::Router;
 use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::ServerConfig;
+use crate::metrics::SessionMetrics;
 use crate::packet_ids::PacketIds;
 use crate::upstream::{KeepAlive, UpstreamLink};
 
@@ -113,6 +114,8 @@ pub(crate) struct Session {
     clock: Instant,
     /// When a full buffer was last logged (one event a minute at most).
     paused_logged: Option<Instant>,
+    /// Counters this session increments (none until the driver hands them over).
+    metrics: SessionMetrics,
 }
 
 /// Where a client's QoS 1/2 publish is.
@@ -218,6 +221,7 @@ impl Session {
             },
             clock: now,
             paused_logged: None,
+            metrics: SessionMetrics::default(),
             config,
         };
         if let Some(carried) = carried {
@@ -244,6 +248,12 @@ impl Session {
 
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Counts this session in `metrics` from now on (the driver's, which
+    /// already hold its CONNECT and CONNACK).
+    pub(crate) fn set_metrics(&mut self, metrics: SessionMetrics) {
+        self.metrics = metrics;
     }
 
     pub(crate) fn upstream_count(&self) -> usize {
@@ -296,7 +306,8 @@ impl Session {
     /// full (nothing new was heard from the client).
     pub(crate) fn resume_client_input(&mut self, buf: &mut BytesMut) -> Result<(), End> {
         while self.wants_client_input() {
-            match codec::read(buf, self.version, self.limits.server_maximum_packet_size) {
+            match codec::read_from_client(buf, self.version, self.limits.server_maximum_packet_size)
+            {
                 Ok(Some(packet)) => self.on_client_packet(packet)?,
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(End::Refuse(error.reason, error.message)),

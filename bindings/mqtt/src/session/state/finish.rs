@@ -9,6 +9,7 @@ use crate::session::end::{disconnect, Closing, End};
 impl Session {
     /// Logs `end` and queues what each side needs to know.
     pub(crate) fn finish(&mut self, end: End) -> Closing {
+        self.metrics.session_ended(&end);
         let client_id = format!("{:?}", self.client_id);
         let events = self.config.events.clone();
         let peer = self.peer.clone();

@@ -1,6 +1,16 @@
 //! Packets from the client: publishes checked, validated and routed to their
 //! upstream with a fresh packet id; acknowledgements of deliveries passed
 //! back to the upstream they came from; subscriptions split by route.
+//!
+//! What no route takes is answered per packet wherever MQTT has an answer
+//! for it: a SUBSCRIBE filter gets its own SUBACK failure code (0x87 when
+//! another token could have been allowed it, else 0x8F; 0x80 in 3.1.1) and
+//! the other filters and the session go on; a QoS 1/2 PUBLISH of a 5.0
+//! client gets PUBACK/PUBREC 0x87 or 0x90. Only a publish with no failure
+//! answer (QoS 0 in 5.0, any PUBLISH in 3.1.1) that no route could ever
+//! take ends the session (0x90; 3.1.1 closes): dropping it silently would
+//! hide a configuration gap, and 3.1.1 allows a server that does not take a
+//! publish only a positive acknowledgement or a close ([MQTT-3.3.5-2]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +22,7 @@ use mqtt_bytes_v5::{
 };
 
 use super::{packet_name, Inbound, Session};
+use crate::codec::Version;
 use crate::flow::weight;
 use crate::options::{OnInvalid, Operation};
 use crate::session::acks::{refuse_publish, Codes, PendingAck, PublishRefusal};
@@ -94,6 +105,14 @@ impl Session {
                     .as_ref()
                     .and_then(|p| p.session_expiry_interval)
                 {
+                    // A session that was to end with the connection cannot be
+                    // made to outlive it at DISCONNECT (3.14.2.2.2).
+                    if seconds != 0 && self.session_expiry == Some(Duration::ZERO) {
+                        return Err(End::Refuse(
+                            DisconnectReasonCode::ProtocolError,
+                            "a DISCONNECT sets a session expiry after a CONNECT with none".into(),
+                        ));
+                    }
                     self.session_expiry = match seconds {
                         u32::MAX => None,
                         seconds => Some(Duration::from_secs(u64::from(seconds))),
@@ -147,6 +166,8 @@ impl Session {
     }
 
     fn client_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        self.metrics
+            .publish_received(publish.qos, publish.payload.len());
         self.resolve_alias(&mut publish)?;
         if publish.qos > self.limits.maximum_qos {
             return Err(End::Refuse(
@@ -177,21 +198,7 @@ impl Session {
             return refused;
         }
         let Some(index) = self.router.route(Operation::Publish(&publish.topic)) else {
-            if self.router.could_route(Operation::Publish(&publish.topic)) {
-                self.config.events.warn(
-                    "MQTT_PUBLISH_REJECTED",
-                    format!(
-                        "client {} id {:?}: publish to {:?} is not authorized",
-                        self.peer, self.client_id, publish.topic
-                    ),
-                );
-                self.refuse_publish(&publish, PublishRefusal::NotAuthorized);
-                return Ok(());
-            }
-            return Err(End::Refuse(
-                DisconnectReasonCode::ImplementationSpecificError,
-                format!("no route for publish to {:?}", publish.topic),
-            ));
+            return self.unroutable_publish(&publish);
         };
         if publish.qos != QoS::AtMostOnce {
             match self.inbound.get(&publish.pkid) {
@@ -228,6 +235,33 @@ impl Session {
         self.forward(index, publish)
     }
 
+    /// Answers a publish no route takes (see the module's documentation).
+    fn unroutable_publish(&mut self, publish: &Publish) -> Result<(), End> {
+        let (refusal, why) = if self.router.could_route(Operation::Publish(&publish.topic)) {
+            (PublishRefusal::NotAuthorized, "is not authorized")
+        } else {
+            (PublishRefusal::TopicNameInvalid, "has no route")
+        };
+        let answerable = self.version == Version::V5 && publish.qos != QoS::AtMostOnce;
+        if refusal == PublishRefusal::TopicNameInvalid && !answerable {
+            return Err(End::Refuse(
+                DisconnectReasonCode::TopicNameInvalid,
+                format!("no route for publish to {:?}", publish.topic),
+            ));
+        }
+        self.config.events.warn(
+            "MQTT_PUBLISH_REJECTED",
+            format!(
+                "client {} id {:?}: publish to {:?} {why}",
+                self.peer, self.client_id, publish.topic
+            ),
+        );
+        // Not authorized, without a failure answer: QoS 0 is dropped, and a
+        // 3.1.1 QoS 1/2 publish gets its positive acknowledgement.
+        self.refuse_publish(publish, refusal);
+        Ok(())
+    }
+
     /// Sends a client publish to upstream `index`, or queues it there while
     /// the broker's window is full (or earlier publishes wait).
     fn forward(&mut self, index: usize, publish: Publish) -> Result<(), End> {
@@ -241,6 +275,7 @@ impl Session {
         let size = weight(&publish);
         self.publish_bytes += size;
         link.enqueue(publish, size);
+        self.metrics.queued_to_broker();
         Ok(())
     }
 
@@ -272,12 +307,16 @@ impl Session {
             publish.pkid = pkid;
         }
         let (qos, upstream_pkid) = (publish.qos, publish.pkid);
+        self.metrics
+            .publish_sent(index, qos, upstream_pkid, self.clock);
         if !link.send_bounded(&Packet::Publish(publish)) {
             // Larger than this broker accepts (after alias expansion or 3.1.1
             // translation): refuse this publish rather than lose the session.
             let name = link.name.clone();
             if let Some(client_pkid) = link.take_publish(upstream_pkid) {
                 self.inbound.remove(&client_pkid);
+                self.metrics
+                    .publish_refused(qos, PublishRefusal::QuotaExceeded);
                 if let Some(refused) =
                     refuse_publish(qos, client_pkid, PublishRefusal::QuotaExceeded)
                 {
@@ -297,6 +336,7 @@ impl Session {
 
     /// Answers a publish the proxy refuses itself (nothing for QoS 0).
     fn refuse_publish(&mut self, publish: &Publish, refusal: PublishRefusal) {
+        self.metrics.publish_refused(publish.qos, refusal);
         if let Some(refused) = refuse_publish(publish.qos, publish.pkid, refusal) {
             self.send_client(&refused);
         }
@@ -314,6 +354,7 @@ impl Session {
             .iter()
             .find(|t| topic::matches(&t.filter, &publish.topic))?;
         let failure = topic.failure(publish)?;
+        self.metrics.validation_failed(&topic.filter, failure.model);
         let why = format!("publish to {:?} {failure}", publish.topic);
         self.config.events.warn(
             "MQTT_VALIDATION_FAILED",
@@ -331,6 +372,7 @@ impl Session {
     }
 
     fn client_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
+        self.metrics.subscribing(subscribe.pkid, &subscribe.filters);
         let mut codes = vec![None; subscribe.filters.len()];
         let mut groups: BTreeMap<usize, Vec<(usize, Filter)>> = BTreeMap::new();
         for (position, filter) in subscribe.filters.into_iter().enumerate() {
@@ -351,13 +393,18 @@ impl Session {
                     codes[position] = Some(SubscribeReasonCode::NotAuthorized);
                 }
                 None => {
-                    return Err(End::Refuse(
-                        DisconnectReasonCode::ImplementationSpecificError,
-                        format!("no route for subscription to {:?}", filter.path),
-                    ))
+                    self.config.events.warn(
+                        "MQTT_SUBSCRIBE_REJECTED",
+                        format!(
+                            "client {} id {:?}: no route for subscription to {:?}",
+                            self.peer, self.client_id, filter.path
+                        ),
+                    );
+                    codes[position] = Some(SubscribeReasonCode::TopicFilterInvalid);
                 }
             }
         }
+        self.metrics.subscriptions_refused(&codes);
         let properties = subscribe.properties;
         self.fan_out(
             subscribe.pkid,
@@ -375,6 +422,8 @@ impl Session {
     }
 
     fn client_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
+        self.metrics
+            .unsubscribing(unsubscribe.pkid, &unsubscribe.filters);
         let mut codes = vec![None; unsubscribe.filters.len()];
         let mut groups: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
         for (position, filter) in unsubscribe.filters.into_iter().enumerate() {
@@ -434,7 +483,9 @@ impl Session {
             .get(&pkid)
             .is_some_and(PendingAck::is_complete);
         if let Some(pending) = done.then(|| self.pending_acks.remove(&pkid)).flatten() {
-            self.send_client(&pending.into_packet(pkid));
+            let packet = pending.into_packet(pkid);
+            self.metrics.acknowledged(pkid, &packet);
+            self.send_client(&packet);
         }
     }
 }

@@ -19,6 +19,8 @@ impl Session {
             Packet::Publish(publish) => self.upstream_publish(index, publish),
             Packet::PubAck(ack) => {
                 if let Some(client_pkid) = self.upstreams[index].take_publish(ack.pkid) {
+                    self.metrics
+                        .publish_acknowledged(index, ack.pkid, self.clock);
                     self.inbound.remove(&client_pkid);
                     self.send_client(&Packet::PubAck(PubAck {
                         pkid: client_pkid,
@@ -64,6 +66,8 @@ impl Session {
             }
             Packet::PubComp(comp) => {
                 if let Some(client_pkid) = self.upstreams[index].take_publish(comp.pkid) {
+                    self.metrics
+                        .publish_acknowledged(index, comp.pkid, self.clock);
                     match self.inbound.get(&client_pkid) {
                         // The client's PUBREL is still to come.
                         Some(Inbound::Released(..)) => {
@@ -169,6 +173,10 @@ impl Session {
         self.waiting_bytes += weight(&publish);
         self.waiting.push_back((index, publish));
         self.deliver_waiting();
+        if !self.waiting.is_empty() {
+            // Still waiting (it is last in line): the client's window is full.
+            self.metrics.queued_to_client();
+        }
     }
 
     /// Sends a message to the client, under a topic alias where the client
@@ -197,7 +205,11 @@ impl Session {
                     .topic_alias = Some(alias);
             }
         }
+        let (qos, bytes) = (publish.qos, publish.payload.len());
         let sent = self.send_client(&Packet::Publish(publish));
+        if sent {
+            self.metrics.publish_delivered(qos, bytes);
+        }
         // The client learns an alias only from a packet it gets.
         if let (true, Some(topic)) = (sent, assigned) {
             let alias = self.outgoing_aliases.len() as u16 + 1;

@@ -324,27 +324,6 @@ fn a_packet_id_the_client_reuses_while_in_flight_without_dup_is_a_protocol_error
 }
 
 #[test]
-fn a_publish_no_route_takes_and_none_could_take_is_refused_with_implementation_specific_error() {
-    let config = Server {
-        routes: r#"
-- exit: north
-  when:
-    - publish: [{topic: "a/#"}]
-"#,
-        exit: None,
-        ..Server::default()
-    }
-    .build();
-    let mut h = Opening::new(config, Version::V5).start();
-    h.connack();
-    assert_eq!(
-        refused(h.client(Packet::Publish(publish("b/1", QoS::AtLeastOnce, 1, b"m")))),
-        DisconnectReasonCode::ImplementationSpecificError
-    );
-    assert!(h.take_upstream(0).is_empty());
-}
-
-#[test]
 fn a_puback_from_the_broker_for_an_id_the_proxy_never_used_is_ignored() {
     let mut h = started(Version::V5);
     h.client(Packet::Publish(publish("a", QoS::AtLeastOnce, 700, b"m")))

@@ -9,6 +9,8 @@ mod flow_control;
 mod flows;
 mod lifecycle;
 mod limits;
+mod metrics;
+mod routing_answers;
 mod subscriptions;
 mod timers;
 
@@ -566,6 +568,11 @@ fn the_state_machine_touches_no_socket_runtime_or_clock() {
         ("session/router.rs", include_str!("../router.rs")),
         ("upstream.rs", include_str!("../../upstream.rs")),
         ("packet_ids.rs", include_str!("../../packet_ids.rs")),
+        (
+            "metrics/session.rs",
+            include_str!("../../metrics/session.rs"),
+        ),
+        ("metrics/block.rs", include_str!("../../metrics/block.rs")),
     ];
     for (file, source) in files {
         for (number, line) in source.lines().enumerate() {

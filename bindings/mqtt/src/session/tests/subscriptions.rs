@@ -178,19 +178,6 @@ fn a_filter_only_a_guarded_route_takes_is_not_authorized_without_the_role() {
 }
 
 #[test]
-fn a_filter_no_route_could_take_ends_the_session() {
-    let mut h = Opening::new(two_brokers_only(), Version::V5).start();
-    h.connack();
-    let end = h.client(subscribe(5, &["north/a", "elsewhere/x"]));
-    assert_eq!(
-        refused(end),
-        DisconnectReasonCode::ImplementationSpecificError
-    );
-    assert!(h.take_upstream(0).is_empty());
-    assert!(h.take_upstream(1).is_empty());
-}
-
-#[test]
 fn a_subscribe_the_proxy_refuses_entirely_is_answered_at_once() {
     let mut h = Opening::new(guarded(), Version::V5).token("bob:").start();
     h.connack();

@@ -1,0 +1,211 @@
+//! The `mqtt.*` metrics (beyond Zilla), modelled on what EMQX and HiveMQ
+//! users graph: sessions, CONNACK reason codes, authentication failures,
+//! publishes by QoS, payload bytes, subscriptions, validation failures,
+//! refusals, upstream sessions per exit, flow control, takeovers, wills,
+//! and how long CONNACKs and broker acknowledgements take.
+//!
+//! Every client connection of an mqtt server owns one block of counters
+//! ([`block::ConnectionBlock`]) that only its own task writes; the session
+//! state machine is handed [`SessionMetrics`] and increments it with values
+//! it is given (the clock stays in the driver). See `docs/metrics.md` for
+//! the reference and decision 0018 for the design.
+
+pub(crate) mod block;
+mod session;
+
+use std::sync::Arc;
+
+use zilla_engine::telemetry::metrics::{
+    BindingMetrics, Family, Metric, MetricGroup, MetricKind, Unit,
+};
+use zilla_engine::{register_metrics, Routes};
+
+pub(crate) use session::{AuthFailure, SessionMetrics};
+
+use crate::config::TopicValidation;
+use crate::options::MqttCondition;
+use crate::port::MqttSessions;
+use block::{ConnectionBlock, Shape};
+
+/// Upper bounds of the duration histograms, in seconds: from half a
+/// millisecond (a broker on the same host) to ten seconds (a connect timeout).
+static DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    unit: Unit,
+    labels: &'static [&'static str],
+    description: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        unit,
+        description,
+        labels,
+        buckets: if matches!(kind, MetricKind::Histogram) {
+            &DURATION_BUCKETS
+        } else {
+            &[]
+        },
+    }
+}
+
+use MetricKind::{Counter, Gauge, Histogram};
+use Unit::{Bytes, Count, Seconds};
+
+/// Every `mqtt.*` metric; the positions are the constants below.
+pub(crate) static MQTT_METRICS: [Metric; 18] = [
+    metric("mqtt.sessions.active", Gauge, Count, &[],
+        "MQTT sessions admitted (CONNACK 0x00 sent) and not yet ended"),
+    metric("mqtt.connects", Counter, Count, &["reason_code", "reason"],
+        "CONNACKs sent to clients, by reason code (MQTT 5 codes, also for 3.1.1 clients)"),
+    metric("mqtt.connect.duration", Histogram, Seconds, &[],
+        "Time from a client's complete CONNECT to the CONNACK sent, refusals included"),
+    metric("mqtt.authentication.failures", Counter, Count, &["reason"],
+        "CONNECTs refused for their credentials: missing, malformed, invalid, unavailable (the guard could not decide), unsupported_method"),
+    metric("mqtt.publishes.received", Counter, Count, &["qos"],
+        "PUBLISH packets received from clients, by QoS"),
+    metric("mqtt.publishes.delivered", Counter, Count, &["qos"],
+        "PUBLISH packets delivered to clients, by QoS"),
+    metric("mqtt.payload.received", Counter, Bytes, &[],
+        "Payload bytes of the PUBLISH packets received from clients"),
+    metric("mqtt.payload.delivered", Counter, Bytes, &[],
+        "Payload bytes of the PUBLISH packets delivered to clients"),
+    metric("mqtt.subscriptions.active", Gauge, Count, &[],
+        "Topic filters granted to connected clients on their current connection"),
+    metric("mqtt.validation.failures", Counter, Count, &["topic", "model"],
+        "Publishes failing the model of a topic in options.topics, by topic filter and model"),
+    metric("mqtt.refusals", Counter, Count, &["packet", "reason_code", "reason"],
+        "Refusals decided by the proxy after CONNECT: DISCONNECT (session ended), PUBACK/PUBREC (publish refused), PUBLISH (QoS 0 publish dropped), SUBACK (filter refused)"),
+    metric("mqtt.upstream.sessions", Counter, Count, &["exit"],
+        "Upstream sessions opened on brokers (successful broker CONNACK), by exit"),
+    metric("mqtt.upstream.sessions.active", Gauge, Count, &["exit"],
+        "Upstream sessions open now, by exit"),
+    metric("mqtt.upstream.failures", Counter, Count, &["exit", "reason"],
+        "Upstream sessions that failed, by exit: refused (broker CONNACK), unreachable, lost (mid-session), disconnected (broker DISCONNECT)"),
+    metric("mqtt.messages.queued", Counter, Count, &["direction"],
+        "Publishes that waited for flow control: to_broker (broker receive maximum), to_client (client receive maximum)"),
+    metric("mqtt.takeovers", Counter, Count, &[],
+        "Sessions ended because a newer connection took over their client id"),
+    metric("mqtt.wills.released", Counter, Count, &[],
+        "Sessions with a will that ended other than by the client's DISCONNECT, so their brokers publish the will"),
+    metric("mqtt.publish.ack.duration", Histogram, Seconds, &["exit"],
+        "Time from a QoS 1/2 publish sent to a broker to its PUBACK (QoS 1) or PUBCOMP (QoS 2), by exit"),
+];
+
+register_metrics!(MetricGroup {
+    name: "mqtt",
+    metrics: &MQTT_METRICS,
+});
+
+// Positions in `MQTT_METRICS`.
+pub(crate) const SESSIONS_ACTIVE: usize = 0;
+pub(crate) const CONNECTS: usize = 1;
+pub(crate) const CONNECT_DURATION: usize = 2;
+pub(crate) const AUTHENTICATION_FAILURES: usize = 3;
+pub(crate) const PUBLISHES_RECEIVED: usize = 4;
+pub(crate) const PUBLISHES_DELIVERED: usize = 5;
+pub(crate) const PAYLOAD_RECEIVED: usize = 6;
+pub(crate) const PAYLOAD_DELIVERED: usize = 7;
+pub(crate) const SUBSCRIPTIONS_ACTIVE: usize = 8;
+pub(crate) const VALIDATION_FAILURES: usize = 9;
+pub(crate) const REFUSALS: usize = 10;
+pub(crate) const UPSTREAM_SESSIONS: usize = 11;
+pub(crate) const UPSTREAM_SESSIONS_ACTIVE: usize = 12;
+pub(crate) const UPSTREAM_FAILURES: usize = 13;
+pub(crate) const MESSAGES_QUEUED: usize = 14;
+pub(crate) const TAKEOVERS: usize = 15;
+pub(crate) const WILLS_RELEASED: usize = 16;
+pub(crate) const PUBLISH_ACK_DURATION: usize = 17;
+
+/// The connection blocks of one mqtt server, if it records any `mqtt.*` metric.
+pub(crate) type MqttFamily = Option<Arc<Family<ConnectionBlock>>>;
+
+/// The family for an mqtt server with these routes and topics; `None`
+/// (nothing counted, nothing allocated) when it records no `mqtt.*` metric.
+pub(crate) fn family(
+    metrics: &BindingMetrics,
+    routes: &Routes<MqttCondition, dyn MqttSessions>,
+    topics: &[TopicValidation],
+) -> MqttFamily {
+    let mut exits: Vec<Arc<str>> = Vec::new();
+    for exit in routes
+        .iter()
+        .map(|route| &route.exit)
+        .chain(routes.default_exit())
+    {
+        if !exits.contains(&exit.name) {
+            exits.push(exit.name.clone());
+        }
+    }
+    let mut validations = Vec::new();
+    for topic in topics {
+        let models = topic
+            .content
+            .iter()
+            .map(|(model, _)| model)
+            .chain(topic.user_properties.iter().map(|(_, model, _)| model));
+        for model in models {
+            let slot = (topic.filter.clone(), model.clone());
+            if !validations.contains(&slot) {
+                validations.push(slot);
+            }
+        }
+    }
+    let shape = Shape {
+        exits,
+        validations,
+        connect_timing: metrics.records(&MQTT_METRICS[CONNECT_DURATION]),
+        ack_timing: metrics.records(&MQTT_METRICS[PUBLISH_ACK_DURATION]),
+        subscriptions: metrics.records(&MQTT_METRICS[SUBSCRIPTIONS_ACTIVE]),
+    };
+    metrics.family::<ConnectionBlock>(&MQTT_METRICS, shape)
+}
+
+/// The name of an MQTT 5 reason code, for the `reason` label.
+pub(crate) fn reason_name(code: u8) -> &'static str {
+    match code {
+        0x00 => "success",
+        0x04 => "disconnect_with_will_message",
+        0x80 => "unspecified_error",
+        0x81 => "malformed_packet",
+        0x82 => "protocol_error",
+        0x83 => "implementation_specific_error",
+        0x84 => "unsupported_protocol_version",
+        0x85 => "client_identifier_not_valid",
+        0x86 => "bad_user_name_or_password",
+        0x87 => "not_authorized",
+        0x88 => "server_unavailable",
+        0x89 => "server_busy",
+        0x8A => "banned",
+        0x8B => "server_shutting_down",
+        0x8C => "bad_authentication_method",
+        0x8D => "keep_alive_timeout",
+        0x8E => "session_taken_over",
+        0x8F => "topic_filter_invalid",
+        0x90 => "topic_name_invalid",
+        0x91 => "packet_identifier_in_use",
+        0x92 => "packet_identifier_not_found",
+        0x93 => "receive_maximum_exceeded",
+        0x94 => "topic_alias_invalid",
+        0x95 => "packet_too_large",
+        0x96 => "message_rate_too_high",
+        0x97 => "quota_exceeded",
+        0x98 => "administrative_action",
+        0x99 => "payload_format_invalid",
+        0x9A => "retain_not_supported",
+        0x9B => "qos_not_supported",
+        0x9C => "use_another_server",
+        0x9D => "server_moved",
+        0x9E => "shared_subscriptions_not_supported",
+        0x9F => "connection_rate_exceeded",
+        0xA0 => "maximum_connect_time",
+        0xA1 => "subscription_identifiers_not_supported",
+        0xA2 => "wildcard_subscriptions_not_supported",
+        _ => "other",
+    }
+}
