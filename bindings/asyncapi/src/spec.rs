@@ -411,18 +411,38 @@ fn resolve<'a>(root: &'a Value, value: &'a Value, path: &str) -> Result<&'a Valu
     Err(at(path, "$ref chain too long (a cycle?)"))
 }
 
+/// How deep a schema may nest once its `$ref`s are inlined: a `$ref` to an
+/// enclosing node (a recursive schema) would otherwise inline forever.
+const MAX_INLINE_DEPTH: usize = 64;
+
 /// Resolves `$ref`s inside a schema, so it stands alone.
 fn inline(root: &Value, value: &Value, path: &str) -> Result<Value, SpecError> {
+    inline_within(root, value, path, 0)
+}
+
+fn inline_within(
+    root: &Value,
+    value: &Value,
+    path: &str,
+    depth: usize,
+) -> Result<Value, SpecError> {
+    if depth > MAX_INLINE_DEPTH {
+        return Err(at(
+            path,
+            format!(
+                "schema nested deeper than {MAX_INLINE_DEPTH} levels once its $refs are \
+                 inlined (a $ref to an enclosing schema?)"
+            ),
+        ));
+    }
+    let inline = |value: &Value, path: &str| inline_within(root, value, path, depth + 1);
     let value = resolve(root, value, path)?;
     Ok(match value {
         Value::Mapping(map) => {
             let mut out = serde_yaml::Mapping::new();
             for (key, item) in map {
                 let key_text = key.as_str().unwrap_or_default();
-                out.insert(
-                    key.clone(),
-                    inline(root, item, &format!("{path}.{key_text}"))?,
-                );
+                out.insert(key.clone(), inline(item, &format!("{path}.{key_text}"))?);
             }
             Value::Mapping(out)
         }
@@ -430,7 +450,7 @@ fn inline(root: &Value, value: &Value, path: &str) -> Result<Value, SpecError> {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| inline(root, item, &format!("{path}[{i}]")))
+                .map(|(i, item)| inline(item, &format!("{path}[{i}]")))
                 .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
@@ -492,6 +512,27 @@ fn read_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ref_to_an_enclosing_schema_is_an_error_not_a_stack_overflow() {
+        // Found by the asyncapi_reader fuzz target (fuzz/regressions/).
+        let document = "asyncapi: 3.0.0
+servers:
+  plain:
+    host: localhost:7183
+    protocol: mqtt
+channels:
+  sensors:
+    messages:
+      reading:
+        headers:
+          $ref: \"#/channels/sensors\"
+";
+        let Err(error) = parse(document) else {
+            panic!("a cyclic schema must be refused")
+        };
+        assert!(error.to_string().contains("nested deeper"), "{error}");
+    }
 
     const TWO_SIX: &str = "
 asyncapi: 2.6.0
