@@ -108,7 +108,8 @@ pub use handover::Handover;
 pub use listeners::{ListenKey, Listeners};
 pub use model::{CatalogReferences, CatalogSelector, Compile, LiveSchema, Model, ValidationError};
 pub use port::{
-    Authority, ByteStream, ConnectRequest, Port, Ports, StreamConnector, StreamHandler, StreamInfo,
+    Authority, ByteStream, ConnectRequest, Granted, Port, Ports, StreamConnector, StreamHandler,
+    StreamInfo,
 };
 pub use properties::{EngineProperties, HealthEndpoint, PROPERTY_SHUTDOWN_GRACE};
 pub use registry::{

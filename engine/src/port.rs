@@ -93,6 +93,42 @@ pub struct StreamInfo {
     pub alpn: Option<String>,
     /// The authenticated peer identity, e.g. a client certificate subject.
     pub identity: Option<String>,
+    /// Whether the stream arrived over TLS (an http server's `:scheme` is
+    /// then `https`).
+    pub secure: bool,
+    /// What guards granted at an earlier layer, e.g. an http server's
+    /// `authorization` on a WebSocket upgrade request; a later binding with
+    /// the same guard uses it instead of asking for credentials again.
+    pub granted: Vec<Granted>,
+}
+
+impl StreamInfo {
+    /// What guard `guard` granted this stream at an earlier layer, if anything.
+    pub fn granted(&self, guard: &str) -> Option<&Granted> {
+        self.granted.iter().find(|granted| &*granted.guard == guard)
+    }
+}
+
+/// A session a guard granted for credentials presented at an earlier layer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The guard's name in `guards`.
+    pub guard: std::sync::Arc<str>,
+    /// What the guard granted.
+    pub session: crate::guard::GuardSession,
+    /// The credentials it granted them for (e.g. the JWT), for a client
+    /// binding that forwards them upstream.
+    pub credentials: String,
+}
+
+impl fmt::Debug for Granted {
+    // Credentials stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Granted")
+            .field("guard", &self.guard)
+            .field("identity", &self.session.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Inbound port: "here is an accepted byte stream; handle it".

@@ -265,6 +265,7 @@ impl StreamHandler for TlsServer {
             authority: sni,
             alpn,
             identity,
+            secure: true,
             ..info
         };
         handler.handle(Box::new(tls), info).await;

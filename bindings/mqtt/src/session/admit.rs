@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use mqtt_bytes_v5::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill,
 };
-use zilla_engine::{Authorizations, GuardRejection, GuardSession, StreamInfo};
+use zilla_engine::{Authorizations, Granted, GuardRejection, GuardSession, StreamInfo};
 
 use super::router::Router;
 use crate::codec::{CodecError, Version};
@@ -137,11 +137,14 @@ pub(crate) struct Request {
 
 /// Checks what the proxy itself requires of a CONNECT, gives a client without
 /// an id one (`assign`), and finds the credentials the server's guard is to
-/// decide on: `Some(token)` when the server has a guard.
+/// decide on: `Some(token)` when the server has a guard. Credentials in the
+/// CONNECT win; without them, what the same guard `granted` at an earlier
+/// layer (a token in the WebSocket upgrade request) stands in.
 pub(crate) fn credentials(
     config: &ServerConfig,
     request: &mut Request,
     assign: impl FnOnce() -> String,
+    granted: Option<&Granted>,
 ) -> Result<Option<String>, Refusal> {
     let version = request.version;
     let connect = &mut request.connect;
@@ -188,6 +191,7 @@ pub(crate) fn credentials(
     });
     match field.map(|text| text.map(|text| pattern.extract(text))) {
         Some(Some(Some(token))) => Ok(Some(token.to_owned())),
+        _ if granted.is_some() => Ok(granted.map(|granted| granted.credentials.clone())),
         Some(None) => refuse(
             ConnectReturnCode::BadUserNamePassword,
             "the CONNECT password is binary, not the text the credentials need",
@@ -204,6 +208,17 @@ pub(crate) fn credentials(
             &connect.client_id,
         ),
     }
+}
+
+/// The guard's verdict when it already decided on these very credentials at
+/// an earlier layer (the WebSocket upgrade): no need to ask it again.
+pub(crate) fn granted_verdict(
+    granted: Option<&Granted>,
+    token: Option<&str>,
+) -> Option<Result<GuardSession, GuardRejection>> {
+    granted
+        .filter(|granted| Some(granted.credentials.as_str()) == token)
+        .map(|granted| Ok(granted.session.clone()))
 }
 
 /// An admitted session, before its upstreams are open.

@@ -266,10 +266,14 @@ async fn open_session(
     metrics: &mut SessionMetrics,
 ) -> Result<Opened, Refusal> {
     let has_login = request.login.is_some();
-    let token = admit::credentials(config, &mut request, assign_client_id)
+    let granted = (config.authorization.as_ref()).and_then(|a| info.granted(&a.guard_name));
+    let token = admit::credentials(config, &mut request, assign_client_id, granted)
         .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
     let verdict = match (&config.authorization, &token) {
-        (Some(authorization), Some(token)) => Some(authorization.guard.authorize(token).await),
+        (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
+            Some(verdict) => Some(verdict),
+            None => Some(authorization.guard.authorize(token).await),
+        },
         _ => None,
     };
     match &verdict {

@@ -139,7 +139,7 @@ pub fn server_session(data: &[u8]) {
         login: packet.login,
         assigned: None,
     };
-    let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into()) else {
+    let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into(), None) else {
         return;
     };
     let Ok(admission) = admit::admit(&config, request, token, None, &StreamInfo::default()) else {

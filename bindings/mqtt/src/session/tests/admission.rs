@@ -132,6 +132,49 @@ fn a_guarded_server_refuses_a_connect_without_credentials() {
 }
 
 #[test]
+fn a_token_granted_at_the_websocket_upgrade_admits_a_connect_without_credentials() {
+    let admission =
+        admitted(&mut Opening::new(guarded(), Version::V5).granted("alice:mqtt:stream"));
+    assert_eq!(exits(&admission), vec!["north"]);
+    assert_eq!(
+        admission.authorized.as_deref(),
+        Some(r#"jwt0 authorized identity Some("alice")"#)
+    );
+    // A client that forwards credentials upstream forwards the granted token.
+    assert_eq!(
+        admission.opens[0].2.credentials.as_deref(),
+        Some("alice:mqtt:stream")
+    );
+}
+
+#[test]
+fn credentials_in_the_connect_win_over_a_token_granted_at_the_upgrade() {
+    let mut opening = Opening::new(guarded(), Version::V5)
+        .granted("alice:mqtt:stream")
+        .token("bad");
+    let refusal = refusal(&mut opening);
+    assert_eq!(refusal.connack.code, ConnectReturnCode::BadUserNamePassword);
+    assert_eq!(refusal.why, "jwt0 refused the credentials: signature");
+}
+
+#[test]
+fn a_granted_token_takes_guarded_routes_only_with_their_roles() {
+    let config = Server {
+        routes: r#"
+- exit: admin
+  roles: [admin]
+"#,
+        guard: true,
+        ..Server::default()
+    }
+    .build();
+    let mut with_role = Opening::new(config.clone(), Version::V5).granted("alice:admin");
+    assert_eq!(exits(&admitted(&mut with_role)), vec!["admin", "north"]);
+    let mut without = Opening::new(config, Version::V5).granted("bob:mqtt");
+    assert_eq!(exits(&admitted(&mut without)), vec!["north"]);
+}
+
+#[test]
 fn a_user_name_not_in_the_bearer_form_is_a_bad_user_name() {
     let mut opening = Opening::new(guarded(), Version::V5);
     opening.login = Some(Login {

@@ -26,8 +26,8 @@ use mqtt_bytes_v5::{
 use serde::Deserialize;
 use zilla_engine::route::GuardRequirement;
 use zilla_engine::{
-    async_trait, Events, Exit, Guard, GuardRejection, GuardSession, Model, Route, Routes, Shutdown,
-    StreamInfo, ValidationError,
+    async_trait, Events, Exit, Granted, Guard, GuardRejection, GuardSession, Model, Route, Routes,
+    Shutdown, StreamInfo, ValidationError,
 };
 
 use super::admit::{self, Admission, Refusal, Request};
@@ -350,6 +350,8 @@ pub(super) struct Opening {
     pub(super) carried: Option<Carried>,
     /// When the credentials expire, from the start.
     pub(super) expires_in: Option<Duration>,
+    /// The client's connection, with what guards granted at earlier layers.
+    pub(super) origin: StreamInfo,
 }
 
 impl Opening {
@@ -367,6 +369,7 @@ impl Opening {
             upstream_version: Version::V5,
             carried: None,
             expires_in: None,
+            origin: StreamInfo::default(),
         }
     }
 
@@ -375,6 +378,17 @@ impl Opening {
         self.login = Some(Login {
             username: format!("Bearer {token}"),
             password: Bytes::new(),
+        });
+        self
+    }
+
+    /// A connection on which `jwt0` granted `token` at an earlier layer (a
+    /// WebSocket upgrade request); the guard's verdict is the test guard's.
+    pub(super) fn granted(mut self, token: &str) -> Self {
+        self.origin.granted.push(Granted {
+            guard: "jwt0".into(),
+            session: verdict(token).expect("a granted token"),
+            credentials: token.into(),
         });
         self
     }
@@ -388,15 +402,16 @@ impl Opening {
             login: self.login.clone(),
             assigned: None,
         };
-        let token = admit::credentials(&self.config, &mut request, || "zilla-assigned".into())?;
-        let verdict = token.as_deref().map(verdict);
-        admit::admit(
+        let granted = self.origin.granted("jwt0");
+        let token = admit::credentials(
             &self.config,
-            request,
-            token,
-            verdict,
-            &StreamInfo::default(),
-        )
+            &mut request,
+            || "zilla-assigned".into(),
+            granted,
+        )?;
+        let verdict = admit::granted_verdict(granted, token.as_deref())
+            .or_else(|| token.as_deref().map(verdict));
+        admit::admit(&self.config, request, token, verdict, &self.origin)
     }
 
     /// Admits the session (it must be admitted) and starts it at the fake
