@@ -1,6 +1,9 @@
-//! `type: echo`, a binding written the way a third party would write one: it
-//! depends on `zilla-engine` only, registers itself, and is usable in any
-//! `zilla.yaml` as the exit of a byte-stream binding such as a tcp server.
+//! `type: echo`, Zilla's echo server: every byte a stream brings is written
+//! back, so Zilla's `tcp.echo`, `tls.echo` and `ws.echo` examples run
+//! unchanged. It is also the model of a third-party binding: it depends on
+//! `zilla-engine` only, registers itself, and is usable in any `zilla.yaml` as
+//! the exit of a byte-stream binding (a tcp, tls or ws server). Its two
+//! options are beyond Zilla's, which has none.
 //!
 //! ```yaml
 //! bindings:

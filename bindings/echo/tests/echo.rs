@@ -1,8 +1,8 @@
 //! A configuration using the third-party `echo` type runs next to first-party `tcp`.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zilla_binding_echo as _;
 use zilla_binding_tcp as _;
-use zilla_echo_binding as _;
 use zilla_engine::Engine;
 
 const CONFIG: &str = r#"
