@@ -62,7 +62,7 @@ fn version_prints_the_plugin_types() {
     );
     assert!(
         stdout.contains(
-            "bindings: asyncapi (server, client, proxy), mqtt (server, client), tcp (server, client), tls (server, client, proxy)"
+            "bindings: asyncapi (server, client, proxy), echo (server), http (server), mqtt (server, client), tcp (server, client), tls (server, client, proxy), ws (server, client)"
         ),
         "{stdout}"
     );

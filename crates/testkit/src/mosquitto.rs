@@ -63,6 +63,14 @@ impl Mosquitto {
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}"
         )
         .map_err(|e| e.to_string())?;
+        let listeners: Vec<u16> = std::iter::once(port)
+            .chain(extra_config.lines().filter_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some("listener"))
+                    .then(|| words.next()?.parse().ok())
+                    .flatten()
+            }))
+            .collect();
         let mut child = Command::new(binary)
             .arg("-c")
             .arg(&config_path)
@@ -80,7 +88,12 @@ impl Mosquitto {
                         "mosquitto exited with {status} (port {port} taken?)"
                     )));
                 }
-                TcpStream::connect(("127.0.0.1", port)).ok().map(|_| Ok(()))
+                // Every listener, the extra ones (e.g. WebSocket, which
+                // mosquitto opens after the plain one) included.
+                listeners
+                    .iter()
+                    .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+                    .then_some(Ok(()))
             },
         );
         match ready.and_then(|started| started) {

@@ -18,9 +18,12 @@ pub use zilla_engine as engine;
 // Naming each plugin crate keeps the linker from dropping its registration;
 // `tests/host_cli.rs` checks that the registry lists every one of them.
 use zilla_binding_asyncapi as _;
+use zilla_binding_echo as _;
+use zilla_binding_http as _;
 use zilla_binding_mqtt as _;
 use zilla_binding_tcp as _;
 use zilla_binding_tls as _;
+use zilla_binding_ws as _;
 use zilla_catalog_filesystem as _;
 use zilla_catalog_inline as _;
 use zilla_catalog_schema_registry as _;
