@@ -62,17 +62,8 @@ async fn conformance(library: Library, protocol: u8) {
         expected.push("user_properties");
     }
     expected.push("disconnect");
-    let reported: Vec<&str> = run
-        .reports
-        .iter()
-        .filter_map(|r| r["check"].as_str())
-        .collect();
-    let failed: Vec<String> = run
-        .reports
-        .iter()
-        .filter(|r| r["ok"] == false)
-        .map(|r| format!("{}: {}", r["check"], r["detail"]))
-        .collect();
+    let reported = run.checks();
+    let failed = run.failures();
     assert!(
         failed.is_empty(),
         "{} over MQTT {version} through the proxy failed {failed:#?}\n{}",

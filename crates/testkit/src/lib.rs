@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod clients;
 pub mod http;
 mod mosquitto;

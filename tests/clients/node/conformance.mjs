@@ -5,17 +5,25 @@
 //
 //   node conformance.mjs --port 1883 --protocol 4|5 [--host 127.0.0.1]
 //                        [--prefix zilla-test] [--timeout-ms 30000]
+//   node conformance.mjs --url ws://127.0.0.1:7114/mqtt?access_token=... --protocol 4|5
+//                        [--ca test-ca.pem] [--username 'Bearer ...'] [...]
 //
-// Prints one JSON line per check ({"check", "ok", "detail"}) and a last line
-// {"done": true, "ok": ...}; stops at the first failing check. Exit code 0
-// when every check passed, 1 when one failed, 3 on the overall timeout.
+// --url connects over WebSocket (ws://, wss://) or TLS (mqtts://) instead of
+// TCP to --host:--port; --ca trusts a CA (PEM) for wss:// and mqtts://;
+// --username is sent in CONNECT. Prints one JSON line per check ({"check",
+// "ok", "detail"}; a failure adds "error", the error's message, and "code",
+// its reason or return code when the server refused the CONNECT) and a last
+// line {"done": true, "ok": ...}; stops at the first failing check. Exit code
+// 0 when every check passed, 1 when one failed, 3 on the overall timeout.
 
-import mqtt from 'mqtt';
-import { Inbox, deadline, options, report, within } from './lib.mjs';
+import { Inbox, connectClient, deadline, options, runChecks, target, within } from './lib.mjs';
 
 const opts = options({
   host: '127.0.0.1',
   port: 0,
+  url: '',
+  ca: '',
+  username: '',
   protocol: 0,
   prefix: 'zilla-test',
   'timeout-ms': 30000,
@@ -23,10 +31,11 @@ const opts = options({
 const STEP_MS = 10000;
 const { prefix } = opts;
 const v5 = opts.protocol === 5;
+const broker = target(opts);
 deadline(opts['timeout-ms'], 'the MQTT.js conformance script');
 
 function connect(clientId, extra = {}) {
-  return within(STEP_MS, `CONNACK for ${clientId}`, mqtt.connectAsync(`mqtt://${opts.host}:${opts.port}`, {
+  return connectClient(broker, {
     clientId,
     protocolVersion: opts.protocol,
     clean: true,
@@ -34,7 +43,7 @@ function connect(clientId, extra = {}) {
     reconnectPeriod: 0,
     connectTimeout: STEP_MS,
     ...extra,
-  }, false));
+  }, STEP_MS);
 }
 
 function expect(condition, message) {
@@ -111,16 +120,6 @@ const checks = [
   }],
 ];
 
-let ok = true;
-for (const [check, run] of checks) {
-  try {
-    report({ check, ok: true, detail: await run() });
-  } catch (error) {
-    report({ check, ok: false, detail: String(error?.stack ?? error) });
-    ok = false;
-    break;
-  }
-}
-report({ done: true, ok });
+const ok = await runChecks(checks);
 for (const client of [clients.sub, clients.pub]) client?.end(true);
 process.exit(ok ? 0 : 1);

@@ -1,5 +1,9 @@
-// Shared by the MQTT.js scripts: options, one JSON line per report on stdout,
-// deadlines, and an inbox of received messages to wait on.
+// Shared by the MQTT.js scripts: options, where to connect (TCP, TLS or
+// WebSocket), one JSON line per report on stdout, deadlines, and an inbox of
+// received messages to wait on.
+
+import { readFileSync } from 'node:fs';
+import mqtt from 'mqtt';
 
 /** Parses `--name value` pairs; every name in `defaults` may be given. */
 export function options(defaults) {
@@ -12,14 +16,78 @@ export function options(defaults) {
     }
     parsed[name] = typeof defaults[name] === 'number' ? Number(argv[i + 1]) : argv[i + 1];
   }
-  if (parsed.port === 0) fail('--port is required');
+  if (parsed.port === 0 && !parsed.url) fail('--port (or --url) is required');
   if (![4, 5].includes(parsed.protocol)) fail('--protocol is 4 (MQTT 3.1.1) or 5');
   return parsed;
+}
+
+/**
+ * The broker URL and the connect options that go with it: `--url` when given
+ * (`ws://`, `wss://`, `mqtt://` or `mqtts://`, a WebSocket URL with its path
+ * and query, e.g. `/mqtt?access_token=...`), else `mqtt://<host>:<port>`;
+ * `--ca <file>` trusts that CA (PEM) for `wss://` and `mqtts://`;
+ * `--username` is sent in CONNECT (e.g. `Bearer <token>`).
+ */
+export function target(opts) {
+  const url = opts.url || `mqtt://${opts.host}:${opts.port}`;
+  const extra = {};
+  if (opts.ca) extra.ca = readFileSync(opts.ca);
+  if (opts.username) extra.username = opts.username;
+  return { url, extra };
+}
+
+/**
+ * Connects to `broker` (from `target`) with MQTT.js `options`; resolves with
+ * the client once it has its CONNACK. Rejects within `ms` with the refusal
+ * (its `code` is the reason or return code), or with what ended the
+ * transport first: MQTT.js does not surface a WebSocket handshake failure
+ * (such as `Unexpected server response: 401`) on the client, so it is taken
+ * from the client's stream.
+ */
+export function connectClient(broker, options, ms) {
+  const client = mqtt.connect(broker.url, { ...broker.extra, ...options });
+  let transportError;
+  client.stream?.on('error', (error) => { transportError ??= error; });
+  const connected = new Promise((resolve, reject) => {
+    const settle = (outcome) => {
+      client.off('connect', onConnect);
+      client.off('error', onError);
+      client.off('close', onClose);
+      outcome();
+    };
+    const onConnect = () => settle(() => resolve(client));
+    const onError = (error) => settle(() => reject(error));
+    const onClose = () => settle(() => reject(transportError ?? new Error('the connection closed before CONNACK')));
+    client.on('connect', onConnect);
+    client.on('error', onError);
+    client.on('close', onClose);
+  });
+  return within(ms, `CONNACK for ${options.clientId}`, connected).catch((error) => {
+    client.end(true);
+    throw error;
+  });
 }
 
 /** Writes one JSON line on stdout. */
 export function report(line) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+// Runs `checks` ([name, async fn] pairs) in order, reporting each; stops at
+// the first failure. Reports {done, ok} last and returns ok.
+export async function runChecks(checks) {
+  let ok = true;
+  for (const [check, run] of checks) {
+    try {
+      report({ check, ok: true, detail: await run() });
+    } catch (error) {
+      report({ check, ok: false, detail: String(error?.stack ?? error), error: String(error?.message ?? error), code: error?.code });
+      ok = false;
+      break;
+    }
+  }
+  report({ done: true, ok });
+  return ok;
 }
 
 function fail(message) {

@@ -5,11 +5,17 @@ properties (MQTT 5 only), and a clean disconnect.
 
     python conformance.py --port 1883 --protocol 4|5 [--host 127.0.0.1]
                           [--prefix zilla-test] [--timeout-ms 30000]
+    python conformance.py --url ws://127.0.0.1:7114/mqtt?access_token=... --protocol 4|5
+                          [--ca test-ca.pem] [--username 'Bearer ...'] [...]
 
-Prints one JSON line per check ({"check", "ok", "detail"}) and a last line
-{"done": true, "ok": ...}; stops at the first failing check. Exit code 0 when
-every check passed, 1 when one failed, 2 on bad arguments, 3 on the overall
-timeout.
+--url connects over WebSocket (ws://, wss://: paho's transport="websockets"
+with the URL's path and query) or TLS (mqtts://) instead of TCP to
+--host:--port; --ca trusts a CA (PEM) for wss:// and mqtts://; --username is
+sent in CONNECT. Prints one JSON line per check ({"check", "ok", "detail"}; a
+failure adds "error", its message, and "code", the CONNACK reason code when
+the server refused the CONNECT) and a last line {"done": true, "ok": ...};
+stops at the first failing check. Exit code 0 when every check passed, 1 when
+one failed, 2 on bad arguments, 3 on the overall timeout.
 """
 
 import argparse
@@ -21,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -38,18 +45,52 @@ def report(line):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--ca", default="")
+    parser.add_argument("--username", default="")
     parser.add_argument("--protocol", type=int, choices=[4, 5], required=True)
     parser.add_argument("--prefix", default="zilla-test")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     try:
-        return parser.parse_args()
+        opts = parser.parse_args()
+        if not opts.port and not opts.url:
+            parser.error("--port (or --url) is required")
+        return opts
     except SystemExit:
         report({"check": "arguments", "ok": False, "detail": " ".join(sys.argv[1:])})
         raise
 
 
+class Target:
+    """Where to connect: --url, or MQTT over TCP to --host:--port."""
+
+    DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
+
+    def __init__(self, opts):
+        if not opts.url:
+            self.scheme, self.host, self.port, self.path = "mqtt", opts.host, opts.port, None
+            return
+        url = urllib.parse.urlsplit(opts.url)
+        if url.scheme not in self.DEFAULT_PORTS:
+            report({"check": "arguments", "ok": False, "detail": f"unsupported URL scheme in {opts.url}"})
+            sys.exit(2)
+        self.scheme = url.scheme
+        self.host = url.hostname
+        self.port = url.port or self.DEFAULT_PORTS[url.scheme]
+        self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+
+    @property
+    def websockets(self):
+        return self.scheme in ("ws", "wss")
+
+    @property
+    def tls(self):
+        return self.scheme in ("wss", "mqtts")
+
+
 OPTS = parse_args()
+TARGET = Target(OPTS)
 V5 = OPTS.protocol == 5
 PROTOCOL = mqtt.MQTTv5 if V5 else mqtt.MQTTv311
 PREFIX = OPTS.prefix
@@ -67,12 +108,14 @@ def overall_timeout():
 
 
 class Failed(Exception):
-    pass
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
 
 
-def expect(condition, message):
+def expect(condition, message, code=None):
     if not condition:
-        raise Failed(message)
+        raise Failed(message, code)
 
 
 class Session:
@@ -86,8 +129,15 @@ class Session:
             client_id=client_id,
             protocol=PROTOCOL,
             reconnect_on_failure=False,
+            transport="websockets" if TARGET.websockets else "tcp",
             **kwargs,
         )
+        if TARGET.websockets:
+            self.client.ws_set_options(path=TARGET.path)
+        if TARGET.tls:
+            self.client.tls_set(ca_certs=OPTS.ca or None)
+        if OPTS.username:
+            self.client.username_pw_set(OPTS.username)
         self.lock = threading.Condition()
         self.connack = None
         self.subacks = {}
@@ -100,7 +150,7 @@ class Session:
         if will is not None:
             self.client.will_set(**will)
         connect_kwargs = {"clean_start": True} if V5 else {}
-        self.client.connect(OPTS.host, OPTS.port, keepalive=30, **connect_kwargs)
+        self.client.connect(TARGET.host, TARGET.port, keepalive=30, **connect_kwargs)
         if background:
             self.client.loop_start()
             self.wait("CONNACK", lambda: self.connack)
@@ -109,7 +159,11 @@ class Session:
             while self.connack is None:
                 expect(time.monotonic() < deadline, f"no CONNACK for {client_id} within {STEP_S} s")
                 self.client.loop(timeout=0.1)
-        expect(not self.connack.is_failure, f"CONNACK {self.connack} for {client_id}")
+        expect(
+            not self.connack.is_failure,
+            f"CONNACK {self.connack} ({self.connack.value}) for {client_id}",
+            self.connack.value,
+        )
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         with self.lock:
@@ -212,8 +266,10 @@ def check_will():
         will={"topic": topic, "payload": b"gone", "qos": 1, "retain": False},
         background=False,
     )
-    # Reset the connection (SO_LINGER 0): no DISCONNECT, not even a FIN.
+    # Reset the connection (SO_LINGER 0): no DISCONNECT, not even a FIN (nor
+    # a WebSocket close frame or a TLS close_notify).
     sock = doomed.client.socket()
+    sock = getattr(sock, "_socket", sock)  # under paho's WebSocket wrapper
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
     message = clients["sub"].next_message(topic)
@@ -264,7 +320,8 @@ def main():
             report({"check": name, "ok": True, "detail": run()})
         except Exception as error:  # noqa: BLE001 - every failure is reported
             detail = str(error) if isinstance(error, Failed) else traceback.format_exc()
-            report({"check": name, "ok": False, "detail": detail})
+            code = error.code if isinstance(error, Failed) else None
+            report({"check": name, "ok": False, "detail": detail, "error": str(error), "code": code})
             ok = False
             break
     report({"done": True, "ok": ok})
