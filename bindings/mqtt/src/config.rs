@@ -27,6 +27,8 @@ pub(crate) struct ServerConfig {
     pub(crate) server_keep_alive: Option<u16>,
     /// Topic aliases the proxy assigns on deliveries to MQTT 5 clients.
     pub(crate) client_topic_aliases: u16,
+    /// The Server Reference of the DISCONNECT 0x8B sent when draining.
+    pub(crate) server_reference: Option<String>,
     pub(crate) routes: Routes<MqttCondition, dyn MqttSessions>,
     /// The conditions of `routes`, by route index, before a session binds params.
     pub(crate) templates: Vec<RouteTemplate>,

@@ -63,6 +63,15 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub client_topic_aliases: Option<u16>,
+    /// Where MQTT 5 clients should reconnect when this proxy drains (beyond
+    /// Zilla): sent as the Server Reference of the DISCONNECT 0x8B, e.g. the
+    /// load balancer's name in front of the other replicas.
+    #[serde(
+        default,
+        rename = "server-reference",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub server_reference: Option<String>,
 }
 
 /// `options` of an mqtt client.

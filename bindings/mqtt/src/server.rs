@@ -112,6 +112,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             flow,
             server_keep_alive: options.server_keep_alive,
             client_topic_aliases: options.client_topic_aliases.unwrap_or(0),
+            server_reference: options.server_reference.clone(),
             connect_timeout: Duration::from_secs(u64::from(
                 options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             )),

@@ -340,7 +340,7 @@ impl SessionMetrics {
         let refusal = match end {
             End::Refuse(code, _) => Some(*code),
             End::UpstreamLost(..) => Some(DisconnectReasonCode::UnspecifiedError),
-            End::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            End::TakenOver | End::UpstreamClosed(_) => Some(DisconnectReasonCode::SessionTakenOver),
             End::Expired => Some(DisconnectReasonCode::MaximumConnectTime),
             End::Draining => Some(DisconnectReasonCode::ServerShuttingDown),
             End::ClientDisconnected | End::ClientLost(_) | End::UpstreamDisconnected(..) => None,
@@ -350,7 +350,9 @@ impl SessionMetrics {
         }
         let failed = match end {
             End::UpstreamLost(index, _) => Some((*index, UPSTREAM_LOST)),
-            End::UpstreamDisconnected(index, _) => Some((*index, UPSTREAM_DISCONNECTED)),
+            End::UpstreamDisconnected(index, _) | End::UpstreamClosed(index) => {
+                Some((*index, UPSTREAM_DISCONNECTED))
+            }
             _ => None,
         };
         if let Some((index, state)) = failed {
@@ -358,9 +360,10 @@ impl SessionMetrics {
                 block.upstreams[slot].state.store(state, Relaxed);
             }
         }
-        block
-            .taken_over
-            .store(matches!(end, End::TakenOver), Relaxed);
+        block.taken_over.store(
+            matches!(end, End::TakenOver | End::UpstreamClosed(_)),
+            Relaxed,
+        );
         // Only the client's own DISCONNECT is passed on as one; every other
         // end leaves the brokers with a lost connection, or asks for the will.
         let released = m.has_will && !matches!(end, End::ClientDisconnected);

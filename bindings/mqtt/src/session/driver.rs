@@ -468,7 +468,7 @@ impl Driver {
                     Err(e) => Err(End::ClientLost(format!("read failed: {e}"))),
                 },
                 (index, read) = upstream_read => match read {
-                    Ok(0) => Err(End::UpstreamLost(index, "connection closed".into())),
+                    Ok(0) => Err(End::UpstreamClosed(index)),
                     Ok(_) => session.on_upstream_bytes(now(), index, &mut upstreams[index].read_buf),
                     Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
                 },

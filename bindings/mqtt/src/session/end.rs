@@ -16,6 +16,10 @@ pub(crate) enum End {
     Refuse(DisconnectReasonCode, String),
     /// An upstream failed or went away.
     UpstreamLost(usize, String),
+    /// An upstream's connection ended cleanly without DISCONNECT. From an
+    /// MQTT 3.1.1 broker that is how a session taken over through another
+    /// proxy replica ends (3.1.1 has no server DISCONNECT).
+    UpstreamClosed(usize),
     /// An upstream sent DISCONNECT; relayed to the client.
     UpstreamDisconnected(usize, Disconnect),
     /// Another connection with the same client id arrived.

@@ -68,6 +68,7 @@ fn config() -> Arc<ServerConfig> {
                 },
                 server_keep_alive: None,
                 client_topic_aliases: 4,
+                server_reference: None,
                 unbound: templates.iter().map(RouteTemplate::unbound).collect(),
                 templates,
                 routes: Routes::new(vec![route], Some(exit("south"))),

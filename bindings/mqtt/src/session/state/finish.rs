@@ -9,6 +9,14 @@ use crate::session::end::{disconnect, Closing, End};
 impl Session {
     /// Logs `end` and queues what each side needs to know.
     pub(crate) fn finish(&mut self, end: End) -> Closing {
+        let end = match end {
+            // Only an MQTT 3.1.1 broker ends a session by closing; from an
+            // MQTT 5 broker a close without DISCONNECT is a failure.
+            End::UpstreamClosed(index) if self.upstreams[index].version != Version::V4 => {
+                End::UpstreamLost(index, "closed the connection without DISCONNECT".into())
+            }
+            end => end,
+        };
         self.metrics.session_ended(&end);
         let client_id = format!("{:?}", self.client_id);
         let events = self.config.events.clone();
@@ -48,6 +56,36 @@ impl Session {
                     DisconnectReasonCode::UnspecifiedError,
                     format!("upstream {name} unavailable"),
                 )
+            }
+            End::UpstreamClosed(index) => {
+                let name = self.upstreams[index].name.clone();
+                events.info(
+                    "MQTT_SESSION_TAKEN_OVER",
+                    format!(
+                        "client {peer} id {client_id}: upstream {name} (MQTT 3.1.1) closed the session: \
+                         taken over through another proxy, or its broker went away (3.1.1 cannot say which)"
+                    ),
+                );
+                self.disconnect_client(
+                    DisconnectReasonCode::SessionTakenOver,
+                    format!("upstream {name} closed the session"),
+                )
+            }
+            End::UpstreamDisconnected(index, disconnect)
+                if disconnect.reason_code == DisconnectReasonCode::SessionTakenOver =>
+            {
+                let name = self.upstreams[index].name.clone();
+                events.info(
+                    "MQTT_SESSION_TAKEN_OVER",
+                    format!(
+                        "client {peer} id {client_id}: the broker behind upstream {name} ended the session (0x8E): \
+                         the same client id connected elsewhere, e.g. through another proxy"
+                    ),
+                );
+                if self.version == Version::V5 {
+                    self.send_client(&Packet::Disconnect(disconnect));
+                }
+                Closing::CloseClient
             }
             End::UpstreamDisconnected(index, disconnect) => {
                 let name = self.upstreams[index].name.clone();
@@ -97,10 +135,18 @@ impl Session {
                         None,
                     )));
                 }
-                self.disconnect_client(
-                    DisconnectReasonCode::ServerShuttingDown,
-                    "server shutting down".into(),
-                );
+                if self.version == Version::V5 {
+                    let mut goodbye = disconnect(
+                        DisconnectReasonCode::ServerShuttingDown,
+                        Some("server shutting down".into()),
+                    );
+                    if let Some(properties) = goodbye.properties.as_mut() {
+                        // Where to reconnect: another replica, through the
+                        // load balancer.
+                        properties.server_reference = self.config.server_reference.clone();
+                    }
+                    self.send_client(&Packet::Disconnect(goodbye));
+                }
                 Closing::FlushUpstreamsThenCloseClient
             }
         }

@@ -10,6 +10,7 @@ mod flows;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod replicas;
 mod routing_answers;
 mod subscriptions;
 mod timers;
@@ -137,6 +138,8 @@ pub(super) struct Server {
     pub(super) flow: Flow,
     pub(super) server_keep_alive: Option<u16>,
     pub(super) client_topic_aliases: u16,
+    /// The Server Reference a draining proxy sends.
+    pub(super) server_reference: Option<&'static str>,
 }
 
 impl Default for Server {
@@ -151,6 +154,7 @@ impl Default for Server {
             flow: Flow::default(),
             server_keep_alive: None,
             client_topic_aliases: 0,
+            server_reference: None,
         }
     }
 }
@@ -218,6 +222,7 @@ impl Server {
             flow: self.flow,
             server_keep_alive: self.server_keep_alive,
             client_topic_aliases: self.client_topic_aliases,
+            server_reference: self.server_reference.map(str::to_owned),
             unbound: templates.iter().map(RouteTemplate::unbound).collect(),
             templates,
             routes: Routes::new(routes, self.exit.map(exit)),
