@@ -19,6 +19,7 @@ use std::time::Duration;
 mod bench;
 mod bench_configs;
 mod bench_report;
+mod demo_ws;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
@@ -26,7 +27,10 @@ use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
 const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
 
 /// The example the demo runs: the seed configuration, verbatim.
-const DEMO_EXAMPLE: &str = "examples/mqtt.proxy.jwt";
+/// The seed's proxy, also serving MQTT over WebSocket (7114) and secure
+/// WebSocket (7143).
+const DEMO_EXAMPLE: &str = "examples/mqtt.proxy.ws";
+const DEMO_WS_PORT: u16 = 7114;
 const DEMO_PORT: u16 = 7183;
 
 fn main() -> Result<()> {
@@ -259,6 +263,11 @@ fn demo(once: bool) -> Result<()> {
             received.status
         );
     }
+    println!(
+        "\n== the same message received over WebSocket (port {DEMO_WS_PORT}), the token in the URL as a browser sends it"
+    );
+    let (topic, payload) = demo_ws::receive_one(DEMO_WS_PORT, &token, "zilla")?;
+    println!("   WebSocket subscriber received: {topic} {payload}");
     let refused = Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -278,12 +287,11 @@ fn demo(once: bool) -> Result<()> {
     );
 
     println!("\n== what the proxy logged (its stdout exporter):");
-    for line in zilla
-        .output()
-        .stdout
-        .iter()
-        .filter(|l| l.contains(" MQTT_") || l.contains(" TLS_"))
-    {
+    for line in zilla.output().stdout.iter().filter(|l| {
+        [" MQTT_", " TLS_", " HTTP_", " WS_"]
+            .iter()
+            .any(|family| l.contains(family))
+    }) {
         println!("   {line}");
     }
 
@@ -298,6 +306,7 @@ fn demo(once: bool) -> Result<()> {
         "\n== the proxy keeps running; try it yourself (TOKEN is the token above):\n   \
          mosquitto_sub -h localhost -p {DEMO_PORT} -t 'zilla/#' -v -u \"Bearer $TOKEN\"\n   \
          mosquitto_pub -h localhost -p 7883 --cafile {} -t zilla/hello -m 'Hello, world' -u \"Bearer $TOKEN\"\n   \
+         MQTT over WebSocket: ws://localhost:{DEMO_WS_PORT}/mqtt?access_token=$TOKEN (subprotocol mqtt), wss:// on 7143\n   \
          cargo xtask token --scope mqtt:stream --sub device2   # another token\n\
          Press Ctrl-C to stop.",
         cafile.display()
