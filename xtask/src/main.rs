@@ -20,11 +20,12 @@ mod bench;
 mod bench_configs;
 mod bench_report;
 mod demo_ws;
+mod image;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
 
-const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
+const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] | image [--tag NAME] [--engine podman|docker] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
 
 /// The example the demo runs: the seed configuration, verbatim.
 /// The seed's proxy, also serving MQTT over WebSocket (7114) and secure
@@ -41,6 +42,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("demo") => demo(args.iter().any(|a| a == "--once")),
         Some("bench") => bench::bench(&args[1..]),
+        Some("image") => image::image(&args[1..]),
         Some("token") => {
             println!("{}", token(&args[1..])?);
             Ok(())
