@@ -5,14 +5,24 @@
 //! stream. Kind `client` opens connections to `options.host:port` (or to the
 //! authority its caller asks for); routed a whole byte stream, it relays it, so
 //! `tcp server -> tcp client` is a layer-4 proxy.
+//!
+//! Beyond Zilla: a server with `options.proxy-protocol` takes the client's
+//! address from the PROXY protocol header its load balancer sends
+//! (module `proxy_protocol`), and a client with `options.hosts` (or a `host` that
+//! resolves to several addresses) fails over between them (module `fleet`).
 
 #![forbid(unsafe_code)]
 
 mod client;
+mod fleet;
 mod options;
+mod prefixed;
+mod proxy_protocol;
 mod server;
 
-pub use options::{PortSpec, TcpCondition, TcpOptions};
+pub use options::{
+    HostPort, PortSpec, ProxyProtocolMode, ProxyProtocolOptions, TcpCondition, TcpOptions,
+};
 
 use zilla_engine::{register_binding, BindingFactory, Kind};
 
@@ -26,4 +36,8 @@ register_binding!(BindingFactory {
 });
 
 #[cfg(test)]
+mod config_tests;
+#[cfg(test)]
 mod metrics_tests;
+#[cfg(test)]
+mod proxy_protocol_tests;

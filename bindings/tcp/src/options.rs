@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct TcpOptions {
     /// Server: the address to listen on (default `0.0.0.0`). Client: the host to
-    /// connect to; when absent, the caller's requested authority is used.
+    /// connect to (every address it resolves to is tried in turn); when it
+    /// and `hosts` are absent, the caller's requested authority is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Server: the ports to listen on. Client: the port to connect to.
+    /// Server: the ports to listen on. Client: the port to connect to (with
+    /// `hosts`: for the entries that name none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSpec>,
     /// Server: the listen backlog (default 1024).
@@ -28,6 +30,128 @@ pub struct TcpOptions {
     /// Enable TCP keep-alive probes on every connection (default `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,
+    /// Client: several upstream addresses, tried in turn (instead of `host`);
+    /// an entry without a port uses `port`. Beyond Zilla.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostPort>>,
+    /// Server: connections start with a PROXY protocol (v1 or v2) header
+    /// from a load balancer. Beyond Zilla.
+    #[serde(
+        default,
+        rename = "proxy-protocol",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub proxy_protocol: Option<ProxyProtocolOptions>,
+}
+
+/// One entry of a client's `hosts`: `broker:1883`, `[::1]:1883`, `10.0.0.5:1883`,
+/// or a host alone (then the client's `port` applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address (an IPv6 address without its brackets).
+    pub host: String,
+    /// The port, when the entry names one.
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad_port = || format!("`{text}`: the port is not a number from 0 to 65535");
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{text}`: `[` without a closing `]`"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(bad_port)?,
+                ),
+            };
+            (host, port)
+        } else if text.matches(':').count() > 1 {
+            // Several colons without brackets can only be a bare IPv6 address.
+            if text.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!(
+                    "`{text}` is not `host:port`; write an IPv6 address in brackets, as `[::1]:1883`"
+                ));
+            }
+            (text, None)
+        } else {
+            match text.split_once(':') {
+                Some((host, port)) => (host, Some(port.parse().map_err(|_| bad_port())?)),
+                None => (text, None),
+            }
+        };
+        if host.trim().is_empty() {
+            return Err(format!("`{text}` names no host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bracketed = self.host.contains(':');
+        match (bracketed, self.port) {
+            (true, Some(port)) => write!(f, "[{}]:{port}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (false, Some(port)) => write!(f, "{}:{port}", self.host),
+            (false, None) => f.write_str(&self.host),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for HostPort {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `options.proxy-protocol` of a tcp server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolOptions {
+    /// `required` (the default): every connection must start with a header.
+    /// `optional`: a header is used when a trusted peer sends one.
+    #[serde(default)]
+    pub mode: ProxyProtocolMode,
+    /// The peers trusted to send a header: the load balancers' networks. A
+    /// header from anyone else would let a client choose its own address, so
+    /// there is no default; `0.0.0.0/0` and `::/0` trust every peer.
+    #[serde(deserialize_with = "deserialize_networks")]
+    pub from: Vec<IpNet>,
+}
+
+impl ProxyProtocolOptions {
+    /// Whether `peer` may send a PROXY protocol header.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = canonical(peer);
+        self.from.iter().any(|network| network.contains(&peer))
+    }
+}
+
+/// Whether a tcp server insists on a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolMode {
+    /// Connections without a header, or from untrusted peers, are closed.
+    #[default]
+    Required,
+    /// Connections without a header keep their socket address.
+    Optional,
 }
 
 /// Ports: `7183`, `"7000-7010"`, or a list of either.
@@ -193,12 +317,31 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn deserialize_cidr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<IpNet>, D::Error> {
-    let text = String::deserialize(deserializer)?;
+fn parse_network(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map(Some)
-        .map_err(|_| de::Error::custom(format!("`{text}` is not a network such as 10.0.0.0/8")))
+        .map_err(|_| format!("`{text}` is not a network such as 10.0.0.0/8"))
+}
+
+fn deserialize_cidr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<IpNet>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_network(&text).map(Some).map_err(de::Error::custom)
+}
+
+fn deserialize_networks<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    if texts.is_empty() {
+        return Err(de::Error::custom(
+            "expected at least one network of trusted proxies, such as 10.0.0.0/8",
+        ));
+    }
+    texts
+        .iter()
+        .map(|text| parse_network(text))
+        .collect::<Result<_, _>>()
+        .map_err(de::Error::custom)
 }
 
 #[cfg(test)]
@@ -247,5 +390,76 @@ mod tests {
         assert!(!condition.matches("127.0.0.9:5000".parse().unwrap(), local, 7883));
         let bare: TcpCondition = serde_yaml::from_str("cidr: 192.168.1.1\n").unwrap();
         assert_eq!(bare.cidr.unwrap().prefix_len(), 32);
+    }
+
+    #[test]
+    fn proxy_protocol_round_trips_as_written() {
+        let yaml = "
+host: 0.0.0.0
+port: 7183
+proxy-protocol:
+  mode: optional
+  from: [10.0.0.0/8, 127.0.0.1]
+";
+        let parsed = options(yaml).unwrap();
+        let proxy = parsed.proxy_protocol.clone().unwrap();
+        assert_eq!(proxy.mode, ProxyProtocolMode::Optional);
+        assert!(proxy.trusts("10.9.8.7".parse().unwrap()));
+        assert!(proxy.trusts("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!proxy.trusts("127.0.0.2".parse().unwrap()));
+        let again = options(&serde_yaml::to_string(&parsed).unwrap()).unwrap();
+        assert_eq!(parsed, again);
+        let defaulted = options("proxy-protocol: { from: [0.0.0.0/0] }\n").unwrap();
+        assert_eq!(
+            defaulted.proxy_protocol.unwrap().mode,
+            ProxyProtocolMode::Required
+        );
+    }
+
+    #[test]
+    fn bad_proxy_protocol_options_are_explained() {
+        assert!(options("proxy-protocol: { mode: required }\n")
+            .unwrap_err()
+            .contains("missing field `from`"));
+        assert!(options("proxy-protocol: { from: [] }\n")
+            .unwrap_err()
+            .contains("at least one network"));
+        assert!(options("proxy-protocol: { from: [lb.example] }\n")
+            .unwrap_err()
+            .contains("`lb.example` is not a network"));
+        assert!(
+            options("proxy-protocol: { mode: always, from: [10.0.0.0/8] }\n")
+                .unwrap_err()
+                .contains("unknown variant `always`")
+        );
+    }
+
+    #[test]
+    fn hosts_round_trip_as_written() {
+        let yaml = "
+hosts: [broker-a:1883, \"[::1]:1884\", 10.0.0.5, \"::2\"]
+port: 1883
+";
+        let parsed = options(yaml).unwrap();
+        let hosts = parsed.hosts.clone().unwrap();
+        let shown: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["broker-a:1883", "[::1]:1884", "10.0.0.5", "[::2]"]);
+        assert_eq!(hosts[1].host, "::1");
+        assert_eq!(hosts[2].port, None);
+        let again = options(&serde_yaml::to_string(&parsed).unwrap()).unwrap();
+        assert_eq!(parsed, again);
+    }
+
+    #[test]
+    fn bad_hosts_are_explained() {
+        assert!(options("hosts: [\"broker:x\"]\n")
+            .unwrap_err()
+            .contains("the port is not a number"));
+        assert!(options("hosts: [\":1883\"]\n")
+            .unwrap_err()
+            .contains("names no host"));
+        assert!(options("hosts: [\"fe80::1::2:1883\"]\n")
+            .unwrap_err()
+            .contains("in brackets"));
     }
 }

@@ -3,6 +3,10 @@
 //! Sockets come from the engine's listener pool: after a reload, a server
 //! listening on an address the previous configuration listened on accepts
 //! from that same socket, so no connection attempt is refused in between.
+//!
+//! With `options.proxy-protocol`, a connection is routed only once its
+//! PROXY protocol header has been read (in its own task, so a slow header
+//! holds up no other connection), by the client address the header names.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,11 +16,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use zilla_engine::telemetry::metrics::stream::{metered, stream_family, StreamFamily};
 use zilla_engine::{
-    async_trait, Authorizations, Binding, BindingContext, BuildError, Events, ListenKey, Listeners,
-    Routes, Shutdown, StartContext, StartError, StreamHandler, StreamInfo,
+    async_trait, port::AsyncStream, Authorizations, Binding, BindingContext, BuildError,
+    ByteStream, Events, ListenKey, Listeners, Routes, Shutdown, StartContext, StartError,
+    StreamHandler, StreamInfo,
 };
 
 use crate::options::{TcpCondition, TcpOptions};
+use crate::proxy_protocol::{self, ProxyProtocol, Refused};
 
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_BACKLOG: u32 = 1024;
@@ -31,6 +37,20 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let Some(ports) = options.port.clone() else {
         return Err(cx.error("options.port", "a tcp server needs `port`"));
     };
+    if options.hosts.is_some() {
+        return Err(cx.error("options.hosts", "`hosts` applies to tcp clients only"));
+    }
+    let proxy = match options.proxy_protocol.clone() {
+        Some(proxy) => Some(Arc::new(ProxyProtocol {
+            options: proxy,
+            timeout: seconds_property(
+                cx,
+                proxy_protocol::PROPERTY_TIMEOUT,
+                proxy_protocol::DEFAULT_TIMEOUT,
+            )?,
+        })),
+        None => None,
+    };
     Ok(Arc::new(TcpServer {
         name: cx.name().to_owned(),
         listeners: cx.listeners(),
@@ -43,7 +63,23 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         socket: SocketOptions::from(&options),
         routes: Arc::new(routes?),
         streams: stream_family(&cx.metrics()),
+        proxy,
     }))
+}
+
+/// Engine property `name` in seconds (fractions allowed), or `default`.
+pub(crate) fn seconds_property(
+    cx: &mut BindingContext<'_>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, BuildError> {
+    let Some(value) = cx.property(name).map(str::to_owned) else {
+        return Ok(default);
+    };
+    match value.parse::<f64>().map(Duration::try_from_secs_f64) {
+        Ok(Ok(seconds)) if !seconds.is_zero() => Ok(seconds),
+        _ => Err(cx.error("", format!("-P {name}: expected seconds, found `{value}`"))),
+    }
 }
 
 /// Per-connection socket settings shared by server and client.
@@ -88,6 +124,7 @@ struct TcpServer {
     routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
     /// Where accepted connections are counted (`stream.*`), if anywhere.
     streams: StreamFamily,
+    proxy: Option<Arc<ProxyProtocol>>,
 }
 
 #[async_trait]
@@ -112,12 +149,15 @@ impl Binding for TcpServer {
             };
             let acceptor = Acceptor {
                 listener,
-                listen_port,
-                socket: self.socket,
-                routes: self.routes.clone(),
-                events: cx.events.clone(),
-                shutdown: cx.shutdown.clone(),
-                streams: self.streams.clone(),
+                serve: Arc::new(Serve {
+                    listen_port,
+                    socket: self.socket,
+                    routes: self.routes.clone(),
+                    events: cx.events.clone(),
+                    shutdown: cx.shutdown.clone(),
+                    streams: self.streams.clone(),
+                    proxy: self.proxy.clone(),
+                }),
             };
             cx.shutdown.spawn_listener(acceptor.run());
         }
@@ -160,38 +200,34 @@ impl TcpServer {
 struct Acceptor {
     /// Shared with the configuration this one replaced, or its successor.
     listener: Arc<TcpListener>,
-    listen_port: u16,
-    socket: SocketOptions,
-    routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
-    events: Events,
-    shutdown: Shutdown,
-    streams: StreamFamily,
+    serve: Arc<Serve>,
 }
 
 impl Acceptor {
     async fn run(self) {
+        let serve = &self.serve;
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = tokio::select! {
                 // Stopping wins over a connection that is ready at the same
                 // time: once a successor has taken over, it gets them all.
                 biased;
-                _ = self.shutdown.accepting_stopped() => return,
+                _ = serve.shutdown.accepting_stopped() => return,
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    self.dispatch(stream, peer);
+                    serve.dispatch(stream, peer);
                 }
                 // The peer gave up between SYN and accept; nothing is wrong here.
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
-                    self.events.error(
+                    serve.events.error(
                         "TCP_ACCEPT_FAILED",
                         format!(
                             "accept on port {} failed; retrying in {} ms",
-                            self.listen_port,
+                            serve.listen_port,
                             backoff.as_millis()
                         ),
                         &e,
@@ -199,7 +235,7 @@ impl Acceptor {
                     // Out of descriptors (EMFILE/ENFILE) or memory: back off so the
                     // loop does not spin, and keep serving once resources free up.
                     tokio::select! {
-                        _ = self.shutdown.accepting_stopped() => return,
+                        _ = serve.shutdown.accepting_stopped() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -207,42 +243,101 @@ impl Acceptor {
             }
         }
     }
+}
 
-    fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+/// What a listener does with the connections it accepts.
+struct Serve {
+    listen_port: u16,
+    socket: SocketOptions,
+    routes: Arc<Routes<TcpCondition, dyn StreamHandler>>,
+    events: Events,
+    shutdown: Shutdown,
+    streams: StreamFamily,
+    proxy: Option<Arc<ProxyProtocol>>,
+}
+
+impl Serve {
+    fn dispatch(self: &Arc<Self>, stream: TcpStream, socket_peer: SocketAddr) {
         let local = match stream.local_addr() {
             Ok(local) => local,
             Err(_) => return,
         };
-        let resolved = self.routes.resolve(&Authorizations::new(), |condition| {
-            condition.matches(peer, local, self.listen_port)
-        });
-        let Some(resolved) = resolved else {
-            self.events.warn(
-                "TCP_ROUTE_REJECTED",
-                format!(
-                    "no route for {peer} on port {}; connection closed",
-                    self.listen_port
-                ),
-            );
-            return;
-        };
         if let Err(e) = self.socket.apply(&stream) {
             self.events.error(
                 "TCP_SOCKET_FAILED",
-                format!("cannot configure connection from {peer}"),
+                format!("cannot configure connection from {socket_peer}"),
                 &e,
             );
             return;
         }
-        let handler = resolved.exit.port.clone();
+        let Some(proxy) = self.proxy.clone() else {
+            // No header to wait for: routed at once, by the socket's peer.
+            if let Some((handler, stream, info)) =
+                self.route(stream, socket_peer, socket_peer, local)
+            {
+                self.shutdown
+                    .spawn_connection(async move { handler.handle(stream, info).await });
+            }
+            return;
+        };
+        let serve = self.clone();
+        self.shutdown.spawn_connection(async move {
+            let admitted = tokio::select! {
+                admitted = proxy.admit(stream, socket_peer) => admitted,
+                // A header still awaited at the end of the grace period is
+                // not worth waiting out its deadline for.
+                _ = serve.shutdown.terminated() => return,
+            };
+            let admitted = match admitted {
+                Ok(admitted) => admitted,
+                Err(Refused(Some(why))) => {
+                    serve.events.warn("TCP_PROXY_PROTOCOL_REJECTED", why);
+                    return;
+                }
+                Err(Refused(None)) => return,
+            };
+            if let Some((handler, stream, info)) =
+                serve.route(admitted.stream, admitted.peer, socket_peer, local)
+            {
+                handler.handle(stream, info).await;
+            }
+        });
+    }
+
+    /// The exit for a connection from `peer` (the client: the socket's peer,
+    /// or the one its PROXY protocol header named), with the stream counted.
+    fn route(
+        &self,
+        stream: impl AsyncStream,
+        peer: SocketAddr,
+        socket_peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<(Arc<dyn StreamHandler>, ByteStream, StreamInfo)> {
+        let resolved = self.routes.resolve(&Authorizations::new(), |condition| {
+            condition.matches(peer, local, self.listen_port)
+        });
+        let Some(resolved) = resolved else {
+            let from = if peer == socket_peer {
+                peer.to_string()
+            } else {
+                format!("{peer} (via {socket_peer})")
+            };
+            self.events.warn(
+                "TCP_ROUTE_REJECTED",
+                format!(
+                    "no route for {from} on port {}; connection closed",
+                    self.listen_port
+                ),
+            );
+            return None;
+        };
         let info = StreamInfo {
             peer: Some(peer),
             local: Some(local),
             ..StreamInfo::default()
         };
-        let stream = metered(&self.streams, stream);
-        self.shutdown
-            .spawn_connection(async move { handler.handle(stream, info).await });
+        let handler = resolved.exit.port.clone();
+        Some((handler, metered(&self.streams, stream), info))
     }
 }
 
