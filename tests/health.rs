@@ -2,7 +2,7 @@
 //! liveness and readiness for Kubernetes probes, and the shutdown sequence:
 //! readiness turns 503 on SIGTERM while listeners still accept, then, after
 //! `zilla.engine.shutdown.delay`, listeners close and sessions get DISCONNECT
-//! 0x8B.
+//! 0x8B naming the `server-reference` to reconnect to: a rolling update.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,6 +35,8 @@ bindings:
   north_mqtt_server:
     type: mqtt
     kind: server
+    options:
+      server-reference: mqtt.example.com:8883
     exit: south_mqtt_client
   south_mqtt_client:
     type: mqtt
@@ -136,6 +138,14 @@ async fn readiness_turns_503_on_sigterm_before_listeners_close() {
     assert_eq!(
         disconnect.reason_code,
         DisconnectReasonCode::ServerShuttingDown
+    );
+    // Where to reconnect: the load balancer in front of the other replicas.
+    assert_eq!(
+        disconnect
+            .properties
+            .and_then(|p| p.server_reference)
+            .as_deref(),
+        Some("mqtt.example.com:8883")
     );
     let (status, output) = zilla.wait_exit(TIMEOUT).unwrap();
     assert!(status.success(), "{output:?}");
