@@ -10,12 +10,14 @@ pub mod clients;
 pub mod http;
 mod mosquitto;
 pub mod mqtt;
+pub mod nats;
 pub mod pki;
 mod process;
 pub mod proxy;
 pub mod seed;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
+pub use nats::{nats_server_path, NatsCluster, NATS_INSTALL};
 pub use process::{Output, ZillaProcess};
 
 use std::net::TcpListener;
