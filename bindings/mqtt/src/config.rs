@@ -10,6 +10,7 @@ use zilla_engine::{Events, Guard, Model, Routes, Shutdown};
 
 use crate::codec::Version;
 use crate::flow::Flow;
+use crate::limits::Limits;
 use crate::options::{
     CredentialsPattern, MqttCondition, OnInvalid, RouteConditions, RouteTemplate,
 };
@@ -44,6 +45,10 @@ pub(crate) struct ServerConfig {
     /// one: the registry of `options.store`, shared by every server naming
     /// that store, or this server's own when it names none.
     pub(crate) sessions: Arc<SessionRegistry>,
+    /// `options.limits`, with the counts of their keys: the store's when
+    /// the server names one (shared with every server naming it, and kept
+    /// across reloads), else this server's own.
+    pub(crate) limits: Limits,
 }
 
 /// The models publishes to one topic filter must satisfy.

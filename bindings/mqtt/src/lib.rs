@@ -14,6 +14,7 @@ pub mod codec;
 mod config;
 pub mod credentials;
 pub mod flow;
+mod limits;
 mod metrics;
 pub mod options;
 mod packet_ids;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Version;
 use crate::flow::FlowOptions;
+pub use crate::limits::options::{LimitKey, LimitOptions, RateOptions, TopicLimitOptions};
 use crate::topic;
 
 /// `options` of an mqtt server.
@@ -72,6 +73,20 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub server_reference: Option<String>,
+    /// Limits and quotas (beyond Zilla): per client id, guard identity,
+    /// claim, source address or session, how many sessions, CONNECTs,
+    /// publishes and bytes per second, subscriptions and topic sizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitOptions>,
+    /// Seconds a session over its publish rate may keep reading from the
+    /// client paused before its publishes over the rate are refused
+    /// (beyond Zilla; default 5; 0: refused at once, never paused).
+    #[serde(
+        default,
+        rename = "limit-wait",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limit_wait: Option<u32>,
 }
 
 /// `options` of an mqtt client.

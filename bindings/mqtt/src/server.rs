@@ -10,6 +10,8 @@ use zilla_engine::{
 use crate::codec::Version;
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
 use crate::flow::Flow;
+use crate::limits::registry::LimitRegistry;
+use crate::limits::Limits;
 use crate::metrics::{self, MqttFamily, SessionMetrics};
 use crate::options::{
     CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, RouteTemplate,
@@ -28,7 +30,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let routes = routes?;
     // Looked up now, so that a missing store is reported together with the
     // problems found below rather than hiding them.
-    let sessions = session_registry(cx, options.store.as_deref());
+    let registries = registries(cx, options.store.as_deref());
     let authorization = match options.authorization.len() {
         0 => None,
         1 => {
@@ -100,8 +102,15 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let flow = Flow::new(options.flow.as_ref())
         .map_err(|(key, message)| cx.error(&format!("options.flow.{key}"), message))?;
     let unbound = templates.iter().map(RouteTemplate::unbound).collect();
-    let sessions = sessions?;
-    let metrics = metrics::family(&cx.metrics(), &routes, &topics);
+    let (sessions, limit_registry) = registries?;
+    let limits = Limits::new(
+        &options.limits,
+        options.limit_wait,
+        authorization.is_some(),
+        limit_registry,
+    )
+    .map_err(|(path, message)| cx.error(&format!("options.{path}"), message))?;
+    let metrics = metrics::family(&cx.metrics(), &routes, &topics, &limits);
     Ok(Arc::new(MqttServer {
         metrics,
         config: Arc::new(ServerConfig {
@@ -124,26 +133,36 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             events: cx.events(),
             shutdown: cx.shutdown(),
             sessions,
+            limits,
         }),
     }))
 }
 
-/// Where session ownership lives: the named store's registry, shared with
-/// every server naming that store; without a store, this server's own.
-fn session_registry(
+/// Where session ownership and the limits' counts live: the named store's
+/// registries, shared with every server naming that store (and with the
+/// servers a reload builds, as an unchanged store is handed over); without
+/// a store, this server's own.
+fn registries(
     cx: &mut BindingContext<'_>,
     store: Option<&str>,
-) -> Result<Arc<SessionRegistry>, BuildError> {
+) -> Result<(Arc<SessionRegistry>, Arc<LimitRegistry>), BuildError> {
     let Some(name) = store else {
-        return Ok(Arc::default());
+        return Ok(Default::default());
     };
     let store = cx.store(name, "options.store")?;
-    store.shared::<SessionRegistry>().ok_or_else(|| {
+    let cannot = |cx: &mut BindingContext<'_>| {
         cx.error(
             "options.store",
             format!("store `{name}` cannot hold mqtt sessions (it returned state of another type)"),
         )
-    })
+    };
+    let Some(sessions) = store.shared::<SessionRegistry>() else {
+        return Err(cannot(cx));
+    };
+    let Some(limits) = store.shared::<LimitRegistry>() else {
+        return Err(cannot(cx));
+    };
+    Ok((sessions, limits))
 }
 
 /// The `model` a model reference names, for events.

@@ -28,6 +28,8 @@ pub(crate) struct Shape {
     pub(crate) ack_timing: bool,
     /// Whether `mqtt.subscriptions.active` is recorded (the session tracks filters).
     pub(crate) subscriptions: bool,
+    /// (`key`, `limit`) of every limit in `options.limits`.
+    pub(crate) limits: Vec<(String, &'static str)>,
 }
 
 /// Why a CONNECT's credentials were refused, for `mqtt.authentication.failures`.
@@ -57,7 +59,9 @@ pub(crate) const ENDED: u8 = 2;
 /// The refusals of a publish the proxy answers itself, by QoS and code.
 pub(crate) const PUBLISH_REFUSAL_CODES: [u8; 4] = [0x87, 0x99, 0x97, 0x90];
 /// The SUBACK codes the proxy decides itself.
-pub(crate) const SUBSCRIBE_REFUSAL_CODES: [u8; 2] = [0x87, 0x8F];
+pub(crate) const SUBSCRIBE_REFUSAL_CODES: [u8; 3] = [0x87, 0x8F, 0x97];
+/// What a hit limit did, for `mqtt.limits.hits` (by slot, then this).
+pub(crate) const LIMIT_ACTIONS: [&str; 2] = ["delayed", "refused"];
 
 /// One upstream of a connection.
 #[derive(Debug)]
@@ -91,9 +95,11 @@ pub(crate) struct ConnectionBlock {
     /// By QoS (0, 1, 2) then position in `PUBLISH_REFUSAL_CODES`.
     pub(crate) publish_refusals: [Counter; 12],
     /// By position in `SUBSCRIBE_REFUSAL_CODES`.
-    pub(crate) subscribe_refusals: [Counter; 2],
+    pub(crate) subscribe_refusals: [Counter; 3],
     /// By position in `Shape::validations`.
     pub(crate) validation: Box<[Counter]>,
+    /// By position in `Shape::limits` times 2, plus the position in `LIMIT_ACTIONS`.
+    pub(crate) limit_hits: Box<[Counter]>,
     /// By position in `Shape::exits`.
     pub(crate) upstreams: Box<[UpstreamCells]>,
 }
@@ -112,9 +118,10 @@ pub(crate) struct Totals {
     queued: [u64; 2],
     subscriptions: i64,
     publish_refusals: [u64; 12],
-    subscribe_refusals: [u64; 2],
+    subscribe_refusals: [u64; 3],
     disconnects: BTreeMap<u8, u64>,
     validation: Vec<u64>,
+    limit_hits: Vec<u64>,
     upstream_opens: Vec<u64>,
     upstream_active: Vec<i64>,
     upstream_failures: Vec<[u64; 4]>,
@@ -162,6 +169,9 @@ impl Block for ConnectionBlock {
                 .iter()
                 .map(|_| Counter::default())
                 .collect(),
+            limit_hits: (0..shape.limits.len() * LIMIT_ACTIONS.len())
+                .map(|_| Counter::default())
+                .collect(),
             upstreams: shape
                 .exits
                 .iter()
@@ -186,9 +196,10 @@ impl Block for ConnectionBlock {
             queued: [0; 2],
             subscriptions: 0,
             publish_refusals: [0; 12],
-            subscribe_refusals: [0; 2],
+            subscribe_refusals: [0; 3],
             disconnects: BTreeMap::new(),
             validation: vec![0; shape.validations.len()],
+            limit_hits: vec![0; shape.limits.len() * LIMIT_ACTIONS.len()],
             upstream_opens: vec![0; shape.exits.len()],
             upstream_active: vec![0; shape.exits.len()],
             upstream_failures: vec![[0; 4]; shape.exits.len()],
@@ -232,6 +243,9 @@ impl Block for ConnectionBlock {
         for (total, counter) in totals.validation.iter_mut().zip(self.validation.iter()) {
             *total += counter.get();
         }
+        for (total, counter) in totals.limit_hits.iter_mut().zip(self.limit_hits.iter()) {
+            *total += counter.get();
+        }
         for (slot, upstream) in self.upstreams.iter().enumerate() {
             let state = upstream.state.load(Relaxed);
             if matches!(state, UPSTREAM_OPEN | UPSTREAM_LOST | UPSTREAM_DISCONNECTED) {
@@ -270,6 +284,9 @@ impl Block for ConnectionBlock {
             *into.disconnects.entry(*code).or_default() += count;
         }
         for (a, b) in into.validation.iter_mut().zip(&from.validation) {
+            *a += b;
+        }
+        for (a, b) in into.limit_hits.iter_mut().zip(&from.limit_hits) {
             *a += b;
         }
         for (a, b) in into.upstream_opens.iter_mut().zip(&from.upstream_opens) {
@@ -369,5 +386,13 @@ impl Block for ConnectionBlock {
         out.counter(&m[MESSAGES_QUEUED], &["to_client"], totals.queued[1]);
         out.counter(&m[TAKEOVERS], &[], totals.takeovers);
         out.counter(&m[WILLS_RELEASED], &[], totals.wills);
+        // Every configured limit and action from the first scrape, so a
+        // rate of hits has a series to start from.
+        for (slot, (key, limit)) in shape.limits.iter().enumerate() {
+            for (offset, action) in LIMIT_ACTIONS.iter().enumerate() {
+                let count = totals.limit_hits[slot * LIMIT_ACTIONS.len() + offset];
+                out.counter(&m[LIMIT_HITS], &[key, limit, action], count);
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! users graph: sessions, CONNACK reason codes, authentication failures,
 //! publishes by QoS, payload bytes, subscriptions, validation failures,
 //! refusals, upstream sessions per exit, flow control, takeovers, wills,
-//! and how long CONNACKs and broker acknowledgements take.
+//! limit hits, and how long CONNACKs and broker acknowledgements take.
 //!
 //! Every client connection of an mqtt server owns one block of counters
 //! ([`block::ConnectionBlock`]) that only its own task writes; the session
@@ -20,9 +20,10 @@ use zilla_engine::telemetry::metrics::{
 };
 use zilla_engine::{register_metrics, Routes};
 
-pub(crate) use session::{AuthFailure, SessionMetrics};
+pub(crate) use session::{connack_code, AuthFailure, SessionMetrics};
 
 use crate::config::TopicValidation;
+use crate::limits::Limits;
 use crate::options::MqttCondition;
 use crate::port::MqttSessions;
 use block::{ConnectionBlock, Shape};
@@ -58,7 +59,7 @@ use MetricKind::{Counter, Gauge, Histogram};
 use Unit::{Bytes, Count, Seconds};
 
 /// Every `mqtt.*` metric; the positions are the constants below.
-pub(crate) static MQTT_METRICS: [Metric; 18] = [
+pub(crate) static MQTT_METRICS: [Metric; 19] = [
     metric("mqtt.sessions.active", Gauge, Count, &[],
         "MQTT sessions admitted (CONNACK 0x00 sent) and not yet ended"),
     metric("mqtt.connects", Counter, Count, &["reason_code", "reason"],
@@ -95,6 +96,8 @@ pub(crate) static MQTT_METRICS: [Metric; 18] = [
         "Sessions with a will that ended other than by the client's DISCONNECT, so their brokers publish the will"),
     metric("mqtt.publish.ack.duration", Histogram, Seconds, &["exit"],
         "Time from a QoS 1/2 publish sent to a broker to its PUBACK (QoS 1) or PUBCOMP (QoS 2), by exit"),
+    metric("mqtt.limits.hits", Counter, Count, &["key", "limit", "action"],
+        "Limits of options.limits hit, by key (as configured) and limit: delayed (a publish waited for tokens) or refused (CONNACK, PUBACK/PUBREC, SUBACK code, QoS 0 dropped, 3.1.1 connection closed)"),
 ];
 
 register_metrics!(MetricGroup {
@@ -121,16 +124,19 @@ pub(crate) const MESSAGES_QUEUED: usize = 14;
 pub(crate) const TAKEOVERS: usize = 15;
 pub(crate) const WILLS_RELEASED: usize = 16;
 pub(crate) const PUBLISH_ACK_DURATION: usize = 17;
+pub(crate) const LIMIT_HITS: usize = 18;
 
 /// The connection blocks of one mqtt server, if it records any `mqtt.*` metric.
 pub(crate) type MqttFamily = Option<Arc<Family<ConnectionBlock>>>;
 
-/// The family for an mqtt server with these routes and topics; `None`
-/// (nothing counted, nothing allocated) when it records no `mqtt.*` metric.
+/// The family for an mqtt server with these routes, topics and limits;
+/// `None` (nothing counted, nothing allocated) when it records no `mqtt.*`
+/// metric.
 pub(crate) fn family(
     metrics: &BindingMetrics,
     routes: &Routes<MqttCondition, dyn MqttSessions>,
     topics: &[TopicValidation],
+    limits: &Limits,
 ) -> MqttFamily {
     let mut exits: Vec<Arc<str>> = Vec::new();
     for exit in routes
@@ -162,6 +168,7 @@ pub(crate) fn family(
         connect_timing: metrics.records(&MQTT_METRICS[CONNECT_DURATION]),
         ack_timing: metrics.records(&MQTT_METRICS[PUBLISH_ACK_DURATION]),
         subscriptions: metrics.records(&MQTT_METRICS[SUBSCRIPTIONS_ACTIVE]),
+        limits: limits.metric_labels(),
     };
     metrics.family::<ConnectionBlock>(&MQTT_METRICS, shape)
 }

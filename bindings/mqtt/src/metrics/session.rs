@@ -17,6 +17,7 @@ use zilla_engine::telemetry::metrics::Recorder;
 
 use super::block::*;
 use super::MqttFamily;
+use crate::limits::Action;
 use crate::port::{OpenError, Upstream};
 use crate::session::acks::PublishRefusal;
 use crate::session::end::End;
@@ -78,7 +79,7 @@ fn qos_index(qos: QoS) -> usize {
 }
 
 /// The MQTT 5 code of a CONNACK (3.1.1's own codes mapped to theirs).
-fn connack_code(code: ConnectReturnCode) -> u8 {
+pub(crate) fn connack_code(code: ConnectReturnCode) -> u8 {
     use ConnectReturnCode::*;
     match code {
         Success => 0x00,
@@ -268,8 +269,23 @@ impl SessionMetrics {
                 SubscribeReasonCode::TopicFilterInvalid => {
                     m.block.subscribe_refusals[1].increment()
                 }
+                SubscribeReasonCode::QuotaExceeded => m.block.subscribe_refusals[2].increment(),
                 _ => {}
             }
+        }
+    }
+
+    /// The limit in `mqtt.limits.hits` slot `slot` was hit and did `action`.
+    pub(crate) fn limit_hit(&self, slot: Option<usize>, action: Action) {
+        let (Some(m), Some(slot)) = (&self.0, slot) else {
+            return;
+        };
+        let offset = match action {
+            Action::Delayed => 0,
+            Action::Refused => 1,
+        };
+        if let Some(counter) = m.block.limit_hits.get(slot * LIMIT_ACTIONS.len() + offset) {
+            counter.increment();
         }
     }
 

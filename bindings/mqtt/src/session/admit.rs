@@ -6,10 +6,13 @@
 //! the upstreams' CONNACKs, the client's CONNACK ([`merged_connack`]) or the
 //! refusal that relays a broker's ([`upstream_refusal`]). Every refusal is a
 //! [`Refusal`]: the CONNACK the client is told and what is logged. The driver
-//! sends it; nothing here does I/O or reads the clock.
+//! sends it; nothing here does I/O or reads the clock. Limits are checked in
+//! two steps: CONNECTs per client id and source address before the guard is
+//! asked ([`before_guard`]), the rest with its verdict (in [`admit`]); the
+//! time is given (`now`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use mqtt_bytes_v5::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill,
@@ -20,6 +23,7 @@ use super::router::Router;
 use crate::codec::{CodecError, Version};
 use crate::config::ServerConfig;
 use crate::credentials::Login;
+use crate::limits::{KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
 use crate::options::{Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 use crate::upstream::UpstreamLink;
@@ -39,6 +43,9 @@ pub(crate) struct Refusal {
     /// The client id as the CONNECT gave it.
     pub(crate) client_id: String,
     pub(crate) why: String,
+    /// The limit refused it: logged as `MQTT_LIMIT_HIT` (rate-limited),
+    /// not as every other refusal is.
+    pub(crate) limit: Option<Box<LimitHit>>,
 }
 
 /// A CONNACK refusing with `code`, carrying `reason` as its reason string.
@@ -60,6 +67,26 @@ fn refusal(version: Version, code: ConnectReturnCode, why: String, client_id: &s
         connack: Box::new(refused(code, &why)),
         client_id: client_id.to_owned(),
         why,
+        limit: None,
+    }
+}
+
+/// The refusal of a CONNECT that hit a limit: CONNACK 0x9F for a connect
+/// rate, 0x97 for a sessions quota, 0x90 for a will topic beyond the topic
+/// limits (3.1.1: 0x03, server unavailable, for each).
+fn limit_refusal(version: Version, hit: LimitHit, client_id: &str) -> Refusal {
+    let code = match hit.kind {
+        LimitKind::Connects => ConnectReturnCode::ConnectionRateExceeded,
+        LimitKind::Sessions => ConnectReturnCode::QuotaExceeded,
+        _ => ConnectReturnCode::TopicNameInvalid,
+    };
+    let why = format!("{} exceeded", hit.why);
+    Refusal {
+        version,
+        connack: Box::new(refused(code, &why)),
+        client_id: client_id.to_owned(),
+        why,
+        limit: Some(Box::new(hit)),
     }
 }
 
@@ -100,6 +127,7 @@ pub(crate) fn version_refusal(version: Result<Version, u8>) -> Refusal {
                 connack: Box::new(refused(code, "protocol version not enabled")),
                 client_id: String::new(),
                 why: format!("MQTT {} is not enabled; CONNACK refused", version.as_str()),
+                limit: None,
             }
         }
         Err(level) => Refusal {
@@ -107,6 +135,7 @@ pub(crate) fn version_refusal(version: Result<Version, u8>) -> Refusal {
             connack: Box::new(refused(ConnectReturnCode::RefusedProtocolVersion, "")),
             client_id: String::new(),
             why: format!("unsupported protocol level {level}; CONNACK refused"),
+            limit: None,
         },
     }
 }
@@ -210,6 +239,27 @@ pub(crate) fn credentials(
     }
 }
 
+/// The limits on CONNECTs per client id and per source address, checked
+/// at `now` before the guard is asked: a flood of CONNECTs is refused
+/// without a signature check each.
+pub(crate) fn before_guard(
+    config: &ServerConfig,
+    request: &Request,
+    origin: &StreamInfo,
+    now: Instant,
+) -> Result<(), Refusal> {
+    let client_id = &request.connect.client_id;
+    let keys = KeyValues {
+        client_id,
+        guarded: None,
+        source: origin.peer.map(|peer| peer.ip()),
+    };
+    match config.limits.connect(Phase::BeforeGuard, &keys, now) {
+        Ok(_) => Ok(()),
+        Err(hit) => Err(limit_refusal(request.version, hit, client_id)),
+    }
+}
+
 /// The guard's verdict when it already decided on these very credentials at
 /// an earlier layer (the WebSocket upgrade): no need to ask it again.
 pub(crate) fn granted_verdict(
@@ -234,17 +284,21 @@ pub(crate) struct Admission {
     pub(crate) expires_at: Option<SystemTime>,
     /// What the guard decided, for the log: "guard authorized identity ...".
     pub(crate) authorized: Option<String>,
+    /// What limits the session (its places in its keys' counts).
+    pub(crate) limits: Option<Box<SessionLimits>>,
 }
 
 /// Decides, with the guard's `verdict` on `token`, whether the session is
 /// admitted and which upstreams it gets (every exit a route accepts its client
-/// id on, and the default exit), and where its will goes.
+/// id on, and the default exit), where its will goes, and (at `now`)
+/// whether its keys' limits admit it.
 pub(crate) fn admit(
     config: &Arc<ServerConfig>,
     request: Request,
     token: Option<String>,
     verdict: Option<Result<GuardSession, GuardRejection>>,
     origin: &StreamInfo,
+    now: Instant,
 ) -> Result<Admission, Refusal> {
     let Request {
         version,
@@ -324,6 +378,10 @@ pub(crate) fn admit(
     let will_exit = match &will {
         Some(will) => {
             let will_topic = String::from_utf8_lossy(&will.topic);
+            if let Some((rule, kind)) = config.limits.topic_hit(&will_topic, false) {
+                let hit = config.limits.connect_hit(rule, kind, now);
+                return Err(limit_refusal(version, hit, &connect.client_id));
+            }
             match router.route(Operation::Publish(&will_topic)) {
                 Some(index) => Some(index),
                 None => {
@@ -336,6 +394,19 @@ pub(crate) fn admit(
         }
         None => None,
     };
+    let keys = KeyValues {
+        client_id: &connect.client_id,
+        guarded: config
+            .authorization
+            .as_ref()
+            .and_then(|a| router.authorizations.get(&a.guard_name)),
+        source: origin.peer.map(|peer| peer.ip()),
+    };
+    let holds = match config.limits.connect(Phase::AfterGuard, &keys, now) {
+        Ok(holds) => holds,
+        Err(hit) => return Err(limit_refusal(version, hit, &connect.client_id)),
+    };
+    let limits = config.limits.session(holds, now);
     let mut upstream_connect = connect.clone();
     if upstream_connect.keep_alive == 0 {
         upstream_connect.keep_alive = DEFAULT_UPSTREAM_KEEP_ALIVE;
@@ -372,6 +443,7 @@ pub(crate) fn admit(
         opens,
         expires_at,
         authorized,
+        limits,
     })
 }
 
@@ -389,6 +461,7 @@ pub(crate) fn upstream_refusal(
             why: format!("broker behind {name} refused with {:?}", ack.code),
             connack: ack,
             client_id: client_id.to_owned(),
+            limit: None,
         },
         OpenError::Failed(message) => refusal(
             version,

@@ -25,7 +25,8 @@ use super::takeover::Registration;
 use crate::codec::{self, CodecError, Version};
 use crate::config::ServerConfig;
 use crate::credentials::{read_connect as read_connect_packet, ConnectPacket};
-use crate::metrics::{AuthFailure, SessionMetrics};
+use crate::limits::{suppressed_note, Action};
+use crate::metrics::{connack_code, AuthFailure, SessionMetrics};
 use crate::upstream::UpstreamLink;
 
 /// The most a single read takes in (a busy connection's buffer size).
@@ -109,10 +110,7 @@ pub(crate) async fn serve(
     let opened = match open_session(&config, request, &info, &peer, &mut metrics).await {
         Ok(opened) => opened,
         Err(refusal) => {
-            config.events.warn(
-                "MQTT_CONNECT_REJECTED",
-                format!("client {peer} id {:?}: {}", refusal.client_id, refusal.why),
-            );
+            log_refusal(&config, &peer, &refusal, &metrics);
             send_connack(&mut client, refusal.version, *refusal.connack, &mut metrics).await;
             return;
         }
@@ -139,6 +137,32 @@ pub(crate) async fn serve(
     };
     let end = driver.relay(&registration).await;
     driver.finish(end).await;
+}
+
+/// Logs and counts a refused CONNECT: a limit's refusal as a limit hit
+/// (one event per key value and limit per interval), any other as
+/// `MQTT_CONNECT_REJECTED`.
+fn log_refusal(config: &ServerConfig, peer: &str, refusal: &Refusal, metrics: &SessionMetrics) {
+    let Some(hit) = &refusal.limit else {
+        config.events.warn(
+            "MQTT_CONNECT_REJECTED",
+            format!("client {peer} id {:?}: {}", refusal.client_id, refusal.why),
+        );
+        return;
+    };
+    metrics.limit_hit(hit.slot, Action::Refused);
+    if let Some(suppressed) = hit.log {
+        config.events.warn(
+            "MQTT_LIMIT_HIT",
+            format!(
+                "client {peer} id {:?}: {}; CONNACK 0x{:02X}{}",
+                refusal.client_id,
+                refusal.why,
+                connack_code(refusal.connack.code),
+                suppressed_note(suppressed)
+            ),
+        );
+    }
 }
 
 /// Reads the CONNECT; answers unsupported versions and malformed CONNECTs.
@@ -269,6 +293,7 @@ async fn open_session(
     let granted = (config.authorization.as_ref()).and_then(|a| info.granted(&a.guard_name));
     let token = admit::credentials(config, &mut request, assign_client_id, granted)
         .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
+    admit::before_guard(config, &request, info, now())?;
     let verdict = match (&config.authorization, &token) {
         (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
             Some(verdict) => Some(verdict),
@@ -285,7 +310,7 @@ async fn open_session(
         }
         _ => {}
     }
-    let admission = admit::admit(config, request, token, verdict, info)?;
+    let admission = admit::admit(config, request, token, verdict, info, now())?;
     let client_id = admission.connect.client_id.clone();
     if let Some(authorized) = &admission.authorized {
         config.events.info(
@@ -362,6 +387,7 @@ async fn open_session(
         connack,
         carried,
         expires_at: admission.expires_at.map(|at| instant_of(at, started)),
+        limits: admission.limits,
     };
     Ok(Opened {
         session: Session::new(config.clone(), start, started),

@@ -21,6 +21,7 @@ use crate::codec::{self, Version};
 use crate::config::ServerConfig;
 use crate::credentials;
 use crate::flow::Flow;
+use crate::limits::Limits;
 use crate::options::{MqttCondition, RouteTemplate};
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 use crate::upstream::UpstreamLink;
@@ -33,6 +34,20 @@ impl MqttSessions for NoBroker {
     async fn open(&self, _: OpenSession) -> Result<Upstream, OpenError> {
         Err(OpenError::Failed("the fuzz entry opens no broker".into()))
     }
+}
+
+/// Limits of each session only (no key shared between inputs, so a run
+/// depends on its input alone), small enough that inputs reach them.
+fn fuzz_limits() -> Limits {
+    let options: Vec<crate::options::LimitOptions> = serde_yaml::from_str(
+        "- key: session
+  publishes: {rate: 2, burst: 3}
+  bytes: {rate: 64, burst: 256}
+  subscriptions: 3
+  topic: {length: 32, levels: 4}",
+    )
+    .expect("valid limits");
+    Limits::new(&options, Some(2), false, Arc::default()).expect("valid limits")
 }
 
 /// `north/#` goes to `north`, everything else to the default exit `south`;
@@ -77,6 +92,7 @@ fn config() -> Arc<ServerConfig> {
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
                 sessions: Arc::default(),
+                limits: fuzz_limits(),
             })
         })
         .clone()
@@ -143,10 +159,11 @@ pub fn server_session(data: &[u8]) {
     let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into(), None) else {
         return;
     };
-    let Ok(admission) = admit::admit(&config, request, token, None, &StreamInfo::default()) else {
+    let now = origin();
+    let Ok(admission) = admit::admit(&config, request, token, None, &StreamInfo::default(), now)
+    else {
         return;
     };
-    let now = origin();
     let broker_ack = ConnAck {
         session_present: false,
         code: ConnectReturnCode::Success,
@@ -176,6 +193,7 @@ pub fn server_session(data: &[u8]) {
         connack,
         carried: None,
         expires_at: None,
+        limits: admission.limits,
     };
     let mut session = Session::new(config, start, now);
     let mut brokers = vec![Broker::default(); upstreams];

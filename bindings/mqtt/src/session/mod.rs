@@ -34,6 +34,6 @@ mod router;
 mod state;
 pub(crate) mod takeover;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use driver::serve;

@@ -22,10 +22,16 @@
 //! beyond the client's receive maximum wait likewise, and the driver stops
 //! reading the upstreams while they exceed the delivery buffer
 //! ([`Session::wants_upstream_input`]).
+//!
+//! Limits (`options.limits`) hold a publish over its rate the same way:
+//! reading from the client pauses until its tokens are due (a deadline of
+//! [`Session::poll_timeout`]), then, after `limit-wait`, publishes over the
+//! rate are refused (see `limited`).
 
 mod finish;
 mod from_client;
 mod from_upstream;
+mod limited;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +46,7 @@ use super::router::Router;
 use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::ServerConfig;
+use crate::limits::SessionLimits;
 use crate::metrics::SessionMetrics;
 use crate::packet_ids::PacketIds;
 use crate::upstream::{KeepAlive, UpstreamLink};
@@ -58,6 +65,8 @@ pub(crate) struct Start {
     pub(crate) carried: Option<Carried>,
     /// When the credentials the session was authorized with expire.
     pub(crate) expires_at: Option<Instant>,
+    /// What limits the session, if anything does.
+    pub(crate) limits: Option<Box<SessionLimits>>,
 }
 
 /// What each side allows, from the CONNECT and the merged CONNACK.
@@ -116,6 +125,9 @@ pub(crate) struct Session {
     paused_logged: Option<Instant>,
     /// Counters this session increments (none until the driver hands them over).
     metrics: SessionMetrics,
+    /// Its places in its keys' counts, its own buckets and the publish it
+    /// holds over a rate; `None` when no limit applies to it.
+    limited: Option<Box<SessionLimits>>,
 }
 
 /// Where a client's QoS 1/2 publish is.
@@ -150,6 +162,7 @@ impl Session {
             connack,
             carried,
             expires_at,
+            limits: session_limits,
         } = start;
         let connect_properties = connect.properties.as_ref();
         let ack_properties = connack.properties.as_ref();
@@ -222,6 +235,7 @@ impl Session {
             clock: now,
             paused_logged: None,
             metrics: SessionMetrics::default(),
+            limited: session_limits,
             config,
         };
         if let Some(carried) = carried {
@@ -276,9 +290,10 @@ impl Session {
     }
 
     /// Whether the driver should read from the client: not while the
-    /// client's publishes waiting for their brokers fill the publish buffer.
+    /// client's publishes waiting for their brokers fill the publish
+    /// buffer, nor while a publish waits for a limit's tokens.
     pub(crate) fn wants_client_input(&self) -> bool {
-        self.publish_bytes < self.config.flow.publish_buffer
+        self.publish_bytes < self.config.flow.publish_buffer && !self.holds_publish()
     }
 
     /// Whether the driver should read from the upstreams: not while messages
@@ -312,6 +327,10 @@ impl Session {
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(End::Refuse(error.reason, error.message)),
             }
+        }
+        if self.holds_publish() {
+            // Logged as the limit's hit, not as a full buffer.
+            return Ok(());
         }
         self.log_pause(
             "publish buffer",
@@ -379,6 +398,7 @@ impl Session {
             .filter_map(UpstreamLink::ping_due)
             .chain(client)
             .chain(self.expires_at)
+            .chain(self.limits_deadline())
             .min()
     }
 
@@ -392,6 +412,7 @@ impl Session {
             // The client's packets wait unread because of the proxy, not it.
             self.last_heard = now;
         }
+        self.retry_held(now)?;
         if let Some(keep_alive) = self.keep_alive {
             if now >= self.last_heard + keep_alive {
                 return Err(End::Refuse(

@@ -169,6 +169,9 @@ impl Session {
         self.metrics
             .publish_received(publish.qos, publish.payload.len());
         self.resolve_alias(&mut publish)?;
+        if let Some(refused) = self.topic_over_limit(&publish) {
+            return refused;
+        }
         if publish.qos > self.limits.maximum_qos {
             return Err(End::Refuse(
                 DisconnectReasonCode::QoSNotSupported,
@@ -194,6 +197,16 @@ impl Session {
                 format!("payload on {:?} declared UTF-8 is not UTF-8", publish.topic),
             ));
         }
+        // Rates are charged before anything costly (validation, routing):
+        // a publish over its rate waits here, with reading paused.
+        match self.charge_publish(publish)? {
+            Some(publish) => self.admitted_publish(publish),
+            None => Ok(()),
+        }
+    }
+
+    /// Validates, routes and forwards a publish its rates admitted.
+    pub(super) fn admitted_publish(&mut self, mut publish: Publish) -> Result<(), End> {
         if let Some(refused) = self.validate(&publish) {
             return refused;
         }
@@ -373,14 +386,20 @@ impl Session {
 
     fn client_subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
         self.metrics.subscribing(subscribe.pkid, &subscribe.filters);
+        if let Some(quota) = self.limited.as_mut().and_then(|l| l.subscriptions.as_mut()) {
+            quota.subscribe(subscribe.pkid);
+        }
         let mut codes = vec![None; subscribe.filters.len()];
         let mut groups: BTreeMap<usize, Vec<(usize, Filter)>> = BTreeMap::new();
         for (position, filter) in subscribe.filters.into_iter().enumerate() {
-            if !topic::is_valid_filter(&filter.path) {
+            if !topic::is_valid_filter(&filter.path) || !self.filter_within_limits(&filter.path) {
                 codes[position] = Some(SubscribeReasonCode::TopicFilterInvalid);
                 continue;
             }
             match self.router.route(Operation::Subscribe(&filter.path)) {
+                Some(_) if !self.subscription_fits(subscribe.pkid, position, &filter.path) => {
+                    codes[position] = Some(SubscribeReasonCode::QuotaExceeded);
+                }
                 Some(index) => groups.entry(index).or_default().push((position, filter)),
                 None if self.router.could_route(Operation::Subscribe(&filter.path)) => {
                     self.config.events.warn(
@@ -424,6 +443,10 @@ impl Session {
     fn client_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
         self.metrics
             .unsubscribing(unsubscribe.pkid, &unsubscribe.filters);
+        if let Some(quota) = self.limited.as_mut().and_then(|l| l.subscriptions.as_mut()) {
+            let filters = unsubscribe.filters.iter().cloned().enumerate().collect();
+            quota.unsubscribe(unsubscribe.pkid, filters);
+        }
         let mut codes = vec![None; unsubscribe.filters.len()];
         let mut groups: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
         for (position, filter) in unsubscribe.filters.into_iter().enumerate() {
@@ -485,6 +508,9 @@ impl Session {
         if let Some(pending) = done.then(|| self.pending_acks.remove(&pkid)).flatten() {
             let packet = pending.into_packet(pkid);
             self.metrics.acknowledged(pkid, &packet);
+            if let Some(quota) = self.limited.as_mut().and_then(|l| l.subscriptions.as_mut()) {
+                quota.acknowledged(pkid, &packet);
+            }
             self.send_client(&packet);
         }
     }

@@ -52,7 +52,7 @@ fn the_session_counts_what_it_handles() {
         .filter(|m| m.name.starts_with("mqtt."))
         .collect();
     let binding = BindingMetrics::new(&registry, "test", "mqtt_server0", mqtt);
-    let family = family(&binding, &config.routes, &config.topics);
+    let family = family(&binding, &config.routes, &config.topics, &config.limits);
     assert!(family.is_some());
 
     let mut h = Opening::new(config, Version::V5).start();
@@ -200,7 +200,7 @@ fn without_mqtt_metrics_nothing_is_allocated() {
     let config = Server::default().build();
     let registry = Metrics::new();
     let binding = BindingMetrics::new(&registry, "test", "mqtt_server0", Vec::new());
-    assert!(family(&binding, &config.routes, &config.topics).is_none());
+    assert!(family(&binding, &config.routes, &config.topics, &config.limits).is_none());
     let mut h = Opening::new(config, Version::V4).start();
     h.connack();
     h.session.set_metrics(SessionMetrics::open(&None));

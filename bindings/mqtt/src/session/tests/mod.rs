@@ -10,6 +10,8 @@ mod flows;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod quotas;
+mod rates;
 mod replicas;
 mod routing_answers;
 mod subscriptions;
@@ -39,6 +41,7 @@ use crate::codec::{self, Version};
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
 use crate::credentials::Login;
 use crate::flow::Flow;
+use crate::limits::Limits;
 use crate::options::{
     ConnectCredentials, CredentialsPattern, MqttCondition, OnInvalid, RouteTemplate,
 };
@@ -67,12 +70,17 @@ impl Guard for TokenGuard {
     }
 }
 
-/// What the guard of these tests decides for `token`.
+/// What the guard of these tests decides for `token`, which reads
+/// `identity[:role,role][@tenant]` (`tenant` becomes the `tenant` attribute).
 pub(super) fn verdict(token: &str) -> Result<GuardSession, GuardRejection> {
     match token {
         "bad" => Err(GuardRejection::InvalidCredentials("signature".into())),
         "down" => Err(GuardRejection::Unavailable("keys unreachable".into())),
         token => {
+            let (token, tenant) = match token.split_once('@') {
+                Some((token, tenant)) => (token, Some(tenant)),
+                None => (token, None),
+            };
             let (identity, roles) = token.split_once(':').unwrap_or((token, ""));
             Ok(GuardSession {
                 identity: Some(identity.to_owned()),
@@ -80,6 +88,10 @@ pub(super) fn verdict(token: &str) -> Result<GuardSession, GuardRejection> {
                     .split(',')
                     .filter(|r| !r.is_empty())
                     .map(str::to_owned)
+                    .collect(),
+                attributes: tenant
+                    .map(|tenant| ("tenant".to_owned(), tenant.to_owned()))
+                    .into_iter()
                     .collect(),
                 ..GuardSession::default()
             })
@@ -140,6 +152,10 @@ pub(super) struct Server {
     pub(super) client_topic_aliases: u16,
     /// The Server Reference a draining proxy sends.
     pub(super) server_reference: Option<&'static str>,
+    /// `options.limits`, as YAML.
+    pub(super) limits: &'static str,
+    /// `options.limit-wait`.
+    pub(super) limit_wait: Option<u32>,
 }
 
 impl Default for Server {
@@ -155,6 +171,8 @@ impl Default for Server {
             server_keep_alive: None,
             client_topic_aliases: 0,
             server_reference: None,
+            limits: "[]",
+            limit_wait: None,
         }
     }
 }
@@ -215,6 +233,10 @@ impl Server {
                 on_invalid,
             })
             .collect();
+        let limits: Vec<crate::options::LimitOptions> =
+            serde_yaml::from_str(self.limits).expect("limits YAML");
+        let limits = Limits::new(&limits, self.limit_wait, self.guard, Arc::default())
+            .unwrap_or_else(|(path, why)| panic!("options.{path}: {why}"));
         Arc::new(ServerConfig {
             versions: vec![Version::V4, Version::V5],
             maximum_packet_size: self.maximum_packet_size,
@@ -231,6 +253,7 @@ impl Server {
             events: Events::new("test", "mqtt_server0"),
             shutdown: Shutdown::new(),
             sessions: Arc::default(),
+            limits,
         })
     }
 }
@@ -398,8 +421,19 @@ impl Opening {
         self
     }
 
+    /// A connection from `peer` (the source address limits count by).
+    pub(super) fn from(mut self, peer: &str) -> Self {
+        self.origin.peer = Some(peer.parse().expect("a socket address"));
+        self
+    }
+
     /// Admission as the driver runs it, with the test guard's verdict.
     pub(super) fn admit(&mut self) -> Result<Admission, Refusal> {
+        self.admit_at(clock())
+    }
+
+    /// Admission at `now` (for the limits' buckets).
+    pub(super) fn admit_at(&mut self, now: Instant) -> Result<Admission, Refusal> {
         let mut request = Request {
             version: self.version,
             connect: self.connect.clone(),
@@ -414,16 +448,21 @@ impl Opening {
             || "zilla-assigned".into(),
             granted,
         )?;
+        admit::before_guard(&self.config, &request, &self.origin, now)?;
         let verdict = admit::granted_verdict(granted, token.as_deref())
             .or_else(|| token.as_deref().map(verdict));
-        admit::admit(&self.config, request, token, verdict, &self.origin)
+        admit::admit(&self.config, request, token, verdict, &self.origin, now)
     }
 
     /// Admits the session (it must be admitted) and starts it at the fake
     /// clock's origin; the CONNACK is the first packet queued for the client.
-    pub(super) fn start(mut self) -> Harness {
-        let admission = self.admit().expect("admitted");
-        let now = clock();
+    pub(super) fn start(self) -> Harness {
+        self.start_at(clock())
+    }
+
+    /// Admits the session (it must be admitted) and starts it at `now`.
+    pub(super) fn start_at(mut self, now: Instant) -> Harness {
+        let admission = self.admit_at(now).expect("admitted");
         let links: Vec<UpstreamLink> = admission
             .opens
             .iter()
@@ -449,6 +488,7 @@ impl Opening {
             connack,
             carried: self.carried,
             expires_at: self.expires_in.map(|d| now + d),
+            limits: admission.limits,
         };
         Harness {
             session: Session::new(self.config, start, now),
@@ -586,6 +626,22 @@ fn the_state_machine_touches_no_socket_runtime_or_clock() {
         ("session/admit.rs", include_str!("../admit.rs")),
         ("session/acks.rs", include_str!("../acks.rs")),
         ("session/router.rs", include_str!("../router.rs")),
+        (
+            "session/state/limited.rs",
+            include_str!("../state/limited.rs"),
+        ),
+        ("limits/mod.rs", include_str!("../../limits/mod.rs")),
+        ("limits/bucket.rs", include_str!("../../limits/bucket.rs")),
+        ("limits/hits.rs", include_str!("../../limits/hits.rs")),
+        (
+            "limits/registry.rs",
+            include_str!("../../limits/registry.rs"),
+        ),
+        ("limits/session.rs", include_str!("../../limits/session.rs")),
+        (
+            "limits/throttle.rs",
+            include_str!("../../limits/throttle.rs"),
+        ),
         ("upstream.rs", include_str!("../../upstream.rs")),
         ("packet_ids.rs", include_str!("../../packet_ids.rs")),
         (
