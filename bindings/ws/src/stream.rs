@@ -291,6 +291,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             if !this.unread.is_empty() {
                 let n = this.unread.len().min(buf.remaining());
                 buf.put_slice(&this.unread.split_to(n));
+                // Hand over every frame that already arrived, not one per
+                // read: the exit then decodes them together and forwards them
+                // upstream in one write instead of one write per message. A
+                // failure or the end waits for the next read, after the data.
+                while buf.remaining() > 0 && matches!(this.reading, Reading::Open) {
+                    if this.poll_message(cx).is_pending() {
+                        break;
+                    }
+                    let n = this.unread.len().min(buf.remaining());
+                    buf.put_slice(&this.unread.split_to(n));
+                }
                 return Poll::Ready(Ok(()));
             }
             match &mut this.reading {

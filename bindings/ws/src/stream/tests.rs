@@ -95,6 +95,22 @@ async fn several_packets_in_one_frame_are_read_in_turn() {
 }
 
 #[tokio::test]
+async fn frames_that_arrived_together_are_read_in_one_read() {
+    let (mut exit, mut client) = pair(Some("mqtt")).await;
+    for packet in [CONNECT, PINGREQ, DISCONNECT] {
+        within(client.feed(Message::binary(packet.to_vec())))
+            .await
+            .unwrap();
+    }
+    within(client.flush()).await.unwrap();
+    // One read hands over all three packets, so the exit can forward them
+    // in one write rather than one per message.
+    let mut buffer = [0u8; 256];
+    let n = within(exit.read(&mut buffer)).await.unwrap();
+    assert_eq!(&buffer[..n], [CONNECT, PINGREQ, DISCONNECT].concat());
+}
+
+#[tokio::test]
 async fn writes_longer_than_a_frame_go_out_in_several() {
     let limits = Limits {
         max_frame_size: 200,
