@@ -7,16 +7,30 @@
 //! scenario runs its targets in a rotating order every round so that drift
 //! cancels out; the median of the rounds is reported, with the CPU seconds
 //! each process spent (from /proc) per million messages.
+//!
+//! The `websocket` scenario (`websocket-qos0`, `websocket-qos1`) compares
+//! MQTT over WebSocket with MQTT over TCP on a broker of its own, with a TCP
+//! and a WebSocket listener (mosquitto's `protocol websockets`): mosquitto
+//! 2.0 services its WebSocket listeners once per turn of its event loop,
+//! which the other scenarios' broker should not pay for and all four of
+//! these paths should. `direct` is mosquitto over TCP; `direct-ws`
+//! mosquitto's own WebSocket listener, the reference for MQTT over WebSocket
+//! terminated by the broker; `proxy` our proxy as in the other scenarios
+//! (tcp -> mqtt); `proxy-ws` tcp -> http -> ws -> the same mqtt server, guard
+//! and client. The load generator sends the JWT in the CONNECT user name on
+//! both proxy paths, so both do the same JWT work, and one MQTT packet per
+//! WebSocket frame, as browser clients do.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
-use crate::bench_configs::{haproxy_cfg, proxy_yaml, with_every_metric};
+use crate::bench_configs::{haproxy_cfg, proxy_ws_yaml, proxy_yaml, with_every_metric};
 use crate::bench_report::{machine, report, Sample};
 use crate::{cargo, run, token, which};
 
@@ -36,6 +50,15 @@ max_connections -1
 /// proxy itself adds (the proxy sets TCP_NODELAY on its own sockets).
 const MOSQUITTO_NODELAY: &str = "set_tcp_nodelay true\n";
 
+/// What `--only websocket` selects (both run on the same four paths).
+const WEBSOCKET_SCENARIOS: [&str; 2] = ["websocket-qos0", "websocket-qos1"];
+/// The request path of the WebSocket handshakes (mosquitto takes any).
+const WS_PATH: &str = "/mqtt";
+/// The websocket scenario's processes, as its CPU samples name them.
+pub(crate) const WS_BROKER: &str = "mosquitto-ws";
+pub(crate) const WS_PROXY_TCP: &str = "proxy-tcp";
+pub(crate) const WS_PROXY_WS: &str = "proxy-ws";
+
 /// One way to reach the broker.
 #[derive(Debug, Clone)]
 struct Target {
@@ -43,6 +66,8 @@ struct Target {
     port: u16,
     /// The process in front of mosquitto (none for direct).
     front: Option<&'static str>,
+    /// MQTT over WebSocket, with this request path (plain TCP when none).
+    ws_path: Option<&'static str>,
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -253,6 +278,82 @@ fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64, usize, f6
     ))
 }
 
+/// The running broker and proxies of the websocket scenario, and its paths.
+struct WebSocketPaths {
+    // Held so that they run until the bench ends (dropping stops them).
+    _broker: Mosquitto,
+    _proxies: [ZillaProcess; 2],
+    /// The processes to measure: the broker and both proxies.
+    processes: [(&'static str, u32); 3],
+    /// `direct`, `direct-ws`, `proxy`, `proxy-ws`.
+    targets: [Target; 4],
+}
+
+/// Starts the websocket scenario's broker (mosquitto `tuning` plus a WebSocket
+/// listener) and its two proxies, from `host`, with configurations in `dir`.
+fn start_websocket_paths(
+    dir: &Path,
+    host: &Path,
+    guards: &str,
+    tuning: &str,
+) -> Result<WebSocketPaths> {
+    let ws_port = zilla_testkit::free_port();
+    let broker = Mosquitto::start_with(&format!(
+        "{tuning}listener {ws_port} 127.0.0.1\nprotocol websockets\n"
+    ))
+    .map_err(anyhow::Error::msg)?;
+    // The broker was waited for on its TCP listener only.
+    zilla_testkit::wait_for(
+        "mosquitto's WebSocket listener",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", ws_port)).ok(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let start_proxy = |name: &str, yaml: String| -> Result<ZillaProcess> {
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, yaml)?;
+        ZillaProcess::start(host, &config, &[], &[]).map_err(anyhow::Error::msg)
+    };
+    let tcp = start_proxy(WS_PROXY_TCP, proxy_yaml(guards, broker.port(), false))?;
+    let ws = start_proxy(WS_PROXY_WS, proxy_ws_yaml(guards, broker.port()))?;
+    let targets = [
+        Target {
+            name: "direct",
+            port: broker.port(),
+            front: None,
+            ws_path: None,
+        },
+        Target {
+            name: "direct-ws",
+            port: ws_port,
+            front: None,
+            ws_path: Some(WS_PATH),
+        },
+        Target {
+            name: "proxy",
+            port: tcp.port("north_tcp_server"),
+            front: Some(WS_PROXY_TCP),
+            ws_path: None,
+        },
+        Target {
+            name: "proxy-ws",
+            port: ws.port("north_tcp_server"),
+            front: Some(WS_PROXY_WS),
+            ws_path: Some(WS_PATH),
+        },
+    ];
+    Ok(WebSocketPaths {
+        processes: [
+            (WS_BROKER, broker.pid()),
+            (WS_PROXY_TCP, tcp.pid()),
+            (WS_PROXY_WS, ws.pid()),
+        ],
+        _broker: broker,
+        _proxies: [tcp, ws],
+        targets,
+    })
+}
+
 struct Settings {
     /// Scenarios to run (all when empty).
     only: Vec<String>,
@@ -272,6 +373,12 @@ struct Settings {
 impl Settings {
     fn wants(&self, scenario: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
+    /// Whether to run `scenario`, which `websocket` selects too when it is
+    /// one of [`WEBSOCKET_SCENARIOS`].
+    fn runs(&self, scenario: &str) -> bool {
+        self.wants(scenario) || (WEBSOCKET_SCENARIOS.contains(&scenario) && self.wants("websocket"))
     }
 
     fn parse(args: &[String]) -> Result<Self> {
@@ -434,7 +541,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     )?;
     let mut haproxy_process = start_haproxy(&haproxy, &haproxy_config, l4)?;
 
-    let processes = Processes(vec![
+    let mut processes = Processes(vec![
         ("mosquitto", broker.pid()),
         ("mosquitto-nodelay", nodelay_broker.pid()),
         ("proxy", proxies[0].pid()),
@@ -444,35 +551,50 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ("proxy-metrics", proxies[4].pid()),
         ("haproxy", haproxy_process.id()),
     ]);
+    // Only when asked for: one more broker and two more proxies, and the
+    // other scenarios keep running on a host without the http and ws bindings.
+    let websocket = if settings.wants("websocket") {
+        let paths = start_websocket_paths(dir, &host, &guards, MOSQUITTO_TUNING)?;
+        processes.0.extend(paths.processes);
+        Some(paths)
+    } else {
+        None
+    };
     let direct = Target {
         name: "direct",
         port: broker.port(),
         front: None,
+        ws_path: None,
     };
     let proxy = Target {
         name: "proxy",
         port: proxies[0].port("north_tcp_server"),
         front: Some("proxy"),
+        ws_path: None,
     };
     let proxy_json = Target {
         name: "proxy-json",
         port: proxies[1].port("north_tcp_server"),
         front: Some("proxy-json"),
+        ws_path: None,
     };
     let proxy_metrics = Target {
         name: "proxy-metrics",
         port: proxies[4].port("north_tcp_server"),
         front: Some("proxy-metrics"),
+        ws_path: None,
     };
     let haproxy_l4 = Target {
         name: "haproxy-l4",
         port: l4,
         front: Some("haproxy"),
+        ws_path: None,
     };
     let haproxy_jwt = Target {
         name: "haproxy-jwt",
         port: jwt,
         front: Some("haproxy"),
+        ws_path: None,
     };
     let token = token(&["--expires-in".to_owned(), "86400".to_owned()])?;
     let username = format!("Bearer {token}");
@@ -483,17 +605,22 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     )?;
 
     let common = |t: &Target| -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--port".into(),
             t.port.to_string(),
             "--username".into(),
             username.clone(),
-        ]
+        ];
+        if let Some(path) = t.ws_path {
+            args.extend(["--ws-path".into(), path.into()]);
+        }
+        args
     };
     let proxy_baseline = Target {
         name: "proxy-baseline",
         port: proxies[3].port("north_tcp_server"),
         front: Some("proxy-baseline"),
+        ws_path: None,
     };
     let mut message_targets = vec![&direct, &proxy, &haproxy_l4, &haproxy_jwt];
     if settings.baseline.is_some() {
@@ -522,7 +649,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let words =
         |text: String| -> Vec<String> { text.split_whitespace().map(str::to_owned).collect() };
     let (qos0, qos1) = (settings.qos0_messages, settings.qos1_messages);
-    let scenarios: Vec<Scenario<'_>> = vec![
+    let mut scenarios: Vec<Scenario<'_>> = vec![
         (
             "qos0",
             message_targets.to_vec(),
@@ -574,6 +701,21 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             )),
         ),
     ];
+    if let Some(websocket) = &websocket {
+        let [qos0_scenario, qos1_scenario] = WEBSOCKET_SCENARIOS;
+        scenarios.extend([
+            (
+                qos0_scenario,
+                websocket.targets.iter().collect(),
+                words(format!("throughput --qos 0 --messages {qos0}")),
+            ),
+            (
+                qos1_scenario,
+                websocket.targets.iter().collect(),
+                words(format!("throughput --qos 1 --window 64 --messages {qos1}")),
+            ),
+        ]);
+    }
 
     println!("\n== bench on {}", machine());
     // Idle sessions first, while no process has grown from earlier runs.
@@ -609,7 +751,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let mut samples = Vec::new();
     for round in 0..settings.rounds {
         println!("\n== round {}/{}", round + 1, settings.rounds);
-        for (scenario, targets, args) in scenarios.iter().filter(|s| settings.wants(s.0)) {
+        for (scenario, targets, args) in scenarios.iter().filter(|s| settings.runs(s.0)) {
             // Rotate the order every round so drift does not favour one path.
             let n = targets.len();
             for offset in 0..n {

@@ -1,5 +1,6 @@
 //! The configurations `cargo xtask bench` runs: the proxy in the seed's
-//! shape (with JSON validation, with every metric), and HAProxy's.
+//! shape (with JSON validation, with every metric, behind WebSocket), and
+//! HAProxy's.
 
 use std::path::Path;
 
@@ -69,6 +70,41 @@ pub(crate) fn proxy_yaml(guards: &str, broker: u16, validation: bool) -> String 
       host: 127.0.0.1
       port: {broker}
 "
+    )
+}
+
+/// [`proxy_yaml`] for MQTT over WebSocket: the tcp server exits to an http
+/// server that takes WebSocket upgrades, then a ws server that takes the
+/// `mqtt` subprotocol, then the same mqtt server (and guard, route and
+/// client) as over TCP, so the two differ by the http and ws layers alone.
+pub(crate) fn proxy_ws_yaml(guards: &str, broker: u16) -> String {
+    const TCP_TO_MQTT: &str = "    exit: north_mqtt_server\n  north_mqtt_server:\n";
+    let yaml = proxy_yaml(guards, broker, false);
+    assert!(
+        yaml.contains(TCP_TO_MQTT),
+        "proxy_yaml's tcp server exits to its mqtt server"
+    );
+    yaml.replacen(
+        TCP_TO_MQTT,
+        "    exit: north_http_server
+  north_http_server:
+    type: http
+    kind: server
+    routes:
+      - when:
+          - headers:
+              upgrade: websocket
+        exit: north_ws_server
+  north_ws_server:
+    type: ws
+    kind: server
+    routes:
+      - when:
+          - protocol: mqtt
+        exit: north_mqtt_server
+  north_mqtt_server:
+",
+        1,
     )
 }
 

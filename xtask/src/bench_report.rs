@@ -1,5 +1,6 @@
 //! The report of `cargo xtask bench`: one table a scenario, medians of the
-//! rounds, ratios against direct mosquitto and HAProxy, CPU per message.
+//! rounds, ratios against direct mosquitto and HAProxy, CPU per message; for
+//! the websocket scenario, each path over WebSocket against itself over TCP.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -48,6 +49,79 @@ fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &s
             })
             .collect(),
     )
+}
+
+/// `value / base` as `1.23x`, or `-` when either is missing.
+fn ratio(value: f64, base: f64) -> String {
+    let ratio = value / base;
+    if ratio.is_finite() {
+        format!("{ratio:.2}x")
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// The websocket scenario's tables: every path over WebSocket beside the
+/// same path over TCP, all four on the scenario's own broker.
+fn websocket_tables(out: &mut String, samples: &[Sample]) {
+    use crate::bench::{WS_BROKER, WS_PROXY_TCP, WS_PROXY_WS};
+    use std::fmt::Write as _;
+    for (scenario, title) in [
+        (
+            "websocket-qos0",
+            "MQTT over WebSocket vs TCP, QoS 0, 1 -> 1, 64 B",
+        ),
+        (
+            "websocket-qos1",
+            "MQTT over WebSocket vs TCP, QoS 1, 1 -> 1, 64 B, window 64",
+        ),
+    ] {
+        if !samples.iter().any(|s| s.scenario == scenario) {
+            continue;
+        }
+        let rate = |target: &str| metric(samples, scenario, target, "rate");
+        let cpu = |target: &str, process: &str| cpu_per_million(samples, scenario, target, process);
+        let _ = writeln!(out, "### {title}\n");
+        let _ = writeln!(
+            out,
+            "| path | msg/s | vs the same path over TCP | vs mosquitto on the same transport | proxy CPU s per 1M | proxy CPU vs over TCP | mosquitto CPU s per 1M |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        // (path, the same path over TCP, mosquitto on the same transport, proxy process)
+        for (target, over_tcp, direct, front) in [
+            ("direct", "direct", "direct", None),
+            ("direct-ws", "direct", "direct-ws", None),
+            ("proxy", "proxy", "direct", Some(WS_PROXY_TCP)),
+            ("proxy-ws", "proxy", "direct-ws", Some(WS_PROXY_WS)),
+        ] {
+            let value = rate(target);
+            if value.is_nan() {
+                let _ = writeln!(
+                    out,
+                    "| {target} | failed: the path ended the load generator's connection | - | - | - | - | - |"
+                );
+                continue;
+            }
+            let (front_cpu, front_vs_tcp) = match front {
+                None => ("-".to_owned(), "-".to_owned()),
+                Some(front) => {
+                    let spent = cpu(target, front);
+                    (
+                        format!("{spent:.2}"),
+                        ratio(spent, cpu(over_tcp, WS_PROXY_TCP)),
+                    )
+                }
+            };
+            let _ = writeln!(
+                out,
+                "| {target} | {value:.0} | {} | {} | {front_cpu} | {front_vs_tcp} | {:.2} |",
+                ratio(value, rate(over_tcp)),
+                ratio(value, rate(direct)),
+                cpu(target, WS_BROKER),
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 fn front_of(target: &str) -> &'static str {
@@ -138,14 +212,6 @@ pub(crate) fn report(
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
         let haproxy_cpu = cpu_per_million(samples, scenario, "haproxy-l4", "haproxy");
         let direct_mosquitto_cpu = cpu_per_million(samples, scenario, "direct", "mosquitto");
-        let ratio = |value: f64, base: f64| {
-            let ratio = value / base;
-            if ratio.is_finite() {
-                format!("{ratio:.2}x")
-            } else {
-                "-".to_owned()
-            }
-        };
         for target in &targets {
             let value = baseline(target);
             if value.is_nan() {
@@ -176,6 +242,7 @@ pub(crate) fn report(
         }
         let _ = writeln!(out);
     }
+    websocket_tables(&mut out, samples);
     if samples.iter().any(|s| s.scenario == "latency") {
         let _ = writeln!(
             out,

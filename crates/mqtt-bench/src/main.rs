@@ -5,9 +5,12 @@
 //! The default client speaks MQTT on raw sockets with the `mqtt-bytes-v5`
 //! codec, encoding many packets per write; `--client rumqttc` runs the same
 //! throughput scenario with rumqttc to show which client is the bottleneck.
+//! `--ws-path /mqtt` makes the raw client speak MQTT over WebSocket
+//! (subprotocol `mqtt`) instead of plain TCP.
 
 mod raw;
 mod rumqttc_client;
+mod transport;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -56,6 +59,20 @@ struct Target {
     /// CONNECT user name (e.g. `Bearer <jwt>`).
     #[arg(long)]
     username: Option<String>,
+    /// Speak MQTT over WebSocket: the request path of the opening
+    /// handshake (e.g. `/mqtt`), which offers the subprotocol `mqtt`.
+    #[arg(long, value_name = "PATH", value_parser = ws_path)]
+    ws_path: Option<String>,
+}
+
+fn ws_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') {
+        Ok(path.to_owned())
+    } else {
+        Err(format!(
+            "`{path}` is not a request path, which starts with `/`"
+        ))
+    }
 }
 
 /// Which client library publishes and subscribes.
@@ -202,6 +219,9 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
     let level = qos(args.qos)?;
     let prefix = run_prefix();
     if args.client == ClientKind::Rumqttc {
+        if args.target.ws_path.is_some() {
+            bail!("--ws-path is for the raw client only");
+        }
         return rumqttc_client::throughput(&args, &prefix, payload).await;
     }
     let messages = match args.seconds {

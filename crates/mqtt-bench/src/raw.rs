@@ -1,6 +1,8 @@
 //! An MQTT 5 client on a raw socket with the `mqtt-bytes-v5` codec: packets
 //! are encoded in batches and written with one syscall, and acknowledgements
 //! are read in bulk, so the client costs far less than the path it measures.
+//! The socket is TCP, or a WebSocket on TCP with `--ws-path` (see
+//! [`crate::transport`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,12 +13,11 @@ use mqtt_bytes_v5::{
     ConnectReturnCode, Disconnect, DisconnectReasonCode, Filter, Login, Packet, PubAck,
     PubAckReason, Publish, QoS, RetainForwardRule, Subscribe,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::time::{Duration, Instant};
 
+use crate::transport::{ReadHalf, Transport};
 use crate::Target;
 
 /// How long a subscriber waits without any message before it stops counting.
@@ -26,7 +27,7 @@ const BATCH: usize = 256;
 
 /// One MQTT connection after a successful CONNACK.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     buf: BytesMut,
     /// The server's receive maximum (how many QoS 1 publishes may be in flight).
     receive_max: u16,
@@ -74,11 +75,18 @@ impl Conn {
         if let Some(source) = source {
             socket.bind(SocketAddr::new(source, 0))?;
         }
+        let addr = SocketAddr::new(target.host, target.port);
         let stream = socket
-            .connect(SocketAddr::new(target.host, target.port))
+            .connect(addr)
             .await
-            .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
+        let stream = match &target.ws_path {
+            None => Transport::Tcp(stream),
+            Some(path) => Transport::websocket(stream, addr, path)
+                .await
+                .with_context(|| format!("the WebSocket handshake with {addr}{path}"))?,
+        };
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -96,7 +104,7 @@ impl Conn {
         };
         let mut out = BytesMut::new();
         encode(&Packet::Connect(connect, None, login), &mut out)?;
-        conn.stream.write_all(&out).await?;
+        conn.stream.write(&mut out).await?;
         match conn.next().await? {
             Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => {
                 if let Some(max) = ack.properties.and_then(|p| p.receive_max) {
@@ -137,7 +145,7 @@ impl Conn {
         });
         let mut out = BytesMut::new();
         encode(&subscribe, &mut out)?;
-        self.stream.write_all(&out).await?;
+        self.stream.write(&mut out).await?;
         match self.next().await? {
             Packet::SubAck(ack)
                 if matches!(
@@ -193,8 +201,7 @@ impl Conn {
             }
             received.last = Instant::now();
             if !acks.is_empty() {
-                self.stream.write_all(&acks).await?;
-                acks.clear();
+                self.stream.write(&mut acks).await?;
             }
             if received.count >= expected {
                 break;
@@ -270,8 +277,7 @@ impl Conn {
                     &mut out,
                 )?;
             }
-            write.write_all(&out).await?;
-            out.clear();
+            write.write(&mut out).await?;
             sent += batch as u64;
         }
         if let Some(acking) = acking {
@@ -279,7 +285,7 @@ impl Conn {
         }
         let mut out = BytesMut::new();
         encode(&disconnect_packet(), &mut out)?;
-        let _ = write.write_all(&out).await;
+        let _ = write.write(&mut out).await;
         Ok(())
     }
 
@@ -323,8 +329,7 @@ impl Conn {
                     payload.clone()
                 };
                 encode(&Self::publish_packet(&topic, qos, id, body), &mut out)?;
-                write.write_all(&out).await?;
-                out.clear();
+                write.write(&mut out).await?;
                 sent += 1;
             }
             tokio::time::sleep(tick).await;
@@ -339,9 +344,9 @@ impl Conn {
     pub(crate) async fn disconnect(mut self) {
         let mut out = BytesMut::new();
         if encode(&disconnect_packet(), &mut out).is_ok() {
-            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.write(&mut out).await;
         }
-        let _ = self.stream.shutdown().await;
+        self.stream.shutdown().await;
     }
 }
 
@@ -354,7 +359,7 @@ fn disconnect_packet() -> Packet {
 
 /// Reads PUBACKs until `count` arrived, returning one credit per ack.
 async fn count_acks(
-    mut read: OwnedReadHalf,
+    mut read: ReadHalf,
     mut buf: BytesMut,
     count: u64,
     credit: Arc<Semaphore>,
