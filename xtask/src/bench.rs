@@ -20,6 +20,10 @@
 //! and client. The load generator sends the JWT in the CONNECT user name on
 //! both proxy paths, so both do the same JWT work, and one MQTT packet per
 //! WebSocket frame, as browser clients do.
+//!
+//! The `replicas` and `fairness` scenarios run first, on brokers of their
+//! own, when selected (see [`crate::bench_fleet`]); `--only` with nothing
+//! else runs them alone.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -35,7 +39,7 @@ use crate::bench_report::{machine, report, Sample};
 use crate::{cargo, run, token, which};
 
 const BENCH_DIR: &str = "target/bench";
-const LOADGEN: &str = "target/release/mqtt-bench";
+pub(crate) const LOADGEN: &str = "target/release/mqtt-bench";
 
 /// mosquitto for benchmarks, as users run it (Nagle on its sockets, its
 /// default) with room for a QoS 1 window and no queue limit that would drop
@@ -71,7 +75,7 @@ struct Target {
 }
 
 /// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -485,6 +489,21 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ]),
     )?;
     crate::ensure_mosquitto()?;
+    std::fs::create_dir_all(BENCH_DIR)?;
+    let fleet = crate::bench_fleet::Fleet {
+        dir: Path::new(BENCH_DIR),
+        host: Path::new("target/release/zilla"),
+        guards: &zilla_testkit::seed::guards_yaml(),
+        tuning: MOSQUITTO_TUNING,
+        qos0_messages: settings.qos0_messages,
+        qos1_messages: settings.qos1_messages,
+        fairness_seconds: (2 * settings.latency_seconds).max(6),
+    };
+    crate::bench_fleet::fleet(&fleet, |s| settings.wants(s))?;
+    let fleet_only = |s: &String| crate::bench_fleet::FLEET_SCENARIOS.contains(&s.as_str());
+    if !settings.only.is_empty() && settings.only.iter().all(fleet_only) {
+        return Ok(());
+    }
     let haproxy = ensure_haproxy()?;
     // Room for many connections from one address; best effort (needs root).
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "10240 65000");

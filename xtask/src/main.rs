@@ -18,6 +18,7 @@ use std::time::Duration;
 
 mod bench;
 mod bench_configs;
+mod bench_fleet;
 mod bench_report;
 mod demo_ws;
 mod image;

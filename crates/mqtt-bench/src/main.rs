@@ -119,6 +119,10 @@ struct ThroughputArgs {
     /// clients do: the window alone bounds what is in flight.
     #[arg(long)]
     ignore_receive_maximum: bool,
+    /// With `--rate` and QoS 1: count PUBACK 0x97 (a publish over a rate
+    /// limit, refused) instead of failing, and report the accepted rate.
+    #[arg(long)]
+    refusals_ok: bool,
     /// The client library.
     #[arg(long, value_enum, default_value = "raw")]
     client: ClientKind,
@@ -263,6 +267,7 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
                 count,
                 start,
                 stamp: false,
+                refusals_ok: args.refusals_ok,
             };
             tokio::spawn(conn.publish_paced(topic, level, payload.clone(), pace))
         } else {
@@ -276,8 +281,12 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
             ))
         });
     }
+    let mut accepted_at = Vec::new();
+    let mut refused = 0;
     for task in sending {
-        task.await??;
+        let acks = task.await??;
+        accepted_at.extend(acks.accepted_at);
+        refused += acks.refused;
     }
     let published = start.elapsed();
     let mut received = 0;
@@ -288,8 +297,21 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
         last = last.max(seen.last);
     }
     let seconds = last.duration_since(start).as_secs_f64();
+    // The accepted rate in the second half of the offering, past any burst.
+    let offering = if args.rate > 0 {
+        messages as f64 / args.rate as f64
+    } else {
+        published.as_secs_f64()
+    };
+    let late = accepted_at
+        .iter()
+        .filter(|t| **t >= offering / 2.0 && **t < offering)
+        .count();
     Ok(serde_json::json!({
         "scenario": "throughput",
+        "accepted": accepted_at.len(),
+        "refused": refused,
+        "accepted_rate_late": late as f64 / (offering / 2.0),
         "sent": messages,
         "subscribers": args.subscribers.max(1),
         "received": received,
@@ -318,10 +340,12 @@ async fn latency(args: LatencyArgs) -> Result<serde_json::Value> {
                 count: total,
                 start,
                 stamp: true,
+                refusals_ok: false,
             },
         )
         .await?;
     let received = receiving.await??;
+    let seconds = received.last.duration_since(start).as_secs_f64();
     let mut samples = received.latencies_ns;
     samples.sort_unstable();
     let percentile = |p: f64| -> f64 {
@@ -335,6 +359,7 @@ async fn latency(args: LatencyArgs) -> Result<serde_json::Value> {
         "scenario": "latency",
         "sent": total,
         "received": received.count,
+        "rate": received.count as f64 / seconds,
         "p50_us": percentile(50.0),
         "p99_us": percentile(99.0),
         "p999_us": percentile(99.9),

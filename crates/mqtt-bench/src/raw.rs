@@ -45,6 +45,18 @@ pub(crate) struct Pace {
     /// Whether each message carries its send time (nanoseconds since
     /// `start`) in its first 8 bytes.
     pub(crate) stamp: bool,
+    /// Whether a PUBACK 0x97 (Quota exceeded: a publish over a rate limit)
+    /// is counted as refused instead of failing the run.
+    pub(crate) refusals_ok: bool,
+}
+
+/// What a QoS 1 publisher's acknowledgements said.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    /// When each successful PUBACK arrived, in seconds since the run's start.
+    pub(crate) accepted_at: Vec<f64>,
+    /// PUBACKs 0x97 (only with `refusals_ok`).
+    pub(crate) refused: u64,
 }
 
 /// What a subscriber saw.
@@ -239,15 +251,21 @@ impl Conn {
         count: u64,
         window: u16,
         ignore_receive_maximum: bool,
-    ) -> Result<()> {
+    ) -> Result<Acks> {
         let window = match ignore_receive_maximum {
             true => window.max(1),
             false => window.min(self.receive_max).max(1),
         };
         let (read, mut write) = self.stream.into_split();
         let credit = Arc::new(Semaphore::new(usize::from(window)));
-        let acking = (qos == QoS::AtLeastOnce)
-            .then(|| tokio::spawn(count_acks(read, self.buf, count, credit.clone())));
+        let acking = (qos == QoS::AtLeastOnce).then(|| {
+            let counting = Counting {
+                count,
+                start: Instant::now(),
+                refusals_ok: false,
+            };
+            tokio::spawn(count_acks(read, self.buf, counting, credit.clone()))
+        });
         let mut out = BytesMut::with_capacity(BATCH * (payload.len() + topic.len() + 8));
         let mut sent = 0u64;
         let mut pkid: u16 = 0;
@@ -280,13 +298,14 @@ impl Conn {
             write.write(&mut out).await?;
             sent += batch as u64;
         }
-        if let Some(acking) = acking {
-            acking.await??;
-        }
+        let acks = match acking {
+            Some(acking) => acking.await??,
+            None => Acks::default(),
+        };
         let mut out = BytesMut::new();
         encode(&disconnect_packet(), &mut out)?;
         let _ = write.write(&mut out).await;
-        Ok(())
+        Ok(acks)
     }
 
     /// Publishes copies of `payload` as `pace` says.
@@ -296,17 +315,24 @@ impl Conn {
         qos: QoS,
         payload: Bytes,
         pace: Pace,
-    ) -> Result<()> {
+    ) -> Result<Acks> {
         let Pace {
             rate,
             count,
             start,
             stamp,
+            refusals_ok,
         } = pace;
         let (read, mut write) = self.stream.into_split();
         let credit = Arc::new(Semaphore::new(usize::from(self.receive_max)));
-        let acking = (qos == QoS::AtLeastOnce)
-            .then(|| tokio::spawn(count_acks(read, self.buf, count, credit.clone())));
+        let acking = (qos == QoS::AtLeastOnce).then(|| {
+            let counting = Counting {
+                count,
+                start,
+                refusals_ok,
+            };
+            tokio::spawn(count_acks(read, self.buf, counting, credit.clone()))
+        });
         let mut out = BytesMut::new();
         let mut stamped = payload.to_vec();
         let mut sent = 0u64;
@@ -334,10 +360,10 @@ impl Conn {
             }
             tokio::time::sleep(tick).await;
         }
-        if let Some(acking) = acking {
-            acking.await??;
+        match acking {
+            Some(acking) => acking.await?,
+            None => Ok(Acks::default()),
         }
-        Ok(())
     }
 
     /// Sends DISCONNECT and closes.
@@ -357,23 +383,44 @@ fn disconnect_packet() -> Packet {
     })
 }
 
+/// What [`count_acks`] waits for.
+struct Counting {
+    /// PUBACKs in all.
+    count: u64,
+    /// What ack times are measured from.
+    start: Instant,
+    /// Whether PUBACK 0x97 is counted rather than fatal.
+    refusals_ok: bool,
+}
+
 /// Reads PUBACKs until `count` arrived, returning one credit per ack.
 async fn count_acks(
     mut read: ReadHalf,
     mut buf: BytesMut,
-    count: u64,
+    counting: Counting,
     credit: Arc<Semaphore>,
-) -> Result<()> {
+) -> Result<Acks> {
+    let Counting {
+        count,
+        start,
+        refusals_ok,
+    } = counting;
+    let mut acks = Acks::default();
     let mut acked = 0u64;
     while acked < count {
         let mut freed = 0;
+        let now = start.elapsed().as_secs_f64();
         loop {
             match Packet::read(&mut buf, None) {
                 Ok(Packet::PubAck(ack)) => {
-                    if ack.reason != PubAckReason::Success
+                    if ack.reason == PubAckReason::QuotaExceeded && refusals_ok {
+                        acks.refused += 1;
+                    } else if ack.reason != PubAckReason::Success
                         && ack.reason != PubAckReason::NoMatchingSubscribers
                     {
                         bail!("PUBACK {:?}", ack.reason);
+                    } else {
+                        acks.accepted_at.push(now);
                     }
                     freed += 1;
                 }
@@ -392,5 +439,5 @@ async fn count_acks(
             bail!("the publisher's connection closed after {acked} acks");
         }
     }
-    Ok(())
+    Ok(acks)
 }
