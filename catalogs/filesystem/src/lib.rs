@@ -83,7 +83,7 @@ struct Files {
 impl Files {
     /// Re-reads changed files; bumps the generation when any text changed.
     fn refresh(&self) {
-        let mut changed = false;
+        let mut changed = Vec::new();
         for (subject, file) in &self.subjects {
             let now = stamp(&file.path);
             let mut seen = file.stamp.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,15 +96,11 @@ impl Files {
                     let mut current = file.text.write().unwrap_or_else(|p| p.into_inner());
                     if **current != *text {
                         *current = text.into();
-                        changed = true;
-                        self.events.info(
-                            "CATALOG_SCHEMA_CHANGED",
-                            format!(
-                                "{}: subject `{subject}` reloaded from {}",
-                                self.name,
-                                file.path.display()
-                            ),
-                        );
+                        changed.push(format!(
+                            "{}: subject `{subject}` reloaded from {}",
+                            self.name,
+                            file.path.display()
+                        ));
                     }
                 }
                 Err(error) => self.events.warn(
@@ -117,8 +113,13 @@ impl Files {
                 ),
             }
         }
-        if changed {
+        if !changed.is_empty() {
             self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        // Told only once in force: a validation after the event sees the
+        // new generation, and so the new schema.
+        for change in changed {
+            self.events.info("CATALOG_SCHEMA_CHANGED", change);
         }
     }
 }
