@@ -1,5 +1,7 @@
 //! What authenticating a CONNECT costs: verifying the seed's RS256 token
-//! (signature, claims, roles) with the guard as configured in the seed.
+//! (signature, claims, roles) with the guard as configured in the seed, the
+//! first time (no cache: every token is new) and again (a reconnect storm:
+//! the token was verified before), side by side.
 //! Run: `cargo bench -p zilla-guard-jwt --bench verify`.
 
 use std::hint::black_box;
@@ -44,7 +46,18 @@ fn main() {
         .expect("runtime");
     let (guard, token) = seed();
     let roles = vec!["mqtt:stream".to_owned()];
-    criterion.bench_function("jwt authorize RS256 (seed guard)", |b| {
+    let uncached = guard.with_cache_size(0);
+    criterion.bench_function("jwt authorize RS256 (seed guard), verified", |b| {
+        b.iter(|| {
+            let session = runtime
+                .block_on(uncached.authorize(black_box(&token)))
+                .expect("valid");
+            black_box(uncached.verify(&session, &roles))
+        })
+    });
+    let (guard, token) = seed();
+    runtime.block_on(guard.authorize(&token)).expect("valid");
+    criterion.bench_function("jwt authorize RS256 (seed guard), cached", |b| {
         b.iter(|| {
             let session = runtime
                 .block_on(guard.authorize(black_box(&token)))

@@ -2,6 +2,7 @@
 //! refreshed when a token names an unknown `kid` (rate limited) and
 //! periodically.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub(crate) enum KeySource {
 pub(crate) struct Remote {
     url: String,
     keys: RwLock<Arc<Vec<Key>>>,
+    /// Bumped when a refresh brings a different JWKS document, so tokens
+    /// verified with the previous keys are checked again.
+    generation: AtomicU64,
+    /// The last JWKS document fetched, to tell a change from a refresh.
+    document: Mutex<String>,
     last_fetch: Mutex<Option<Instant>>,
     pub(crate) refresh_min: Duration,
     pub(crate) refresh_period: Duration,
@@ -46,6 +52,8 @@ impl KeySource {
         KeySource::Remote(Arc::new(Remote {
             url,
             keys: RwLock::new(Arc::new(Vec::new())),
+            generation: AtomicU64::new(0),
+            document: Mutex::new(String::new()),
             last_fetch: Mutex::new(None),
             refresh_min: Duration::from_secs(10),
             refresh_period: Duration::from_secs(300),
@@ -107,6 +115,15 @@ impl KeySource {
             });
         }
         Ok(())
+    }
+
+    /// Which key set is in use: changes whenever the keys do (inline keys
+    /// never change).
+    pub(crate) fn generation(&self) -> u64 {
+        match self {
+            KeySource::Inline(_) => 0,
+            KeySource::Remote(remote) => remote.generation.load(Ordering::Acquire),
+        }
     }
 
     /// The key for `kid` (or the only key, for a token without `kid`).
@@ -198,6 +215,11 @@ impl Remote {
             }
         }
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        let mut document = self.document.lock().unwrap_or_else(|p| p.into_inner());
+        if *document != body {
+            *document = body;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 }

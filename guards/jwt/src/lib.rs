@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod jwk;
 mod jwks;
 
@@ -26,6 +27,8 @@ use zilla_engine::{
     GuardSession, PluginContext,
 };
 
+use cache::VerifiedTokens;
+pub use cache::PROPERTY_CACHE_SIZE;
 pub use jwk::Jwk;
 use jwks::KeySource;
 pub use jwks::{PROPERTY_REFRESH_MIN, PROPERTY_REFRESH_PERIOD};
@@ -80,6 +83,7 @@ pub struct JwtGuard {
     identity: String,
     attributes: IndexMap<String, String>,
     leeway: u64,
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for JwtGuard {
@@ -127,7 +131,14 @@ impl JwtGuard {
             identity: options.identity.unwrap_or_else(|| "sub".into()),
             attributes: options.attributes,
             leeway: options.leeway.unwrap_or(0),
+            verified: VerifiedTokens::new(cache::DEFAULT_CACHE_SIZE),
         })
+    }
+
+    /// Remembers up to `capacity` verified tokens (0: none).
+    pub fn with_cache_size(mut self, capacity: usize) -> Self {
+        self.verified = VerifiedTokens::new(capacity);
+        self
     }
 
     fn session(&self, claims: &Value) -> GuardSession {
@@ -182,6 +193,13 @@ fn invalid(reason: impl Into<String>) -> GuardRejection {
 #[async_trait]
 impl Guard for JwtGuard {
     async fn authorize(&self, credentials: &str) -> Result<GuardSession, GuardRejection> {
+        let now = SystemTime::now();
+        // Read before the keys are: a refresh meanwhile only makes the
+        // entry stale, never fresh.
+        let generation = self.keys.generation();
+        if let Some(session) = self.verified.get(credentials, generation, now) {
+            return Ok(session);
+        }
         let header =
             decode_header(credentials).map_err(|e| invalid(format!("not a signed JWT: {e}")))?;
         let key = self.keys.find(header.kid.as_deref()).await?;
@@ -222,12 +240,14 @@ impl Guard for JwtGuard {
         }
         // `exp` is optional in JWT; when present it was checked above.
         let session = self.session(&data.claims);
-        if session
+        let valid_until = session
             .expires_at
-            .is_some_and(|exp| exp + Duration::from_secs(self.leeway) <= SystemTime::now())
-        {
+            .map(|exp| exp + Duration::from_secs(self.leeway));
+        if valid_until.is_some_and(|until| until <= now) {
             return Err(invalid("token expired"));
         }
+        self.verified
+            .insert(credentials, generation, &session, valid_until, now);
         Ok(session)
     }
 
@@ -250,8 +270,18 @@ fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
         };
     let refresh_min = seconds(cx, jwks::PROPERTY_REFRESH_MIN)?;
     let refresh_period = seconds(cx, jwks::PROPERTY_REFRESH_PERIOD)?;
+    let cache_size = match cx.property(PROPERTY_CACHE_SIZE).map(str::to_owned) {
+        None => cache::DEFAULT_CACHE_SIZE,
+        Some(value) => value.parse::<usize>().map_err(|_| {
+            cx.error(
+                "",
+                format!("-P {PROPERTY_CACHE_SIZE}: expected a number of tokens, found `{value}`"),
+            )
+        })?,
+    };
     match JwtGuard::new(options, cx.events()) {
-        Ok(mut guard) => {
+        Ok(guard) => {
+            let mut guard = guard.with_cache_size(cache_size);
             guard
                 .keys
                 .configure(refresh_min, refresh_period, cx.shutdown());

@@ -196,3 +196,27 @@ fn options_round_trip_and_reject_none_keys() {
         Some(KeysOption::Url("http://127.0.0.1:1/jwks.json".into()))
     );
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_and_a_tampered_one_is_not_taken_for_it() {
+    let guard = guard(SEED_GUARD);
+    let token = sign(claims(), Some("example"));
+    let first = guard.authorize(&token).await.unwrap();
+    assert_eq!(guard.verified.len(), 1);
+    assert_eq!(guard.authorize(&token).await.unwrap(), first);
+    // The same claims with a corrupted signature: not a cache hit.
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(rejected(guard.authorize(&tampered).await).contains("signature"));
+    assert_eq!(guard.verified.len(), 1, "refusals are not remembered");
+}
+
+#[tokio::test]
+async fn a_guard_without_a_cache_verifies_every_time() {
+    let guard = guard(SEED_GUARD).with_cache_size(0);
+    let token = sign(claims(), Some("example"));
+    guard.authorize(&token).await.unwrap();
+    guard.authorize(&token).await.unwrap();
+    assert_eq!(guard.verified.len(), 0);
+}
