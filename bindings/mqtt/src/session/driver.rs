@@ -152,13 +152,20 @@ fn log_refusal(config: &ServerConfig, peer: &str, refusal: &Refusal, metrics: &S
     };
     metrics.limit_hit(hit.slot, Action::Refused);
     if let Some(suppressed) = hit.log {
+        // What the client read: a 3.1.1 client gets a return code.
+        let answer = match refusal.version {
+            Version::V5 => format!("CONNACK 0x{:02X}", connack_code(refusal.connack.code)),
+            _ => format!(
+                "CONNACK return code {}",
+                codec::connack_code_v4(refusal.connack.code) as u8
+            ),
+        };
         config.events.warn(
             "MQTT_LIMIT_HIT",
             format!(
-                "client {peer} id {:?}: {}; CONNACK 0x{:02X}{}",
+                "client {peer} id {:?}: {}; {answer}{}",
                 refusal.client_id,
                 refusal.why,
-                connack_code(refusal.connack.code),
                 suppressed_note(suppressed)
             ),
         );
