@@ -4,14 +4,14 @@
 //! `zilla.engine.shutdown.delay`, listeners close and sessions get DISCONNECT
 //! 0x8B naming the `server-reference` to reconnect to: a rolling update.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zilla_testkit::http::get;
 use zilla_testkit::mqtt::packets::DisconnectReasonCode;
-use zilla_testkit::mqtt::RawMqtt;
+use zilla_testkit::mqtt::{v311, RawMqtt};
+use zilla_testkit::proxy::mqtt_host_yaml;
 use zilla_testkit::{free_port, wait_for, Mosquitto, ZillaProcess};
 
 const ZILLA: &str = env!("CARGO_BIN_EXE_zilla");
@@ -19,36 +19,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn config(dir: &Path, broker: &Mosquitto) -> PathBuf {
     let path = dir.join("zilla.yaml");
-    let yaml = format!(
-        "
-name: health-test
-telemetry:
-  exporters:
-    stdout_logs_exporter:
-      type: stdout
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options: {{ host: 127.0.0.1, port: 0 }}
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    options:
+    let server = "    options:
       server-reference: mqtt.example.com:8883
-    exit: south_mqtt_client
-  south_mqtt_client:
-    type: mqtt
-    kind: client
-    exit: south_tcp_client
-  south_tcp_client:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {} }}
-",
-        broker.port()
-    );
+    exit: mqtt_client_a";
+    let yaml = mqtt_host_yaml("health-test", server, &[("a", broker.port())]);
     std::fs::write(&path, yaml).unwrap();
     path
 }
@@ -72,19 +46,7 @@ fn start(config: &Path, properties: &[&str]) -> (ZillaProcess, u16) {
 
 /// An MQTT 3.1.1 CONNECT through `port` answered with CONNACK 0.
 fn mqtt_accepted(port: u16, id: &str) -> bool {
-    let attempt = || -> std::io::Result<[u8; 4]> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
-        connect.extend_from_slice(b"MQTT");
-        connect.extend_from_slice(&[4, 0x02, 0, 30, 0, id.len() as u8]);
-        connect.extend_from_slice(id.as_bytes());
-        stream.write_all(&connect)?;
-        let mut connack = [0u8; 4];
-        stream.read_exact(&mut connack)?;
-        Ok(connack)
-    };
-    matches!(attempt(), Ok([0x20, 2, 0, 0]))
+    v311::connect(port, id).is_ok_and(|(_, connack)| connack == v311::ACCEPTED)
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use zilla as _;
-use zilla_testkit::mqtt::packets::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
-use zilla_testkit::mqtt::{publish_packet, RawMqtt};
+use zilla_testkit::mqtt::packets::{Packet, QoS};
+use zilla_testkit::mqtt::{publish_packet, subscribe_packet, RawMqtt};
 use zilla_testkit::proxy::{mqtt_proxy_yaml, wait_for_event, Proxy};
 use zilla_testkit::Mosquitto;
 
@@ -16,17 +16,7 @@ use zilla_testkit::Mosquitto;
 const DELIVERY_BUFFER: usize = 64 * 1024;
 
 fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        pkid: 1,
-        filters: vec![Filter {
-            path: filter.into(),
-            qos,
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-        }],
-        properties: None,
-    })
+    subscribe_packet(1, filter, qos)
 }
 
 async fn subscribed(port: u16, id: &str, filter: &str, qos: QoS) -> RawMqtt {

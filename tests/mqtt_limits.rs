@@ -10,7 +10,7 @@ use zilla_testkit::mqtt::packets::{
     ConnectProperties, DisconnectReasonCode, Filter, LastWill, Packet, PingReq, PubAck,
     PubAckReason, Publish, QoS, RetainForwardRule, Subscribe,
 };
-use zilla_testkit::mqtt::{RawMqtt, RECV_TIMEOUT};
+use zilla_testkit::mqtt::{publish_packet, subscribe_packet, RawMqtt, RECV_TIMEOUT};
 use zilla_testkit::proxy::{mqtt_proxy_yaml, wait_for_event, Proxy};
 use zilla_testkit::Mosquitto;
 
@@ -68,29 +68,11 @@ async fn open(port: u16, packet: Packet) -> RawMqtt {
 }
 
 fn subscribe(filter: &str, qos: QoS) -> Packet {
-    Packet::Subscribe(Subscribe {
-        pkid: 1,
-        filters: vec![Filter {
-            path: filter.into(),
-            qos,
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-        }],
-        properties: None,
-    })
+    subscribe_packet(1, filter, qos)
 }
 
 fn publish(topic: &str, qos: QoS, pkid: u16, payload: Vec<u8>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        pkid,
-        payload: Bytes::from(payload),
-        properties: None,
-    })
+    publish_packet(topic, qos, pkid, payload)
 }
 
 async fn subscribed(client: &mut RawMqtt, filter: &str, qos: QoS) {

@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zilla as _;
 use zilla::engine::Engine;
 use zilla_testkit::mqtt::packets::{Packet, QoS};
-use zilla_testkit::mqtt::{publish_packet, subscribe_packet, RawMqtt};
+use zilla_testkit::mqtt::{publish_packet, subscribe_packet, v311, RawMqtt};
+use zilla_testkit::proxy::mqtt_host_yaml;
 use zilla_testkit::{free_port, wait_for, Mosquitto, ZillaProcess};
 
 const ZILLA: &str = env!("CARGO_BIN_EXE_zilla");
@@ -28,42 +29,11 @@ const FAST_POLL: &[&str] = &["-P", "zilla.engine.config.poll=0.05"];
 /// A tcp server (port 0, kept across reloads) in front of an mqtt server
 /// whose default exit is `mqtt_client_<exit>`, with a client for each broker.
 fn mqtt_proxy(exit: &str, connect_timeout: u32, a: u16, b: u16) -> String {
-    format!(
-        "
-name: reload-test
-telemetry:
-  exporters:
-    stdout_logs_exporter:
-      type: stdout
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options: {{ host: 127.0.0.1, port: 0 }}
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    options: {{ connect-timeout: {connect_timeout} }}
-    exit: mqtt_client_{exit}
-  mqtt_client_a:
-    type: mqtt
-    kind: client
-    exit: tcp_client_a
-  tcp_client_a:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {a} }}
-  mqtt_client_b:
-    type: mqtt
-    kind: client
-    exit: tcp_client_b
-  tcp_client_b:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {b} }}
-"
-    )
+    let server = format!(
+        "    options: {{ connect-timeout: {connect_timeout} }}
+    exit: mqtt_client_{exit}"
+    );
+    mqtt_host_yaml("reload-test", &server, &[("a", a), ("b", b)])
 }
 
 fn write(path: &Path, yaml: &str) {
@@ -79,20 +49,10 @@ fn start(dir: &Path, yaml: &str) -> (ZillaProcess, PathBuf) {
 
 /// An MQTT 3.1.1 CONNECT for `id` through `port`; the CONNACK's bytes.
 fn mqtt_round_trip(port: u16, id: &str) -> std::io::Result<[u8; 4]> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
-    connect.extend_from_slice(b"MQTT");
-    connect.extend_from_slice(&[4, 0x02, 0, 30, 0, id.len() as u8]);
-    connect.extend_from_slice(id.as_bytes());
-    stream.write_all(&connect)?;
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack)?;
+    let (mut stream, connack) = v311::connect(port, id)?;
     stream.write_all(&[0xE0, 0])?;
     Ok(connack)
 }
-
-const ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
 
 async fn subscribed(port: u16, id: &str, filter: &str) -> RawMqtt {
     let (mut client, ack) = RawMqtt::connect(port, id).await;
@@ -303,14 +263,11 @@ fn no_connection_attempt_fails_during_twenty_reloads() {
     lasting.set_read_timeout(Some(TIMEOUT)).unwrap();
     lasting
         // Keep-alive 0: no timeout however long the reloads take.
-        .write_all(&[
-            0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 6, b'l', b'a', b's', b't', b'e',
-            b'r',
-        ])
+        .write_all(&v311::connect_bytes("laster", 0))
         .unwrap();
     let mut connack = [0u8; 4];
     lasting.read_exact(&mut connack).unwrap();
-    assert_eq!(connack, ACCEPTED);
+    assert_eq!(connack, v311::ACCEPTED);
 
     let stop = Arc::new(AtomicBool::new(false));
     let succeeded = Arc::new(AtomicUsize::new(0));
@@ -325,7 +282,7 @@ fn no_connection_attempt_fails_during_twenty_reloads() {
                         break;
                     }
                     match mqtt_round_trip(port, &format!("c{thread}-{n}")) {
-                        Ok(ACCEPTED) => {
+                        Ok(v311::ACCEPTED) => {
                             succeeded.fetch_add(1, Ordering::Relaxed);
                         }
                         other => failures.lock().unwrap().push(format!("{other:?}")),
@@ -396,10 +353,8 @@ fn an_invalid_edit_keeps_the_running_configuration_and_reports_every_error() {
             "connect-timeout: 10",
             "connect-timeout: 10, conect-timeout: 3",
         )
-        .replace(
-            "exit: mqtt_client_a\n  mqtt_client_a",
-            "exit: mqtt_client_c\n  mqtt_client_a",
-        );
+        // The mqtt server's exit, the first one to `mqtt_client_a`.
+        .replacen("exit: mqtt_client_a\n", "exit: mqtt_client_c\n", 1);
     // What `zilla start` says about this file, to compare with the reload.
     let at_startup = dir.path().join("invalid.yaml");
     write(&at_startup, &invalid);
@@ -452,7 +407,10 @@ fn an_invalid_edit_keeps_the_running_configuration_and_reports_every_error() {
     }
 
     // The running configuration still serves, on the same listener.
-    assert_eq!(mqtt_round_trip(port, "after-invalid").unwrap(), ACCEPTED);
+    assert_eq!(
+        mqtt_round_trip(port, "after-invalid").unwrap(),
+        v311::ACCEPTED
+    );
     // SIGHUP tries the same file again, and fails again.
     zilla.signal("HUP").unwrap();
     zilla
@@ -463,7 +421,7 @@ fn an_invalid_edit_keeps_the_running_configuration_and_reports_every_error() {
     zilla
         .wait_for_stdout("zilla reload-test reloaded on a change to", TIMEOUT)
         .unwrap();
-    assert_eq!(mqtt_round_trip(port, "after-fix").unwrap(), ACCEPTED);
+    assert_eq!(mqtt_round_trip(port, "after-fix").unwrap(), v311::ACCEPTED);
     assert_eq!(zilla.count_stdout("CONFIG_RELOADED"), 1);
 }
 
@@ -492,7 +450,10 @@ fn listeners_open_and_close_with_the_configuration() {
         reloaded.contains(&format!("opened: 127.0.0.1:{second}")),
         "{reloaded}"
     );
-    assert_eq!(mqtt_round_trip(second, "on-second").unwrap(), ACCEPTED);
+    assert_eq!(
+        mqtt_round_trip(second, "on-second").unwrap(),
+        v311::ACCEPTED
+    );
 
     write(&config, &base);
     zilla
@@ -503,7 +464,7 @@ fn listeners_open_and_close_with_the_configuration() {
         TcpStream::connect(("127.0.0.1", second)).err()
     });
     assert!(closed.is_ok());
-    assert_eq!(mqtt_round_trip(port, "on-first").unwrap(), ACCEPTED);
+    assert_eq!(mqtt_round_trip(port, "on-first").unwrap(), v311::ACCEPTED);
 }
 
 #[tokio::test]

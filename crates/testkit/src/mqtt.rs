@@ -1,5 +1,6 @@
 //! A raw MQTT 5 client for tests that need exact control of the bytes on the
-//! wire: malformed packets, topic aliases, packet ids, reason codes.
+//! wire: malformed packets, topic aliases, packet ids, reason codes; and, in
+//! [`v311`], a blocking MQTT 3.1.1 CONNECT.
 
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use mqtt_bytes_v5 as packets;
+
+pub mod v311;
 
 /// How long a test waits for a packet before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,6 @@
-//! The proxy in-process for tests: configurations of the usual shape, started
-//! on a free port, and the telemetry events they emit, captured.
+//! The proxy in-process for tests: configurations of the usual shape (also
+//! for the `zilla` host as a child process), started on a free port, and the
+//! telemetry events they emit, captured.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -45,13 +46,32 @@ impl Proxy {
 /// is the mqtt server's body after `kind` (options, routes, exit), and each
 /// `(name, port)` in `brokers` gets `mqtt_client_<name>` and `tcp_client_<name>`.
 pub fn mqtt_proxy_yaml(server: &str, brokers: &[(&str, u16)]) -> String {
+    mqtt_yaml("test-proxy", ("capture", "capture"), server, brokers)
+}
+
+/// [`mqtt_proxy_yaml`]'s configuration for the `zilla` host as a child
+/// process ([`crate::ZillaProcess`]): named `name`, with the stdout exporter
+/// (`stdout_logs_exporter`) instead of `capture`, which only the test process
+/// registers.
+pub fn mqtt_host_yaml(name: &str, server: &str, brokers: &[(&str, u16)]) -> String {
+    mqtt_yaml(name, ("stdout_logs_exporter", "stdout"), server, brokers)
+}
+
+/// The configuration of [`mqtt_proxy_yaml`], named `proxy_name`, with one
+/// exporter: `(exporter name, type)`.
+fn mqtt_yaml(
+    proxy_name: &str,
+    (exporter, exporter_type): (&str, &str),
+    server: &str,
+    brokers: &[(&str, u16)],
+) -> String {
     let mut yaml = format!(
         "
-name: test-proxy
+name: {proxy_name}
 telemetry:
   exporters:
-    capture:
-      type: capture
+    {exporter}:
+      type: {exporter_type}
 bindings:
   north_tcp_server:
     type: tcp
