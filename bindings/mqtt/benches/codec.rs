@@ -1,7 +1,8 @@
 //! The per-message work of the mqtt binding: decoding (as from a broker, and
 //! as from a client, with the conformance checks) and encoding PUBLISH
-//! (64 B and 4 KiB payloads, MQTT 5 and 3.1.1) and matching topics against
-//! route conditions. Run: `cargo bench -p zilla-binding-mqtt --bench codec`.
+//! (64 B and 4 KiB payloads, MQTT 5 and 3.1.1), checking a topic name and
+//! matching topics against route conditions. Run:
+//! `cargo bench -p zilla-binding-mqtt --bench codec`.
 
 use std::hint::black_box;
 
@@ -94,6 +95,10 @@ fn routing_benches(c: &mut Criterion) {
     let route = RouteConditions::new(&when);
     let name = "sensors/building-7/floor-3/room-12/temperature";
     let mut group = c.benchmark_group("routing");
+    // Done for every PUBLISH on each side of the proxy (codec::validate).
+    group.bench_function("topic name valid (no wildcard or U+0000)", |b| {
+        b.iter(|| topic::is_valid_name(black_box(name)))
+    });
     group.bench_function("topic match (1 filter)", |b| {
         b.iter(|| {
             topic::matches(
