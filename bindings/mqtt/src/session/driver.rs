@@ -7,15 +7,17 @@
 //! task: reads from every stream are polled together, packets are handled in
 //! order, and each side's output is batched and written once per turn.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use zilla_engine::{ByteStream, GuardRejection, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
@@ -67,13 +69,78 @@ fn make_room(buf: &mut BytesMut, last_read: usize) {
     }
 }
 
+thread_local! {
+    /// This worker thread's buffer for the reads of sessions that hold none
+    /// while they wait (see [`poll_read_lean`]).
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Polls one read from `stream` into `buf`. A session waiting for input
+/// holds no read buffer: an empty buffer is released when the read would
+/// block, and the next read goes through this worker's scratch buffer and is
+/// copied into one sized to what came. A busy session, whose reads find
+/// bytes waiting, keeps reading straight into its buffer ([`make_room`]).
+fn poll_read_lean(
+    stream: &mut ByteStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    last_read: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == 0 {
+        let scratched = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.try_borrow_mut().ok()?;
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            Some(match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let filled = read.filled();
+                    buf.extend_from_slice(filled);
+                    Poll::Ready(Ok(filled.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            })
+        });
+        // The scratch buffer is in use further up this thread's stack (a
+        // stream reading another session's): read the usual way.
+        if let Some(polled) = scratched {
+            return polled;
+        }
+    }
+    make_room(buf, last_read);
+    let polled = tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf);
+    if polled.is_pending() && buf.is_empty() {
+        *buf = BytesMut::new();
+    }
+    polled
+}
+
 /// Serves one client connection until it ends, counting it in `metrics`.
+///
+/// The handshake and the close run in futures of their own, boxed: this
+/// task's future, which every idle session holds, is only as large as the
+/// relay needs, not as the CONNECT and admission do.
 pub(crate) async fn serve(
+    config: Arc<ServerConfig>,
+    metrics: SessionMetrics,
+    client: ByteStream,
+    info: StreamInfo,
+) {
+    let Some((mut driver, registration)) = Box::pin(start(config, metrics, client, info)).await
+    else {
+        return;
+    };
+    let end = driver.relay(&registration).await;
+    Box::pin(driver.finish(end)).await;
+}
+
+/// Reads the CONNECT, admits it and opens the upstreams: the running session,
+/// or `None` once the client was refused or went away.
+async fn start(
     config: Arc<ServerConfig>,
     mut metrics: SessionMetrics,
     mut client: ByteStream,
     info: StreamInfo,
-) {
+) -> Option<(Driver, Registration)> {
     let peer = info
         .peer
         .map(|p| p.to_string())
@@ -82,18 +149,18 @@ pub(crate) async fn serve(
     let mut buf = BytesMut::with_capacity(CONNECT_READ);
     let handshake = tokio::select! {
         handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf, &mut metrics)) => handshake,
-        _ = config.shutdown.draining() => return,
+        _ = config.shutdown.draining() => return None,
     };
     let request = match handshake {
         Ok(Ok(Some(request))) => request,
         // The client went away, or was already answered.
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(error)) => {
             config.events.warn(
                 "MQTT_CONNECT_REJECTED",
                 format!("client {peer}: {}", error.message),
             );
-            return;
+            return None;
         }
         Err(_) => {
             config.events.warn(
@@ -103,7 +170,7 @@ pub(crate) async fn serve(
                     config.connect_timeout
                 ),
             );
-            return;
+            return None;
         }
     };
     metrics.connect_read(now(), request.will.is_some());
@@ -112,7 +179,7 @@ pub(crate) async fn serve(
         Err(refusal) => {
             log_refusal(&config, &peer, &refusal, &metrics);
             send_connack(&mut client, refusal.version, *refusal.connack, &mut metrics).await;
-            return;
+            return None;
         }
     };
     let Opened {
@@ -124,7 +191,7 @@ pub(crate) async fn serve(
     metrics.connack_sent(ConnectReturnCode::Success, now());
     session.set_metrics(metrics);
     let label = format!("{peer} id {:?}", session.client_id());
-    let mut driver = Driver {
+    let driver = Driver {
         config,
         label,
         stall_logged: None,
@@ -135,8 +202,7 @@ pub(crate) async fn serve(
         upstreams,
         turn: 0,
     };
-    let end = driver.relay(&registration).await;
-    driver.finish(end).await;
+    Some((driver, registration))
 }
 
 /// Logs and counts a refused CONNECT: a limit's refusal as a limit hit
@@ -464,7 +530,12 @@ impl Driver {
                 client_last_read,
                 ..
             } = self;
-            make_room(client_in, *client_last_read);
+            let client_read = poll_fn(|cx| {
+                if !read_client {
+                    return Poll::Pending;
+                }
+                poll_read_lean(client, cx, client_in, *client_last_read)
+            });
             // Start each poll at a different upstream, so a busy broker cannot
             // starve the others (their PINGRESPs included).
             *turn = turn.wrapping_add(1);
@@ -477,12 +548,9 @@ impl Driver {
                 for offset in 0..count {
                     let index = (first + offset) % count;
                     let io = &mut upstreams[index];
-                    make_room(&mut io.read_buf, io.last_read);
-                    if let Poll::Ready(result) = tokio_util::io::poll_read_buf(
-                        Pin::new(&mut io.stream),
-                        cx,
-                        &mut io.read_buf,
-                    ) {
+                    if let Poll::Ready(result) =
+                        poll_read_lean(&mut io.stream, cx, &mut io.read_buf, io.last_read)
+                    {
                         if let Ok(n) = result {
                             io.last_read = n;
                         }
@@ -492,7 +560,7 @@ impl Driver {
                 Poll::Pending
             });
             let outcome = tokio::select! {
-                read = client.read_buf(client_in), if read_client => match read {
+                read = client_read => match read {
                     Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
                     Ok(n) => {
                         *client_last_read = n;
@@ -541,7 +609,7 @@ impl Driver {
             let stream = &mut self.upstreams[index].stream;
             match tokio::time::timeout(WRITE_STALL, stream.write_all(out)).await {
                 Ok(Ok(())) => {
-                    out.clear();
+                    release_written(out);
                     self.session.upstream_sent(index, now());
                 }
                 Ok(Err(e)) => return Err(End::UpstreamLost(index, format!("write failed: {e}"))),
@@ -586,7 +654,7 @@ impl Driver {
         };
         match written {
             Ok(Ok(())) => {
-                self.session.client_transmit().clear();
+                release_written(self.session.client_transmit());
                 Ok(())
             }
             Ok(Err(e)) => Err(End::ClientLost(format!("write failed: {e}"))),
@@ -635,6 +703,18 @@ impl Driver {
         };
         // A client that does not read must not hold the session open.
         let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+    }
+}
+
+/// Empties a write buffer whose bytes were written. A buffer that held a
+/// batch is kept for the next one; one that held a few small packets (an
+/// ack, a PINGRESP, the CONNACK) is released, so a quiet session holds no
+/// write buffer between its packets.
+fn release_written(out: &mut BytesMut) {
+    if out.len() <= SMALL_READ {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
     }
 }
 
