@@ -47,13 +47,82 @@ telemetry:
       type: stdout
 ";
 
-/// A port nobody listens on right now. Another process may take it before the
-/// caller binds it, so callers that pass it to a child process retry on failure.
+/// Ports the examples listen on as they are; tests that run them unchanged
+/// use these, so no other test may be given one.
+const EXAMPLE_PORTS: [u16; 8] = [1883, 7114, 7143, 7183, 7883, 8080, 12345, 23456];
+
+/// A port nobody listens on right now, outside the kernel's ephemeral range
+/// when the range leaves room: a port the kernel hands out for `:0` is also
+/// what it picks for the next outgoing connection of any test running
+/// beside, which then takes it before the caller listens (`AddrInUse`, seen
+/// on a busy CI machine). Ports are picked at random so that concurrent
+/// callers rarely collide; another process may still take one before the
+/// caller binds it, so callers that pass it to a child process retry.
 pub fn free_port() -> u16 {
+    let (low, high) = ephemeral_range();
+    let outside: Vec<(u16, u16)> = [
+        (1024, low.saturating_sub(1)),
+        (high.saturating_add(1), 65535),
+    ]
+    .into_iter()
+    .filter(|(from, to)| from < to && to - from >= 1000)
+    .collect();
+    let spans: u32 = outside
+        .iter()
+        .map(|(from, to)| u32::from(to - from) + 1)
+        .sum();
+    if spans > 0 {
+        for attempt in 0..200u64 {
+            let mut pick = (random(attempt) % u64::from(spans)) as u32;
+            let port = outside
+                .iter()
+                .find_map(|(from, to)| {
+                    let span = u32::from(to - from) + 1;
+                    if pick < span {
+                        Some(from + pick as u16)
+                    } else {
+                        pick -= span;
+                        None
+                    }
+                })
+                .expect("within the spans");
+            if !EXAMPLE_PORTS.contains(&port) && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("the loopback interface accepts a listener on port 0")
+}
+
+/// The kernel's ephemeral port range (Linux's default when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A random number (std's per-process random hash keys, a counter and the clock).
+fn random(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u64(salt);
+    hasher.write_u32(std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    hasher.write_u32(nanos);
+    hasher.finish()
 }
 
 /// Polls `condition` until it returns `Some`, or fails after `timeout` with `what`.
