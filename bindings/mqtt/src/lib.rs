@@ -14,6 +14,7 @@ pub mod codec;
 mod config;
 pub mod credentials;
 pub mod flow;
+mod lazy_map;
 mod limits;
 mod metrics;
 pub mod options;

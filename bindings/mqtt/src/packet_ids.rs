@@ -5,12 +5,12 @@
 //! handed out in turn, skipping those still in use, the way MQTT clients do,
 //! so an id is not reused soon after its flow ended.
 
-use std::collections::HashMap;
+use crate::lazy_map::LazyMap;
 
 /// Packet ids in use, each with what it stands for.
 #[derive(Debug)]
 pub(crate) struct PacketIds<T> {
-    used: HashMap<u16, T>,
+    used: LazyMap<u16, T>,
     /// The id handed out last (0 before the first).
     last: u16,
 }
@@ -18,7 +18,7 @@ pub(crate) struct PacketIds<T> {
 impl<T> Default for PacketIds<T> {
     fn default() -> Self {
         Self {
-            used: HashMap::new(),
+            used: LazyMap::new(),
             last: 0,
         }
     }

@@ -1,5 +1,6 @@
 //! One upstream session as the server's session sees it, without its socket:
-//! the broker's limits from its CONNACK, the packet ids of the proxy's
+//! the broker's limits from its CONNACK (the CONNACK itself is not kept: it
+//! is merged into the client's at admission), the packet ids of the proxy's
 //! requests on it, its keep-alive, the bytes queued for it, and the client
 //! publishes waiting for room in the broker's receive maximum.
 //!
@@ -43,8 +44,6 @@ pub(crate) enum KeepAlive {
 pub(crate) struct UpstreamLink {
     /// The exit it was opened through.
     pub(crate) name: Arc<str>,
-    /// The broker's CONNACK.
-    pub(crate) connack: ConnAck,
     pub(crate) version: Version,
     /// The largest packet the broker accepts.
     pub(crate) maximum_packet_size: usize,
@@ -69,7 +68,7 @@ impl UpstreamLink {
     /// `keep_alive` in seconds (0: none).
     pub(crate) fn new(
         name: Arc<str>,
-        connack: ConnAck,
+        connack: &ConnAck,
         keep_alive: u16,
         version: Version,
         now: Instant,
@@ -88,7 +87,6 @@ impl UpstreamLink {
                     .and_then(|p| p.receive_max)
                     .unwrap_or(u16::MAX),
             ),
-            connack,
             version,
             ids: PacketIds::default(),
             out: BytesMut::new(),

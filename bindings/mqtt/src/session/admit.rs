@@ -26,7 +26,6 @@ use crate::credentials::Login;
 use crate::limits::{KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
 use crate::options::{Operation, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
-use crate::upstream::UpstreamLink;
 
 /// Topic aliases a client may use toward the proxy; resolved by the proxy,
 /// never sent upstream.
@@ -472,15 +471,16 @@ pub(crate) fn upstream_refusal(
     }
 }
 
-/// The client's CONNACK: what every upstream allows, and what the proxy adds.
+/// The client's CONNACK: what every upstream's CONNACK (`upstreams`, in the
+/// order the upstreams were opened) allows, and what the proxy adds.
 pub(crate) fn merged_connack(
-    upstreams: &[UpstreamLink],
+    upstreams: &[ConnAck],
     assigned: Option<String>,
     config: &ServerConfig,
 ) -> ConnAck {
     let maximum_packet_size = config.maximum_packet_size;
-    let first = upstreams[0].connack.properties.clone();
-    let all = || upstreams.iter().map(|l| l.connack.properties.as_ref());
+    let first = upstreams[0].properties.clone();
+    let all = || upstreams.iter().map(|ack| ack.properties.as_ref());
     let flag =
         |get: fn(&ConnAckProperties) -> Option<u8>| all().filter_map(|p| p.and_then(get)).min();
     let broker_max_packet = all()
@@ -504,7 +504,7 @@ pub(crate) fn merged_connack(
         properties.assigned_client_identifier = assigned;
     }
     ConnAck {
-        session_present: upstreams.iter().all(|l| l.connack.session_present),
+        session_present: upstreams.iter().all(|ack| ack.session_present),
         code: ConnectReturnCode::Success,
         properties: Some(properties),
     }

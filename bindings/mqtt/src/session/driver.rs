@@ -401,6 +401,8 @@ async fn open_session(
     let opened = futures_util::future::join_all(opening).await;
     let started = now();
     let mut links = Vec::with_capacity(opened.len());
+    // The brokers' CONNACKs, merged into the client's and then dropped.
+    let mut acks = Vec::with_capacity(opened.len());
     let mut upstreams = Vec::with_capacity(opened.len());
     let mut failure = None;
     for (name, result) in names.into_iter().zip(opened) {
@@ -409,11 +411,12 @@ async fn open_session(
             Ok(upstream) => {
                 links.push(UpstreamLink::new(
                     name,
-                    upstream.connack,
+                    &upstream.connack,
                     upstream.keep_alive,
                     upstream.version,
                     started,
                 ));
+                acks.push(upstream.connack);
                 upstreams.push(UpstreamIo {
                     stream: upstream.stream,
                     read_buf: upstream.read_buf,
@@ -441,7 +444,7 @@ async fn open_session(
         ));
     }
     metrics.admitted(links.iter().map(|link| &*link.name));
-    let connack = admit::merged_connack(&links, admission.assigned, config);
+    let connack = admit::merged_connack(&acks, admission.assigned, config);
     let carried = if admission.connect.clean_start {
         // A clean start forgets what an earlier connection left.
         let _ = config.sessions.resume(&client_id, started);

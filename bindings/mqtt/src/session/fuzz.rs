@@ -175,14 +175,15 @@ pub fn server_session(data: &[u8]) {
         .map(|(name, _, open)| {
             UpstreamLink::new(
                 name.clone(),
-                broker_ack.clone(),
+                &broker_ack,
                 open.connect.keep_alive,
                 upstream_version,
                 now,
             )
         })
         .collect();
-    let connack = admit::merged_connack(&links, admission.assigned, &config);
+    let acks = vec![broker_ack; links.len()];
+    let connack = admit::merged_connack(&acks, admission.assigned, &config);
     let upstreams = links.len();
     let start = Start {
         version,

@@ -33,7 +33,7 @@ mod from_client;
 mod from_upstream;
 mod limited;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,7 @@ use super::router::Router;
 use super::takeover::Carried;
 use crate::codec::{self, Version};
 use crate::config::ServerConfig;
+use crate::lazy_map::LazyMap;
 use crate::limits::SessionLimits;
 use crate::metrics::SessionMetrics;
 use crate::packet_ids::PacketIds;
@@ -96,7 +97,7 @@ pub(crate) struct Session {
     upstreams: Vec<UpstreamLink>,
     router: Router,
     /// Client packet id of a QoS 1/2 publish from the client -> where it is.
-    inbound: HashMap<u16, Inbound>,
+    inbound: LazyMap<u16, Inbound>,
     /// Bytes of client publishes waiting in the upstreams' queues.
     publish_bytes: usize,
     /// Bytes of messages in `waiting`.
@@ -104,13 +105,13 @@ pub(crate) struct Session {
     /// Client-side packet ids of messages to the client -> (upstream, upstream id).
     outbound: PacketIds<(usize, u16)>,
     /// (upstream, upstream id) of messages to the client -> client-side packet id.
-    delivering: HashMap<(usize, u16), u16>,
+    delivering: LazyMap<(usize, u16), u16>,
     /// Messages waiting for a free slot in the client's receive maximum.
     waiting: VecDeque<(usize, Publish)>,
-    pending_acks: HashMap<u16, PendingAck>,
-    aliases: HashMap<u16, String>,
+    pending_acks: LazyMap<u16, PendingAck>,
+    aliases: LazyMap<u16, String>,
     /// Topics the proxy aliased toward the client -> alias.
-    outgoing_aliases: HashMap<String, u16>,
+    outgoing_aliases: LazyMap<String, u16>,
     limits: Limits,
     keep_alive: Option<Duration>,
     last_heard: Instant,
@@ -213,15 +214,15 @@ impl Session {
             client_out: BytesMut::new(),
             upstreams,
             router,
-            inbound: HashMap::new(),
+            inbound: LazyMap::new(),
             publish_bytes: 0,
             waiting_bytes: 0,
             outbound: PacketIds::default(),
-            delivering: HashMap::new(),
+            delivering: LazyMap::new(),
             waiting: VecDeque::new(),
-            pending_acks: HashMap::new(),
-            aliases: HashMap::new(),
-            outgoing_aliases: HashMap::new(),
+            pending_acks: LazyMap::new(),
+            aliases: LazyMap::new(),
+            outgoing_aliases: LazyMap::new(),
             limits,
             keep_alive: (client_keep_alive > 0)
                 .then(|| Duration::from_secs(u64::from(client_keep_alive)) * 3 / 2),

@@ -463,11 +463,16 @@ impl Opening {
     /// Admits the session (it must be admitted) and starts it at `now`.
     pub(super) fn start_at(mut self, now: Instant) -> Harness {
         let admission = self.admit_at(now).expect("admitted");
+        let acks: Vec<ConnAck> = admission
+            .opens
+            .iter()
+            .map(|(name, _, _)| self.brokers.get(&**name).unwrap_or(&self.broker).clone())
+            .collect();
         let links: Vec<UpstreamLink> = admission
             .opens
             .iter()
-            .map(|(name, _, open)| {
-                let ack = self.brokers.get(&**name).unwrap_or(&self.broker).clone();
+            .zip(&acks)
+            .map(|((name, _, open), ack)| {
                 let keep_alive = ack
                     .properties
                     .as_ref()
@@ -476,7 +481,7 @@ impl Opening {
                 UpstreamLink::new(name.clone(), ack, keep_alive, self.upstream_version, now)
             })
             .collect();
-        let connack = admit::merged_connack(&links, admission.assigned.clone(), &self.config);
+        let connack = admit::merged_connack(&acks, admission.assigned.clone(), &self.config);
         let exits = links.iter().map(|l| l.name.to_string()).collect();
         let opens = admission.opens.iter().map(|(_, _, o)| o.clone()).collect();
         let start = Start {
