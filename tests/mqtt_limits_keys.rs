@@ -10,20 +10,17 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
-use rumqttc::mqttbytes::v4;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use zilla as _;
 use zilla_testkit::mqtt::packets::{
     ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Login, Packet, PingReq,
-    PubAckReason, Publish, QoS, SubscribeReasonCode,
+    PubAckReason, QoS, SubscribeReasonCode,
 };
-use zilla_testkit::mqtt::{connect_packet, subscribe_packet, RawMqtt, RECV_TIMEOUT};
-use zilla_testkit::proxy::{captured_events, wait_for_event, Proxy};
+use zilla_testkit::mqtt::{connect_packet, subscribe_packet, RawMqtt};
+use zilla_testkit::proxy::{wait_for_event, Proxy};
 use zilla_testkit::seed::sign;
 use zilla_testkit::Mosquitto;
 
@@ -194,39 +191,6 @@ async fn v5(port: u16, id: &str, who: Who) -> (RawMqtt, ConnAck) {
     }
 }
 
-fn publish(topic: &str, qos: QoS, pkid: u16, payload: impl Into<Bytes>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        pkid,
-        payload: payload.into(),
-        properties: None,
-    })
-}
-
-fn qos1(topic: &str, pkid: u16, payload: impl Into<Bytes>) -> Packet {
-    publish(topic, QoS::AtLeastOnce, pkid, payload)
-}
-
-/// A broker's PUBACK: mosquitto says 0x10 when no one subscribed.
-const ACCEPTED: [PubAckReason; 2] = [PubAckReason::Success, PubAckReason::NoMatchingSubscribers];
-
-/// The next PUBACK: (packet id, reason, reason string).
-async fn puback(client: &mut RawMqtt) -> (u16, PubAckReason, String) {
-    match client.recv().await {
-        Some(Packet::PubAck(ack)) => (
-            ack.pkid,
-            ack.reason,
-            ack.properties
-                .and_then(|p| p.reason_string)
-                .unwrap_or_default(),
-        ),
-        other => panic!("expected PUBACK, got {other:?}"),
-    }
-}
-
 /// Subscribes `client` to `filter` at QoS 1 and waits for its SUBACK.
 async fn subscribed(client: &mut RawMqtt, filter: &str) {
     client
@@ -241,91 +205,15 @@ async fn subscribed(client: &mut RawMqtt, filter: &str) {
     }
 }
 
-/// A raw MQTT 3.1.1 client.
-struct V311 {
-    stream: TcpStream,
-    buf: BytesMut,
-}
+#[path = "support/limits_clients.rs"]
+mod limits_clients;
+use limits_clients::{events, puback, publish, qos1, ACCEPTED, V311};
 
 impl V311 {
     /// Connects `id` of `who`; the CONNACK return code.
     async fn connect(port: u16, id: &str, who: Who) -> (Self, u8) {
-        let mut connect = v4::Connect::new(id);
-        connect.keep_alive = 30;
-        connect.set_login(who.bearer(), "");
-        let mut client = Self {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-        };
-        if let Some(header) = who.header() {
-            client.stream.write_all(&header).await.unwrap();
-        }
-        client.send(|out| connect.write(out)).await;
-        match client.recv().await {
-            Some(v4::Packet::ConnAck(ack)) => {
-                let mut out = BytesMut::new();
-                ack.write(&mut out).unwrap();
-                (client, out[3])
-            }
-            other => panic!("expected a 3.1.1 CONNACK, got {other:?}"),
-        }
+        Self::connect_with(port, id, who.bearer(), who.header()).await
     }
-
-    async fn send(
-        &mut self,
-        write: impl FnOnce(&mut BytesMut) -> Result<usize, rumqttc::mqttbytes::Error>,
-    ) {
-        let mut out = BytesMut::new();
-        write(&mut out).unwrap();
-        let _ = self.stream.write_all(&out).await;
-    }
-
-    async fn publish(&mut self, topic: &str, pkid: u16, payload: &[u8]) {
-        let mut publish = v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtLeastOnce, payload);
-        publish.pkid = pkid;
-        self.send(|out| publish.write(out)).await;
-    }
-
-    /// The next packet, or `None` once the proxy closed the connection.
-    async fn recv(&mut self) -> Option<v4::Packet> {
-        tokio::time::timeout(RECV_TIMEOUT, async {
-            loop {
-                match v4::read(&mut self.buf, 1 << 20) {
-                    Ok(packet) => return Some(packet),
-                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                    Err(error) => panic!("the proxy sent a malformed packet: {error:?}"),
-                }
-                match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .expect("a packet or the end of the connection arrives in time")
-    }
-
-    /// The next PUBACK's packet id.
-    async fn puback(&mut self) -> u16 {
-        match self.recv().await {
-            Some(v4::Packet::PubAck(ack)) => ack.pkid,
-            other => panic!("expected a 3.1.1 PUBACK, got {other:?}"),
-        }
-    }
-
-    /// Whether the proxy closes the connection (after anything else it sends).
-    async fn closed(&mut self) -> bool {
-        while self.recv().await.is_some() {}
-        true
-    }
-}
-
-/// Captured events containing every one of `needles`.
-fn events(needles: &[&str]) -> usize {
-    captured_events()
-        .iter()
-        .filter(|line| needles.iter().all(|n| line.contains(n)))
-        .count()
 }
 
 /// The value of the series of `name` in a prometheus `body` whose labels
