@@ -58,6 +58,10 @@ const EXAMPLE_PORTS: [u16; 8] = [1883, 7114, 7143, 7183, 7883, 8080, 12345, 2345
 /// on a busy CI machine). Ports are picked at random so that concurrent
 /// callers rarely collide; another process may still take one before the
 /// caller binds it, so callers that pass it to a child process retry.
+/// Within one test process a port is never handed out twice: a second test
+/// given a port that the first has not bound yet would otherwise find it free
+/// too, and a mosquitto that then fails to bind it would look ready to a
+/// probe that reaches the other test's listener (seen in CI as a reset).
 pub fn free_port() -> u16 {
     let (low, high) = ephemeral_range();
     let outside: Vec<(u16, u16)> = [
@@ -86,7 +90,10 @@ pub fn free_port() -> u16 {
                     }
                 })
                 .expect("within the spans");
-            if !EXAMPLE_PORTS.contains(&port) && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            if !EXAMPLE_PORTS.contains(&port)
+                && TcpListener::bind(("0.0.0.0", port)).is_ok()
+                && first_hand_out(port)
+            {
                 return port;
             }
         }
@@ -95,6 +102,18 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("the loopback interface accepts a listener on port 0")
+}
+
+/// Records `port` as handed out by this process; false if it already was.
+fn first_hand_out(port: u16) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    HANDED_OUT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(port)
 }
 
 /// The kernel's ephemeral port range (Linux's default when unreadable).
