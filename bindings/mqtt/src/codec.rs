@@ -200,6 +200,7 @@ fn frame(
 /// Decodes the next packet from `buf`, or returns `Ok(None)` when it is not
 /// complete yet. Packets larger than `max_size` bytes are refused as soon as
 /// their header arrives, before their body is buffered.
+#[inline]
 pub fn read(
     buf: &mut BytesMut,
     version: Version,
@@ -215,6 +216,7 @@ pub fn read(
 /// also checked for everything the specification makes a server refuse
 /// (reserved bits, properties, values, packet ids, strings), with the reason
 /// code it assigns, before it is decoded.
+#[inline]
 pub fn read_from_client(
     buf: &mut BytesMut,
     version: Version,
@@ -235,6 +237,7 @@ pub fn read_from_client(
 }
 
 /// Decodes the complete packet at the start of `buf`.
+#[inline]
 fn decode(
     buf: &mut BytesMut,
     header: &FixedHeader,
