@@ -103,10 +103,12 @@ impl UpstreamLink {
         let _ = codec::write(packet, self.version, &mut self.out);
     }
 
-    /// Queues `packet` unless it exceeds the broker's maximum packet size.
-    pub(crate) fn send_bounded(&mut self, packet: &Packet) -> bool {
+    /// Queues the message `publish` unless it exceeds the broker's maximum
+    /// packet size. Taken by value so the common one is written without a
+    /// `Packet` built around it.
+    pub(crate) fn send_publish(&mut self, publish: Publish) -> bool {
         let start = self.out.len();
-        let _ = codec::write(packet, self.version, &mut self.out);
+        let _ = codec::write_publish(publish, self.version, &mut self.out);
         if self.out.len() - start > self.maximum_packet_size {
             self.out.truncate(start);
             return false;

@@ -15,7 +15,7 @@
 //! decodes, checks or refuses it as before, with its precise reason.
 
 use bytes::{Buf, BufMut, BytesMut};
-use mqtt_bytes_v5::{Packet, Publish, QoS};
+use mqtt_bytes_v5::{Publish, QoS};
 
 use super::{CodecError, FixedHeader, Version, DUP, QOS_BITS, RETAIN};
 use crate::topic;
@@ -28,7 +28,11 @@ const MAX_REMAINING_LENGTH: usize = 268_435_455;
 /// decoder's checks apply to a PUBLISH (the fixed header's flags and size
 /// were checked as it was framed), so a client's PUBLISH that gets one
 /// needs neither.
-pub(super) fn decode(buf: &mut BytesMut, header: &FixedHeader, version: Version) -> Option<Packet> {
+pub(super) fn decode(
+    buf: &mut BytesMut,
+    header: &FixedHeader,
+    version: Version,
+) -> Option<Publish> {
     let size = header.header_len + header.remaining_len;
     let body = buf.get(header.header_len..size)?;
     let qos = match (header.byte1 & QOS_BITS) >> 1 {
@@ -65,7 +69,7 @@ pub(super) fn decode(buf: &mut BytesMut, header: &FixedHeader, version: Version)
     let topic = topic.to_owned();
     let mut packet = buf.split_to(size);
     packet.advance(header.header_len + at);
-    Some(Packet::Publish(Publish {
+    Some(Publish {
         dup: header.byte1 & DUP != 0,
         qos,
         retain: header.byte1 & RETAIN != 0,
@@ -73,19 +77,16 @@ pub(super) fn decode(buf: &mut BytesMut, header: &FixedHeader, version: Version)
         pkid,
         payload: packet.freeze(),
         properties: None,
-    }))
+    })
 }
 
-/// Writes `packet` when it is a PUBLISH without properties, exactly as the
-/// codec crates would for `version`; `None` (nothing written) otherwise.
-pub(super) fn write(
-    packet: &Packet,
+/// Writes `publish` when it has no properties, exactly as the codec crates
+/// would for `version`; `None` (nothing written) otherwise.
+pub(super) fn write_bare(
+    publish: &Publish,
     version: Version,
     out: &mut BytesMut,
 ) -> Option<Result<(), CodecError>> {
-    let Packet::Publish(publish) = packet else {
-        return None;
-    };
     if publish.properties.is_some() {
         return None;
     }
@@ -140,6 +141,7 @@ pub(super) fn write(
 mod tests {
     use super::super::{conformance, fixed_header, from_v4, to_v4, validate, write_v4};
     use super::*;
+    use mqtt_bytes_v5::Packet;
     use rumqttc::mqttbytes::v4;
 
     /// Every PUBLISH the tests build: each flag combination, topics good and
@@ -211,7 +213,7 @@ mod tests {
                 let mut ours = wire.clone();
                 let mut crates = wire.clone();
                 let expected = theirs(&mut crates, version);
-                match decode(&mut ours, &header, version) {
+                match decode(&mut ours, &header, version).map(Packet::Publish) {
                     Some(packet) => {
                         fast += 1;
                         assert_eq!(Some(&packet), expected.as_ref(), "{wire:?}");
@@ -248,7 +250,10 @@ mod tests {
                 };
                 let mut ours = BytesMut::new();
                 let mut crates = BytesMut::new();
-                let result = write(&packet, version, &mut ours);
+                let Packet::Publish(publish) = &packet else {
+                    unreachable!("a PUBLISH was decoded")
+                };
+                let result = write_bare(publish, version, &mut ours);
                 let expected = match version {
                     Version::V5 => packet.write(&mut crates).map(|_| ()).is_ok(),
                     Version::V4 => write_v4(&to_v4(&packet).unwrap(), &mut crates).is_ok(),
@@ -269,16 +274,14 @@ mod tests {
 
     #[test]
     fn write_refuses_what_mqtt_cannot_carry() {
-        let publish = |qos, pkid, topic: String| {
-            Packet::Publish(Publish {
-                dup: false,
-                qos,
-                retain: false,
-                topic,
-                pkid,
-                payload: bytes::Bytes::new(),
-                properties: None,
-            })
+        let publish = |qos, pkid, topic: String| Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic,
+            pkid,
+            payload: bytes::Bytes::new(),
+            properties: None,
         };
         let mut out = BytesMut::new();
         for packet in [
@@ -286,7 +289,7 @@ mod tests {
             publish(QoS::AtMostOnce, 0, "a".repeat(70_000)),
         ] {
             assert!(matches!(
-                write(&packet, Version::V5, &mut out),
+                write_bare(&packet, Version::V5, &mut out),
                 Some(Err(_))
             ));
             assert!(out.is_empty());

@@ -321,12 +321,21 @@ impl Session {
     /// Handles client packets left in `buf` while the publish buffer was
     /// full (nothing new was heard from the client).
     pub(crate) fn resume_client_input(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        let refuse = |error: codec::CodecError| End::Refuse(error.reason, error.message);
         while self.wants_client_input() {
-            match codec::read_from_client(buf, self.version, self.limits.server_maximum_packet_size)
-            {
-                Ok(Some(packet)) => self.on_client_packet(packet)?,
-                Ok(None) => return Ok(()),
-                Err(error) => return Err(End::Refuse(error.reason, error.message)),
+            let maximum = self.limits.server_maximum_packet_size;
+            let Some(header) = codec::next_frame(buf, self.version, maximum).map_err(refuse)?
+            else {
+                return Ok(());
+            };
+            // The common PUBLISH goes its own way, without a `Packet` around it.
+            match codec::take_publish(buf, &header, self.version) {
+                Some(publish) => self.client_publish(publish)?,
+                None => {
+                    let packet =
+                        codec::take_packet(buf, &header, self.version, true).map_err(refuse)?;
+                    self.on_client_packet(packet)?;
+                }
             }
         }
         if self.holds_publish() {
@@ -351,15 +360,18 @@ impl Session {
     ) -> Result<(), End> {
         self.clock = now;
         let version = self.upstreams[index].version;
+        let lost = |error: codec::CodecError| {
+            End::UpstreamLost(index, format!("sent a bad packet: {error}"))
+        };
         while self.wants_upstream_input() {
-            match codec::read(buf, version, usize::MAX) {
-                Ok(Some(packet)) => self.on_upstream_packet(index, packet)?,
-                Ok(None) => return Ok(()),
-                Err(error) => {
-                    return Err(End::UpstreamLost(
-                        index,
-                        format!("sent a bad packet: {error}"),
-                    ))
+            let Some(header) = codec::next_frame(buf, version, usize::MAX).map_err(lost)? else {
+                return Ok(());
+            };
+            match codec::take_publish(buf, &header, version) {
+                Some(publish) => self.upstream_publish(index, publish),
+                None => {
+                    let packet = codec::take_packet(buf, &header, version, false).map_err(lost)?;
+                    self.on_upstream_packet(index, packet)?;
                 }
             }
         }
@@ -452,6 +464,19 @@ impl Session {
             }
             self.client_out.truncate(start);
         }
+        false
+    }
+
+    /// Queues the message `publish` for the client; false, with nothing
+    /// queued, when it is larger than the client accepts. Taken by value so
+    /// the common one is written without a `Packet` built around it.
+    pub(super) fn send_client_publish(&mut self, publish: Publish) -> bool {
+        let start = self.client_out.len();
+        let _ = codec::write_publish(publish, self.version, &mut self.client_out);
+        if self.client_out.len() - start <= self.limits.client_maximum_packet_size {
+            return true;
+        }
+        self.client_out.truncate(start);
         false
     }
 

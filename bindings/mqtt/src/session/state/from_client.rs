@@ -165,7 +165,7 @@ impl Session {
         Ok(())
     }
 
-    fn client_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+    pub(super) fn client_publish(&mut self, mut publish: Publish) -> Result<(), End> {
         self.metrics
             .publish_received(publish.qos, publish.payload.len());
         self.resolve_alias(&mut publish)?;
@@ -322,7 +322,7 @@ impl Session {
         let (qos, upstream_pkid) = (publish.qos, publish.pkid);
         self.metrics
             .publish_sent(index, qos, upstream_pkid, self.clock);
-        if !link.send_bounded(&Packet::Publish(publish)) {
+        if !link.send_publish(publish) {
             // Larger than this broker accepts (after alias expansion or 3.1.1
             // translation): refuse this publish rather than lose the session.
             let name = link.name.clone();

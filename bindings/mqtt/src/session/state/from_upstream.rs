@@ -157,7 +157,7 @@ impl Session {
         self.complete_ack(client_pkid);
     }
 
-    fn upstream_publish(&mut self, index: usize, mut publish: Publish) {
+    pub(super) fn upstream_publish(&mut self, index: usize, mut publish: Publish) {
         if publish.qos == QoS::AtMostOnce {
             self.send_delivery(publish);
             return;
@@ -206,7 +206,7 @@ impl Session {
             }
         }
         let (qos, bytes) = (publish.qos, publish.payload.len());
-        let sent = self.send_client(&Packet::Publish(publish));
+        let sent = self.send_client_publish(publish);
         if sent {
             self.metrics.publish_delivered(qos, bytes);
         }
