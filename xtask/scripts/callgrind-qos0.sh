@@ -19,7 +19,7 @@ OUT=${2:-target/callgrind}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 mkdir -p "$OUT"
-ZILLA=target/release/zilla
+ZILLA=${ZILLA:-target/release/zilla}   # another build: ZILLA=/path/to/zilla
 BENCH=target/release/mqtt-bench
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
