@@ -21,6 +21,13 @@
 //! both proxy paths, so both do the same JWT work, and one MQTT packet per
 //! WebSocket frame, as browser clients do.
 //!
+//! The `tls` scenario (`tls-qos0`, `tls-qos1`, `tls-connect`) puts the proxy
+//! with TLS terminated in front of its mqtt server (`proxy-tls`) beside the
+//! plain-TCP `proxy`, on the same broker: see [`crate::bench_tls`].
+//!
+//! The `storm` scenario (a broker restart under `--storm N` sessions) runs
+//! on a broker, proxies and HAProxy of its own: see [`crate::bench_storm`].
+//!
 //! The `replicas` and `fairness` scenarios run first, on brokers of their
 //! own, when selected (see [`crate::bench_fleet`]); `--only` with nothing
 //! else runs them alone.
@@ -36,6 +43,7 @@ use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use crate::bench_configs::{haproxy_cfg, proxy_ws_yaml, proxy_yaml, with_every_metric};
 use crate::bench_report::{machine, report, Sample};
+use crate::bench_tls::{start_tls_path, TLS_PROXY, TLS_SCENARIOS};
 use crate::{cargo, run, token, which};
 
 const BENCH_DIR: &str = "target/bench";
@@ -76,7 +84,23 @@ struct Target {
 
 /// CPU seconds (user + system) a process has used so far.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after `)` and the state.
+    stat_seconds(&format!("/proc/{pid}/stat"), 11)
+}
+
+/// The process name the load generator's CPU is sampled under.
+pub(crate) const LOADGEN_CPU: &str = "mqtt-bench";
+
+/// CPU seconds (user + system) of this process's children that have ended
+/// and been waited for: around one run, the load generator's.
+pub(crate) fn ended_children_cpu_seconds() -> f64 {
+    // cutime and cstime, fields 16 and 17.
+    stat_seconds("/proc/self/stat", 13)
+}
+
+/// Two fields of a `/proc/*/stat` line, from the `index`th after the state, in seconds.
+fn stat_seconds(path: &str, index: usize) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -90,18 +114,22 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the line; 12 and 13 after `)` and the state.
-    (ticks(11) + ticks(12)) / clock_ticks()
+    (ticks(index) + ticks(index + 1)) / clock_ticks()
 }
 
+/// Asked once: every `getconf` run would be a child whose CPU counts as the
+/// load generator's.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -120,10 +148,12 @@ fn rss_kib(pid: u32) -> u64 {
 struct Processes(Vec<(&'static str, u32)>);
 
 impl Processes {
+    /// With the load generator's (the children ended so far) as [`LOADGEN_CPU`].
     fn cpu(&self) -> BTreeMap<&'static str, f64> {
         self.0
             .iter()
             .map(|(name, pid)| (*name, cpu_seconds(*pid)))
+            .chain([(LOADGEN_CPU, ended_children_cpu_seconds())])
             .collect()
     }
 
@@ -372,6 +402,8 @@ struct Settings {
     idle: u64,
     /// Idle sessions for the sharded run (several proxy processes).
     sharded_idle: u64,
+    /// Sessions dropped and reconnected in the storm scenario.
+    storm: u64,
 }
 
 impl Settings {
@@ -380,9 +412,11 @@ impl Settings {
     }
 
     /// Whether to run `scenario`, which `websocket` selects too when it is
-    /// one of [`WEBSOCKET_SCENARIOS`].
+    /// one of [`WEBSOCKET_SCENARIOS`], and `tls` when one of `TLS_SCENARIOS`.
     fn runs(&self, scenario: &str) -> bool {
-        self.wants(scenario) || (WEBSOCKET_SCENARIOS.contains(&scenario) && self.wants("websocket"))
+        self.wants(scenario)
+            || (WEBSOCKET_SCENARIOS.contains(&scenario) && self.wants("websocket"))
+            || (TLS_SCENARIOS.contains(&scenario) && self.wants("tls"))
     }
 
     fn parse(args: &[String]) -> Result<Self> {
@@ -398,6 +432,7 @@ impl Settings {
                 connects: 2_000,
                 idle: 2_000,
                 sharded_idle: 10_000,
+                storm: 2_000,
             }
         } else {
             Self {
@@ -410,6 +445,7 @@ impl Settings {
                 connects: 5_000,
                 idle: 9_000,
                 sharded_idle: 50_000,
+                storm: 9_000,
             }
         };
         let mut iter = args.iter();
@@ -434,8 +470,9 @@ impl Settings {
                 "--rounds" => settings.rounds = value()? as usize,
                 "--idle" => settings.idle = value()?,
                 "--sharded-idle" => settings.sharded_idle = value()?,
+                "--storm" => settings.storm = value()?,
                 other => bail!(
-                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --only a,b, --baseline ZILLA)"
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --only a,b, --baseline ZILLA)"
                 ),
             }
         }
@@ -456,7 +493,7 @@ fn ensure_haproxy() -> Result<PathBuf> {
     Ok(PathBuf::from("haproxy"))
 }
 
-fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Child> {
+pub(crate) fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Child> {
     let child = Command::new(binary)
         .arg("-db")
         .arg("-f")
@@ -579,6 +616,14 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     } else {
         None
     };
+    // Likewise one more proxy, tcp -> tls -> mqtt, in front of the same broker.
+    let tls = if settings.wants("tls") || TLS_SCENARIOS.iter().any(|s| settings.wants(s)) {
+        let path = start_tls_path(dir, &host, &guards, broker.port())?;
+        processes.0.push(path.process());
+        Some(path)
+    } else {
+        None
+    };
     let direct = Target {
         name: "direct",
         port: broker.port(),
@@ -632,6 +677,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ];
         if let Some(path) = t.ws_path {
             args.extend(["--ws-path".into(), path.into()]);
+        }
+        if let Some(tls) = &tls {
+            args.extend(tls.client_args(t.front));
         }
         args
     };
@@ -735,6 +783,33 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             ),
         ]);
     }
+    let proxy_tls = tls.as_ref().map(|path| Target {
+        name: TLS_PROXY,
+        port: path.port(),
+        front: Some(TLS_PROXY),
+        ws_path: None,
+    });
+    if let Some(proxy_tls) = &proxy_tls {
+        let [qos0_scenario, qos1_scenario, connect_scenario] = TLS_SCENARIOS;
+        let paths = vec![&proxy, proxy_tls];
+        scenarios.extend([
+            (
+                qos0_scenario,
+                paths.clone(),
+                words(format!("throughput --qos 0 --messages {qos0}")),
+            ),
+            (
+                qos1_scenario,
+                paths.clone(),
+                words(format!("throughput --qos 1 --window 64 --messages {qos1}")),
+            ),
+            (
+                connect_scenario,
+                paths,
+                words(format!("connect --connections {}", settings.connects)),
+            ),
+        ]);
+    }
 
     println!("\n== bench on {}", machine());
     // Idle sessions first, while no process has grown from earlier runs.
@@ -779,6 +854,25 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
                 full.extend(common(target));
                 samples.push(measure(&processes, scenario, target, full)?);
             }
+        }
+    }
+    if settings.wants("storm") {
+        let storm = crate::bench_storm::Storm {
+            dir,
+            host: &host,
+            baseline: settings.baseline.as_deref(),
+            guards: &guards,
+            username: &username,
+            haproxy: &haproxy,
+            public_key: &public_key,
+            tuning: MOSQUITTO_TUNING,
+            sessions: settings.storm,
+            rounds: settings.rounds,
+        };
+        // A storm that cannot be set up costs its table, not the others.
+        match crate::bench_storm::storm(&storm) {
+            Ok(storms) => samples.extend(storms),
+            Err(error) => println!("   storm: {error:#}"),
         }
     }
     let _ = haproxy_process.kill();

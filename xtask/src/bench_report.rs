@@ -1,6 +1,7 @@
 //! The report of `cargo xtask bench`: one table a scenario, medians of the
 //! rounds, ratios against direct mosquitto and HAProxy, CPU per message; for
-//! the websocket scenario, each path over WebSocket against itself over TCP.
+//! the websocket scenario, each path over WebSocket against itself over TCP;
+//! for the reconnect storm, the time until every session is back.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -24,7 +25,7 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
+pub(crate) fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
     median(
         samples
             .iter()
@@ -35,7 +36,12 @@ fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
 }
 
 /// Median CPU seconds of `process` per million messages (or connections).
-fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &str) -> f64 {
+pub(crate) fn cpu_per_million(
+    samples: &[Sample],
+    scenario: &str,
+    target: &str,
+    process: &str,
+) -> f64 {
     median(
         samples
             .iter()
@@ -52,7 +58,7 @@ fn cpu_per_million(samples: &[Sample], scenario: &str, target: &str, process: &s
 }
 
 /// `value / base` as `1.23x`, or `-` when either is missing.
-fn ratio(value: f64, base: f64) -> String {
+pub(crate) fn ratio(value: f64, base: f64) -> String {
     let ratio = value / base;
     if ratio.is_finite() {
         format!("{ratio:.2}x")
@@ -243,6 +249,7 @@ pub(crate) fn report(
         let _ = writeln!(out);
     }
     websocket_tables(&mut out, samples);
+    crate::bench_tls::tls_tables(&mut out, samples);
     if samples.iter().any(|s| s.scenario == "latency") {
         let _ = writeln!(
             out,
@@ -287,7 +294,82 @@ pub(crate) fn report(
              RSS growth per session, summed over the processes: {kib:.1} KiB"
         );
     }
+    storm_table(&mut out, samples);
     out
+}
+
+/// The reconnect storm: medians of the rounds, per path.
+fn storm_table(out: &mut String, samples: &[Sample]) {
+    use std::fmt::Write as _;
+    let storms: Vec<&Sample> = samples.iter().filter(|s| s.scenario == "storm").collect();
+    let Some(sessions) = storms.iter().find_map(|s| s.result["sessions"].as_u64()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n### Reconnect storm: {sessions} authenticated sessions, broker killed and restarted\n\n\
+         {}\n\nClients reconnect at once, then back off 10 ms doubling to 1 s with equal jitter. \
+         `all back`: first drop to last CONNACK; `drops seen`: first drop to the last session \
+         noticing its own; `outage`: per session, its drop to its CONNACK; `listen overflows`: \
+         SYNs the kernel dropped at a full listen queue (system-wide; mosquitto listens with a \
+         backlog of 100), each costing its client a 1 s (then 3 s) SYN retransmission.\n",
+        crate::bench_storm::fd_note(sessions)
+    );
+    let _ = writeln!(
+        out,
+        "| path | all back s | vs direct | vs HAProxy L4 | drops seen s | outage p50 s | outage p99 s | attempts | failed attempts | listen overflows | lost by | front CPU s | mosquitto CPU s |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+    );
+    let value = |target: &str, key: &str| metric(samples, "storm", target, key);
+    let mut targets: Vec<&str> = storms.iter().map(|s| s.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let runs: Vec<&&Sample> = storms.iter().filter(|s| s.target == target).collect();
+        let cpu = |process: &str| {
+            let spent = runs.iter().filter_map(|s| s.cpu.get(process).copied());
+            median(spent.collect())
+        };
+        let all_back = value(target, "all_back_s");
+        if all_back.is_nan() {
+            let why = runs
+                .iter()
+                .find_map(|s| s.result["failed"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "not every session came back before the deadline".to_owned());
+            let dashes = "| - ".repeat(11);
+            let _ = writeln!(out, "| {target} | failed: {why} {dashes}|");
+            continue;
+        }
+        let lost_by = runs
+            .last()
+            .and_then(|s| s.result["drops"].as_object())
+            .map(|reasons| {
+                let shown: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                shown.join(", ")
+            })
+            .unwrap_or_default();
+        let front = match front_of(target) {
+            "-" => "mosquitto",
+            front => front,
+        };
+        let _ = writeln!(
+            out,
+            "| {target} | {all_back:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {lost_by} | {:.2} | {:.2} |",
+            ratio(all_back, value("direct", "all_back_s")),
+            ratio(all_back, value("haproxy-l4", "all_back_s")),
+            value(target, "drop_spread_s"),
+            value(target, "p50_s"),
+            value(target, "p99_s"),
+            value(target, "attempts"),
+            value(target, "failed_attempts"),
+            value(target, "listen_overflows"),
+            cpu(front),
+            cpu("mosquitto"),
+        );
+    }
 }
 
 pub(crate) fn machine() -> String {

@@ -6,8 +6,8 @@
 //!   runs the seed example (`examples/mqtt.proxy.jwt`) in front of it, prints a
 //!   fresh token and the commands that work with it, and shows a message going
 //!   through.
-//! - `bench [--quick] [--rounds N] [--idle N] [--sharded-idle N] [--baseline ZILLA]
-//!   [--only qos0,qos1,fan-in,latency,connect,validation,idle,idle-sharded]`: the proxy against mosquitto
+//! - `bench [--quick] [--rounds N] [--idle N] [--sharded-idle N] [--storm N] [--baseline ZILLA]
+//!   [--only qos0,qos1,fan-in,latency,connect,validation,idle,idle-sharded,storm,tls]`: the proxy against mosquitto
 //!   direct and HAProxy on loopback; writes `target/bench/report.md`.
 //! - `token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS]
 //!   [--key PEM] [--kid KID] [--issuer I] [--audience A]`: prints a signed JWT.
@@ -20,13 +20,15 @@ mod bench;
 mod bench_configs;
 mod bench_fleet;
 mod bench_report;
+mod bench_storm;
+mod bench_tls;
 mod demo_ws;
 mod image;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{mosquitto_path, Mosquitto, ZillaProcess, MOSQUITTO_INSTALL};
 
-const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] | image [--tag NAME] [--engine podman|docker] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
+const USAGE: &str = "usage: cargo xtask <ci | demo [--once] | bench [--quick] [--rounds N] [--idle N] [--storm N] | image [--tag NAME] [--engine podman|docker] | token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS] [--key PEM] [--kid KID] [--issuer I] [--audience A]>";
 
 /// The example the demo runs: the seed configuration, verbatim.
 /// The seed's proxy, also serving MQTT over WebSocket (7114) and secure

@@ -6,10 +6,14 @@
 //! codec, encoding many packets per write; `--client rumqttc` runs the same
 //! throughput scenario with rumqttc to show which client is the bottleneck.
 //! `--ws-path /mqtt` makes the raw client speak MQTT over WebSocket
-//! (subprotocol `mqtt`) instead of plain TCP.
+//! (subprotocol `mqtt`) instead of plain TCP; `--tls-ca ca.pem` puts TLS
+//! under either (the `throughput`, `latency`, `connect` and `idle`
+//! scenarios, on the raw client). `storm` holds sessions through
+//! a broker restart and times their reconnection (see [`storm`]).
 
 mod raw;
 mod rumqttc_client;
+mod storm;
 mod transport;
 
 use std::net::IpAddr;
@@ -45,6 +49,9 @@ enum Command {
     Connect(ConnectArgs),
     /// Opens idle sessions, prints `{"ready": n}` and holds them.
     Idle(IdleArgs),
+    /// Holds sessions until they are dropped (a broker restart), reconnects
+    /// them with back-off and times how long until all are back.
+    Storm(storm::StormArgs),
 }
 
 /// Where to connect and with which credentials.
@@ -63,6 +70,14 @@ struct Target {
     /// handshake (e.g. `/mqtt`), which offers the subprotocol `mqtt`.
     #[arg(long, value_name = "PATH", value_parser = ws_path)]
     ws_path: Option<String>,
+    /// Speak MQTT over TLS (under the WebSocket with `--ws-path`), trusting
+    /// the CA certificates in this PEM file; every connection makes a full
+    /// handshake (no session resumption).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// The server name sent (SNI) and verified with `--tls-ca`.
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    tls_server_name: String,
 }
 
 fn ws_path(path: &str) -> Result<String, String> {
@@ -161,19 +176,27 @@ struct ConnectArgs {
     sources: u8,
 }
 
+/// How many sessions to open, how many at once, and from which addresses
+/// (the `idle` and `storm` scenarios).
 #[derive(Args)]
-struct IdleArgs {
+pub(crate) struct Opening {
     #[command(flatten)]
     target: Target,
     /// Sessions to open.
     #[arg(long)]
     connections: u64,
-    /// Connections in progress at once.
+    /// Connections in progress at once (a storm's reconnects are not limited).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Source addresses 127.0.0.2 .. 127.0.0.(1+n).
     #[arg(long, default_value_t = 8)]
     sources: u8,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    opening: Opening,
     /// Seconds to hold the sessions after they are all open.
     #[arg(long, default_value_t = 30)]
     hold: u64,
@@ -190,6 +213,7 @@ fn main() -> Result<()> {
             Command::Latency(args) => latency(args).await,
             Command::Connect(args) => connect_rate(args).await,
             Command::Idle(args) => idle(args).await,
+            Command::Storm(args) => storm::storm(args).await,
         }
     })?;
     println!("{report}");
@@ -223,8 +247,8 @@ async fn throughput(args: ThroughputArgs) -> Result<serde_json::Value> {
     let level = qos(args.qos)?;
     let prefix = run_prefix();
     if args.client == ClientKind::Rumqttc {
-        if args.target.ws_path.is_some() {
-            bail!("--ws-path is for the raw client only");
+        if args.target.ws_path.is_some() || args.target.tls_ca.is_some() {
+            bail!("--ws-path and --tls-ca are for the raw client only");
         }
         return rumqttc_client::throughput(&args, &prefix, payload).await;
     }
@@ -413,13 +437,13 @@ async fn connect_rate(args: ConnectArgs) -> Result<serde_json::Value> {
 
 async fn idle(args: IdleArgs) -> Result<serde_json::Value> {
     let prefix = run_prefix();
-    let limit = Arc::new(Semaphore::new(args.concurrency));
+    let limit = Arc::new(Semaphore::new(args.opening.concurrency));
     let mut opening = Vec::new();
-    for index in 0..args.connections {
+    for index in 0..args.opening.connections {
         let permit = limit.clone().acquire_owned().await?;
-        let target = args.target.clone();
+        let target = args.opening.target.clone();
         let id = format!("{prefix}-{index}");
-        let from = source(index, args.sources);
+        let from = source(index, args.opening.sources);
         opening.push(tokio::spawn(async move {
             let conn = Conn::connect(&target, &id, from, 0).await;
             drop(permit);

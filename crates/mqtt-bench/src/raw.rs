@@ -1,19 +1,18 @@
 //! An MQTT 5 client on a raw socket with the `mqtt-bytes-v5` codec: packets
 //! are encoded in batches and written with one syscall, and acknowledgements
 //! are read in bulk, so the client costs far less than the path it measures.
-//! The socket is TCP, or a WebSocket on TCP with `--ws-path` (see
-//! [`crate::transport`]).
+//! The socket is TCP, TLS on TCP with `--tls-ca`, and a WebSocket on either
+//! with `--ws-path` (see [`crate::transport`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{
     ConnectReturnCode, Disconnect, DisconnectReasonCode, Filter, Login, Packet, PubAck,
     PubAckReason, Publish, QoS, RetainForwardRule, Subscribe,
 };
-use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::time::{Duration, Instant};
 
@@ -68,7 +67,7 @@ pub(crate) struct Received {
     pub(crate) latencies_ns: Vec<u64>,
 }
 
-fn encode(packet: &Packet, out: &mut BytesMut) -> Result<()> {
+pub(crate) fn encode(packet: &Packet, out: &mut BytesMut) -> Result<()> {
     packet
         .write(out)
         .map_err(|e| anyhow::anyhow!("encoding: {e:?}"))?;
@@ -83,22 +82,7 @@ impl Conn {
         source: Option<IpAddr>,
         keep_alive: u16,
     ) -> Result<Self> {
-        let socket = TcpSocket::new_v4()?;
-        if let Some(source) = source {
-            socket.bind(SocketAddr::new(source, 0))?;
-        }
-        let addr = SocketAddr::new(target.host, target.port);
-        let stream = socket
-            .connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let stream = match &target.ws_path {
-            None => Transport::Tcp(stream),
-            Some(path) => Transport::websocket(stream, addr, path)
-                .await
-                .with_context(|| format!("the WebSocket handshake with {addr}{path}"))?,
-        };
+        let stream = crate::transport::dial(target, source).await?;
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),

@@ -1,29 +1,43 @@
-//! The byte streams the raw client speaks MQTT over: a TCP socket, or a
-//! WebSocket (subprotocol `mqtt`, MQTT packets in binary frames) on one.
+//! The byte streams the raw client speaks MQTT over: a TCP socket, TLS on
+//! one (`--tls-ca`), or a WebSocket (subprotocol `mqtt`, MQTT packets in
+//! binary frames) on either, layered in that order by [`open`].
 //!
 //! An enum rather than a trait object so that the TCP path stays what it
 //! was: `read_buf` straight into the client's buffer and one `write_all` per
-//! batch, behind a branch the CPU predicts. The WebSocket path copies each
-//! received frame's payload into that buffer, where a packet split over
-//! frames is decoded once its last part arrives, and sends each packet in a
-//! binary frame of its own.
+//! batch, behind a branch the CPU predicts. The TLS path is the same with
+//! rustls (ring, as the proxy uses) in between and a flush per batch. The
+//! WebSocket path copies each received frame's payload into that buffer,
+//! where a packet split over frames is decoded once its last part arrives,
+//! and sends each packet in a binary frame of its own.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
+use anyhow::Context as _;
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
+use crate::Target;
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+type Ws = WebSocketStream<Socket>;
 
 /// Bytes gathered from frames already received before a WebSocket read
 /// returns, so that one read (and one timer, one batch of acks) covers many
@@ -33,32 +47,168 @@ const WS_READ_BATCH: usize = 64 * 1024;
 /// A connected stream, before it is split for a publisher.
 pub(crate) enum Transport {
     Tcp(TcpStream),
-    // Boxed: the WebSocket state is much larger than a socket.
+    // Boxed: the TLS and WebSocket states are much larger than a socket.
+    Tls(Box<Tls>),
     Ws(Box<Ws>),
+}
+
+/// What a WebSocket is opened on: TCP, or TLS on TCP.
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<Tls>),
+}
+
+impl From<TcpStream> for Socket {
+    fn from(stream: TcpStream) -> Self {
+        Self::Tcp(stream)
+    }
+}
+
+/// Connects to `target` from `source` (any when `None`), without Nagle's
+/// delay, and layers what `target` asks for on top ([`open`]).
+pub(crate) async fn dial(
+    target: &Target,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<Transport> {
+    use anyhow::Context;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let addr = SocketAddr::new(target.host, target.port);
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    open(stream, addr, target).await
+}
+
+/// Layers TLS (`--tls-ca`) and then a WebSocket (`--ws-path`) on a TCP
+/// stream connected to `addr`, as `target` asks.
+pub(crate) async fn open(
+    stream: TcpStream,
+    addr: SocketAddr,
+    target: &Target,
+) -> anyhow::Result<Transport> {
+    let socket = match &target.tls_ca {
+        None => Socket::Tcp(stream),
+        Some(ca) => {
+            let name = ServerName::try_from(target.tls_server_name.clone())
+                .with_context(|| format!("`{}` is not a server name", target.tls_server_name))?;
+            let tls = connector(ca)?
+                .connect(name, stream)
+                .await
+                .with_context(|| format!("the TLS handshake with {addr}"))?;
+            Socket::Tls(Box::new(tls))
+        }
+    };
+    match (&target.ws_path, socket) {
+        (None, Socket::Tcp(stream)) => Ok(Transport::Tcp(stream)),
+        (None, Socket::Tls(tls)) => Ok(Transport::Tls(tls)),
+        (Some(path), socket) => Transport::websocket(socket, addr, path)
+            .await
+            .with_context(|| format!("the WebSocket handshake with {addr}{path}")),
+    }
+}
+
+/// The TLS client configuration, built once per process from the CA
+/// certificates in `ca` (a process runs against one target). Session
+/// resumption is off, so that every connection makes a full handshake.
+fn connector(ca: &Path) -> anyhow::Result<TlsConnector> {
+    static CONNECTOR: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| build_connector(ca).map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_connector(ca: &Path) -> anyhow::Result<TlsConnector> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.with_context(|| format!("a certificate in {}", ca.display()))?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate in {}", ca.display());
+    // The one crypto provider of the workspace (the proxy's tls binding too).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// The receiving half of a split [`Transport`].
 pub(crate) enum ReadHalf {
     Tcp(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Tls>),
     Ws(SplitStream<Ws>),
 }
 
 /// The sending half of a split [`Transport`].
 pub(crate) enum WriteHalf {
     Tcp(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Tls>),
     Ws(SplitSink<Ws, Message>),
 }
 
 impl Transport {
-    /// Completes the WebSocket opening handshake on `stream` for `path`,
-    /// offering the `mqtt` subprotocol (which mosquitto and our ws binding
-    /// route on).
+    /// Completes the WebSocket opening handshake on `stream` (TCP, or TLS)
+    /// for `path`, offering the `mqtt` subprotocol (which mosquitto and our
+    /// ws binding route on).
     pub(crate) async fn websocket(
-        stream: TcpStream,
+        stream: impl Into<Socket>,
         addr: SocketAddr,
         path: &str,
     ) -> Result<Self, WsError> {
-        let mut request = format!("ws://{addr}{path}").into_client_request()?;
+        let stream = stream.into();
+        let scheme = match stream {
+            Socket::Tcp(_) => "ws",
+            Socket::Tls(_) => "wss",
+        };
+        let mut request = format!("{scheme}://{addr}{path}").into_client_request()?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
@@ -74,6 +224,7 @@ impl Transport {
     pub(crate) async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Self::Tcp(stream) => stream.read_buf(buf).await,
+            Self::Tls(tls) => tls.read_buf(buf).await,
             Self::Ws(ws) => ws_read_buf(ws.as_mut(), buf).await,
         }
     }
@@ -86,6 +237,7 @@ impl Transport {
                 out.clear();
                 Ok(())
             }
+            Self::Tls(tls) => tls_write(tls.as_mut(), out).await,
             Self::Ws(ws) => ws_write(ws.as_mut(), out).await,
         }
     }
@@ -95,6 +247,10 @@ impl Transport {
         match self {
             Self::Tcp(stream) => {
                 let _ = stream.shutdown().await;
+            }
+            // close_notify, then the socket's FIN.
+            Self::Tls(tls) => {
+                let _ = tls.shutdown().await;
             }
             Self::Ws(ws) => {
                 let _ = WebSocketStream::close(ws.as_mut(), None).await;
@@ -109,6 +265,10 @@ impl Transport {
                 let (read, write) = stream.into_split();
                 (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
             }
+            Self::Tls(tls) => {
+                let (read, write) = tokio::io::split(*tls);
+                (ReadHalf::Tls(read), WriteHalf::Tls(write))
+            }
             Self::Ws(ws) => {
                 let (write, read) = (*ws).split();
                 (ReadHalf::Ws(read), WriteHalf::Ws(write))
@@ -122,6 +282,7 @@ impl ReadHalf {
     pub(crate) async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Self::Tcp(read) => read.read_buf(buf).await,
+            Self::Tls(read) => read.read_buf(buf).await,
             Self::Ws(read) => ws_read_buf(read, buf).await,
         }
     }
@@ -136,9 +297,19 @@ impl WriteHalf {
                 out.clear();
                 Ok(())
             }
+            Self::Tls(write) => tls_write(write, out).await,
             Self::Ws(write) => ws_write(write, out).await,
         }
     }
+}
+
+/// Sends `out` as TLS records and leaves it empty; the flush sends what
+/// rustls still holds, which a write alone may leave until the next one.
+async fn tls_write<W: AsyncWrite + Unpin>(tls: &mut W, out: &mut BytesMut) -> io::Result<()> {
+    tls.write_all(out).await?;
+    tls.flush().await?;
+    out.clear();
+    Ok(())
 }
 
 /// Waits for a binary frame, then takes the frames already received without
