@@ -554,20 +554,31 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let mut proxies = Vec::new();
     let host = PathBuf::from("target/release/zilla");
     let baseline = settings.baseline.clone().unwrap_or_else(|| host.clone());
+    // `proxy-latency-w1` is the latency path with one worker thread
+    // (`zilla start -w 1`): on a machine where the brokers, the proxies and
+    // the load generator share the cores, whether the proxy's two workers
+    // hand wake-ups to each other shows in the latency tail.
     for (name, binary, broker, validation, metrics) in [
         ("proxy", &host, &broker, false, false),
         ("proxy-json", &host, &broker, true, false),
         ("proxy-latency", &host, &nodelay_broker, false, false),
         ("proxy-baseline", &baseline, &broker, false, false),
         ("proxy-metrics", &host, &broker, false, true),
+        ("proxy-latency-w1", &host, &nodelay_broker, false, false),
     ] {
+        let workers: &[&str] = if name.ends_with("-w1") {
+            &["-w", "1"]
+        } else {
+            &[]
+        };
         let config = dir.join(format!("{name}.yaml"));
         let mut yaml = proxy_yaml(&guards, broker.port(), validation);
         if metrics {
             yaml = with_every_metric(&yaml, zilla_testkit::free_port());
         }
         std::fs::write(&config, yaml)?;
-        let process = ZillaProcess::start(binary, &config, &[], &[]).map_err(anyhow::Error::msg)?;
+        let process =
+            ZillaProcess::start(binary, &config, &[], workers).map_err(anyhow::Error::msg)?;
         proxies.push(process);
     }
     let public_key = dir.join("seed-public.pem");
@@ -605,6 +616,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         ("proxy-latency", proxies[2].pid()),
         ("proxy-baseline", proxies[3].pid()),
         ("proxy-metrics", proxies[4].pid()),
+        ("proxy-latency-w1", proxies[5].pid()),
         ("haproxy", haproxy_process.id()),
     ]);
     // Only when asked for: one more broker and two more proxies, and the
@@ -702,6 +714,12 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             port: proxies[2].port("north_tcp_server"),
             front: Some("proxy-latency"),
             ..proxy.clone()
+        },
+        Target {
+            name: "proxy-w1",
+            port: proxies[5].port("north_tcp_server"),
+            front: Some("proxy-latency-w1"),
+            ws_path: None,
         },
         Target {
             port: l4_nodelay,

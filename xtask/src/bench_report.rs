@@ -261,7 +261,13 @@ pub(crate) fn report(
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|");
         let direct_p99 = metric(samples, "latency", "direct", "p99_us");
-        for target in ["direct", "proxy", "haproxy-l4", "haproxy-jwt"] {
+        for target in ["direct", "proxy", "proxy-w1", "haproxy-l4", "haproxy-jwt"] {
+            if !samples
+                .iter()
+                .any(|s| s.scenario == "latency" && s.target == target)
+            {
+                continue;
+            }
             let p99 = metric(samples, "latency", target, "p99_us");
             let _ = writeln!(
                 out,
