@@ -106,6 +106,7 @@ impl UpstreamLink {
     /// Queues the message `publish` unless it exceeds the broker's maximum
     /// packet size. Taken by value so the common one is written without a
     /// `Packet` built around it.
+    #[inline]
     pub(crate) fn send_publish(&mut self, publish: Publish) -> bool {
         let start = self.out.len();
         let _ = codec::write_publish(publish, self.version, &mut self.out);

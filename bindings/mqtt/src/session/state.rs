@@ -470,6 +470,7 @@ impl Session {
     /// Queues the message `publish` for the client; false, with nothing
     /// queued, when it is larger than the client accepts. Taken by value so
     /// the common one is written without a `Packet` built around it.
+    #[inline]
     pub(super) fn send_client_publish(&mut self, publish: Publish) -> bool {
         let start = self.client_out.len();
         let _ = codec::write_publish(publish, self.version, &mut self.client_out);

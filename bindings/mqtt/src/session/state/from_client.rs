@@ -206,6 +206,7 @@ impl Session {
     }
 
     /// Validates, routes and forwards a publish its rates admitted.
+    #[inline]
     pub(super) fn admitted_publish(&mut self, mut publish: Publish) -> Result<(), End> {
         if let Some(refused) = self.validate(&publish) {
             return refused;
@@ -277,6 +278,7 @@ impl Session {
 
     /// Sends a client publish to upstream `index`, or queues it there while
     /// the broker's window is full (or earlier publishes wait).
+    #[inline]
     fn forward(&mut self, index: usize, publish: Publish) -> Result<(), End> {
         let link = &mut self.upstreams[index];
         if link.can_send(publish.qos) {
@@ -306,6 +308,7 @@ impl Session {
 
     /// Sends a client publish to upstream `index` under a packet id of
     /// that upstream's own.
+    #[inline]
     fn send_publish(&mut self, index: usize, mut publish: Publish) -> Result<(), End> {
         let link = &mut self.upstreams[index];
         if publish.qos != QoS::AtMostOnce {

@@ -182,6 +182,7 @@ impl Session {
     /// Sends a message to the client, under a topic alias where the client
     /// allows them and the server assigns them; false when it is larger than
     /// the client accepts and was dropped.
+    #[inline]
     fn send_delivery(&mut self, mut publish: Publish) -> bool {
         let mut assigned = None;
         if self.limits.client_topic_aliases > 0 {

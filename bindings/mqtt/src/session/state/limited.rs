@@ -39,6 +39,7 @@ impl Session {
 
     /// Charges `publish` to its rates at the session's clock: `Some` to go
     /// on with, `None` when it waits for its tokens or was refused.
+    #[inline]
     pub(super) fn charge_publish(&mut self, publish: Publish) -> Result<Option<Publish>, End> {
         let Some(limits) = self.limited.as_mut() else {
             return Ok(Some(publish));
