@@ -64,6 +64,10 @@ impl Authorizations {
     pub fn insert(&mut self, guard: impl Into<Arc<str>>, session: GuardSession) {
         let guard = guard.into();
         self.sessions.retain(|(name, _)| *name != guard);
+        // Room for this entry only: a stream usually has one guard, and a
+        // `Vec` grown by `push` starts with room for four (416 bytes, not
+        // 104), held for as long as the stream (an mqtt session's router).
+        self.sessions.reserve_exact(1);
         self.sessions.push((guard, session));
     }
 

@@ -1,5 +1,7 @@
 //! mqtt server: accepts byte streams and runs an MQTT session on each.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,8 +193,19 @@ impl Binding for MqttServer {
 
 #[async_trait]
 impl StreamHandler for MqttServer {
-    async fn handle(&self, stream: ByteStream, info: StreamInfo) {
+    /// Not an `async fn`: its future would keep the room of `stream` and
+    /// `info` (192 bytes) for the session's whole life, moved out or not.
+    /// The returned box is the session's own future and nothing more.
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        stream: ByteStream,
+        info: StreamInfo,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
         let metrics = SessionMetrics::open(&self.metrics);
-        session::serve(self.config.clone(), metrics, stream, info).await;
+        Box::pin(session::serve(self.config.clone(), metrics, stream, info))
     }
 }

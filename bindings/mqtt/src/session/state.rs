@@ -90,8 +90,10 @@ struct Limits {
 pub(crate) struct Session {
     config: Arc<ServerConfig>,
     version: Version,
-    client_id: String,
-    peer: String,
+    /// Boxed `str`s, not `String`s: fixed for the session's life, 8 bytes
+    /// smaller each and without spare capacity.
+    client_id: Box<str>,
+    peer: Box<str>,
     /// Encoded packets waiting to be written to the client.
     client_out: BytesMut,
     upstreams: Vec<UpstreamLink>,
@@ -209,8 +211,8 @@ impl Session {
         };
         let mut session = Self {
             version,
-            client_id: connect.client_id.clone(),
-            peer,
+            client_id: connect.client_id.as_str().into(),
+            peer: peer.into_boxed_str(),
             client_out: BytesMut::new(),
             upstreams,
             router,

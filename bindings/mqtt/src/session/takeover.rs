@@ -7,7 +7,6 @@
 //! the session that synchronises (a mutex and a notification per connection).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,10 +16,14 @@ use tokio::sync::Notify;
 /// that tells its connection it was taken over.
 #[derive(Debug, Default)]
 pub(crate) struct SessionRegistry {
-    sessions: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    /// Keyed by the id its [`Registration`] holds too: one copy of each
+    /// connected client id, not one per holder. A connection's signal is
+    /// its own allocation as long as it is registered, so it also tells
+    /// whose entry it is (no separate registration number: 8 bytes less
+    /// per entry of a table sized for every connected client).
+    sessions: Mutex<HashMap<Arc<str>, Arc<Notify>>>,
     /// Packet-id state left by persistent sessions, until they resume or expire.
     carried: Mutex<HashMap<String, Carried>>,
-    next: AtomicU64,
 }
 
 /// What a persistent session's connection leaves for the next one: the
@@ -46,20 +49,22 @@ pub(crate) struct Carried {
 impl SessionRegistry {
     /// Registers `client_id`, taking over (signalling) any connection that has it.
     pub(crate) fn register(self: &Arc<Self>, client_id: &str) -> Registration {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let taken_over = Arc::new(Notify::new());
-        let previous = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(client_id.to_owned(), (id, taken_over.clone()));
-        if let Some((_, previous)) = previous {
+        let client_id: Arc<str> = client_id.into();
+        let previous = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            // Removed first: `insert` would keep the old connection's key,
+            // and the id would be held twice.
+            let previous = sessions.remove(&client_id);
+            sessions.insert(client_id.clone(), taken_over.clone());
+            previous
+        };
+        if let Some(previous) = previous {
             previous.notify_one();
         }
         Registration {
             registry: self.clone(),
-            client_id: client_id.to_owned(),
-            id,
+            client_id,
             taken_over,
         }
     }
@@ -87,9 +92,16 @@ impl SessionRegistry {
 #[derive(Debug)]
 pub(crate) struct Registration {
     registry: Arc<SessionRegistry>,
-    client_id: String,
-    id: u64,
+    /// The registry's key, shared.
+    client_id: Arc<str>,
     pub(crate) taken_over: Arc<Notify>,
+}
+
+impl Registration {
+    /// The client id this connection registered.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
 }
 
 impl Drop for Registration {
@@ -101,7 +113,7 @@ impl Drop for Registration {
             .unwrap_or_else(|p| p.into_inner());
         if sessions
             .get(&self.client_id)
-            .is_some_and(|(id, _)| *id == self.id)
+            .is_some_and(|signal| Arc::ptr_eq(signal, &self.taken_over))
         {
             sessions.remove(&self.client_id);
         }
