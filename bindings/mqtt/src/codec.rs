@@ -457,7 +457,7 @@ pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<()
 }
 
 /// Encodes the message `publish` for a peer speaking `version`: straight
-/// from the `Publish` when it has no properties, else as [`write`] does.
+/// from the `Publish` when it has no properties, else as [`write()`] does.
 #[inline]
 pub fn write_publish(
     publish: Publish,
