@@ -33,7 +33,6 @@
 //! else runs them alone.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -46,13 +45,13 @@ use crate::bench_report::{machine, report, Sample};
 use crate::bench_tls::{start_tls_path, TLS_PROXY, TLS_SCENARIOS};
 use crate::{cargo, run, token, which};
 
-const BENCH_DIR: &str = "target/bench";
+pub(crate) const BENCH_DIR: &str = "target/bench";
 pub(crate) const LOADGEN: &str = "target/release/mqtt-bench";
 
 /// mosquitto for benchmarks, as users run it (Nagle on its sockets, its
 /// default) with room for a QoS 1 window and no queue limit that would drop
 /// messages mid-run.
-const MOSQUITTO_TUNING: &str = "max_inflight_messages 100
+pub(crate) const MOSQUITTO_TUNING: &str = "max_inflight_messages 100
 max_queued_messages 1000000
 max_connections -1
 ";
@@ -132,7 +131,7 @@ fn clock_ticks() -> f64 {
     })
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
@@ -200,116 +199,6 @@ fn measure(
         result,
         cpu,
     })
-}
-
-/// Starts a load generator that opens `connections` idle sessions on `port`
-/// and waits until they are all open: the running generator (kill it to
-/// close them), the sessions held and those that failed.
-fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Child, u64, u64)> {
-    let mut child = Command::new(LOADGEN)
-        .args([
-            "idle",
-            "--port",
-            &port.to_string(),
-            "--username",
-            &format!("Bearer {token}"),
-            "--connections",
-            &connections.to_string(),
-            "--hold",
-            "600",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().context("the load generator's stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if line.contains("\"ready\"") {
-            let ready: serde_json::Value = serde_json::from_str(&line)?;
-            let held = ready["ready"].as_u64().unwrap_or(0);
-            let failed = ready["failures"].as_u64().unwrap_or(0);
-            return Ok((child, held, failed));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    bail!("the idle run on port {port} ended before all sessions were open")
-}
-
-/// Opens `connections` idle sessions through `target` and returns the RSS
-/// growth of `pid` per connection, in KiB.
-fn idle_rss(target: &Target, token: &str, pid: u32, connections: u64) -> Result<f64> {
-    let before = rss_kib(pid);
-    let (mut child, held, failed) = open_idle(target.port, token, connections)?;
-    let after = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    println!(
-        "   idle           {:<12} {held} sessions ({failed} failed): RSS {before} KiB -> {after} KiB",
-        target.name
-    );
-    if held == 0 {
-        bail!("no idle session could be opened through {}", target.name);
-    }
-    Ok((after.saturating_sub(before)) as f64 / held as f64)
-}
-
-/// Sessions one proxy process holds in the sharded idle run: two sockets
-/// each, under a 20,000 open-file limit.
-const SESSIONS_PER_PROXY: u64 = 8_000;
-/// Sessions one broker holds in the sharded idle run.
-const SESSIONS_PER_BROKER: u64 = 16_000;
-
-/// The proxy's RSS growth per idle session at `total` sessions, spread over
-/// as many proxy processes and brokers as the open-file limit requires:
-/// (sessions held, proxy processes, KiB per session).
-fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64, usize, f64)> {
-    let shards = total.div_ceil(SESSIONS_PER_PROXY) as usize;
-    let brokers = (0..total.div_ceil(SESSIONS_PER_BROKER))
-        .map(|_| Mosquitto::start_with(MOSQUITTO_TUNING))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let mut proxies = Vec::new();
-    for shard in 0..shards {
-        let config = Path::new(BENCH_DIR).join(format!("proxy-shard-{shard}.yaml"));
-        let broker = &brokers[shard % brokers.len()];
-        std::fs::write(&config, proxy_yaml(guards, broker.port(), false))?;
-        proxies.push(
-            ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
-                .map_err(anyhow::Error::msg)?,
-        );
-    }
-    let before: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
-    let mut generators = Vec::new();
-    let mut opened = Ok(());
-    for (shard, proxy) in proxies.iter().enumerate() {
-        let share = total / shards as u64 + u64::from((shard as u64) < total % shards as u64);
-        match open_idle(proxy.port("north_tcp_server"), token, share) {
-            Ok(generator) => generators.push(generator),
-            Err(error) => {
-                opened = Err(error);
-                break;
-            }
-        }
-    }
-    let after: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
-    let held: u64 = generators.iter().map(|(_, held, _)| held).sum();
-    let failed: u64 = generators.iter().map(|(_, _, failed)| failed).sum();
-    for (mut child, _, _) in generators {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    opened?;
-    println!(
-        "   idle           proxy        {held} sessions ({failed} failed) over {shards} processes: RSS {before} KiB -> {after} KiB"
-    );
-    if held == 0 {
-        bail!("no idle session could be opened");
-    }
-    Ok((
-        held,
-        shards,
-        after.saturating_sub(before) as f64 / held as f64,
-    ))
 }
 
 /// The running broker and proxies of the websocket scenario, and its paths.
@@ -844,7 +733,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             None => processes.pid("mosquitto"),
         }
         .context("a measured process")?;
-        match idle_rss(target, &token, pid, settings.idle) {
+        match crate::bench_idle::idle_rss(target.name, target.port, &token, pid, settings.idle) {
             Ok(per_connection) => idle.push((target.name, per_connection)),
             Err(error) => println!("   idle {}: {error:#}", target.name),
         }
@@ -855,7 +744,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             "\n== idle sessions through the proxy, {} over several processes",
             settings.sharded_idle
         );
-        match sharded_idle(&guards, &token, settings.sharded_idle) {
+        match crate::bench_idle::sharded_idle(&guards, &token, settings.sharded_idle) {
             Ok(result) => sharded = Some(result),
             Err(error) => println!("   sharded idle: {error:#}"),
         }

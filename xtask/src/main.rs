@@ -19,6 +19,7 @@ use std::time::Duration;
 mod bench;
 mod bench_configs;
 mod bench_fleet;
+mod bench_idle;
 mod bench_report;
 mod bench_storm;
 mod bench_tls;

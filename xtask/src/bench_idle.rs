@@ -1,0 +1,130 @@
+//! Idle sessions in `cargo xtask bench`: how much RSS the front process
+//! gains per authenticated session held open, in one process (`idle`) and
+//! spread over several proxy processes and brokers when one process cannot
+//! hold them all under the open-file limit (`idle-sharded`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use zilla_testkit::{Mosquitto, ZillaProcess};
+
+use crate::bench::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
+use crate::bench_configs::proxy_yaml;
+
+/// Starts a load generator that opens `connections` idle sessions on `port`
+/// and waits until they are all open: the running generator (kill it to
+/// close them), the sessions held and those that failed.
+fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Child, u64, u64)> {
+    let mut child = Command::new(LOADGEN)
+        .args([
+            "idle",
+            "--port",
+            &port.to_string(),
+            "--username",
+            &format!("Bearer {token}"),
+            "--connections",
+            &connections.to_string(),
+            "--hold",
+            "600",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("the load generator's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("\"ready\"") {
+            let ready: serde_json::Value = serde_json::from_str(&line)?;
+            let held = ready["ready"].as_u64().unwrap_or(0);
+            let failed = ready["failures"].as_u64().unwrap_or(0);
+            return Ok((child, held, failed));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("the idle run on port {port} ended before all sessions were open")
+}
+
+/// Opens `connections` idle sessions through `name` at `port` and returns the RSS
+/// growth of `pid` per connection, in KiB.
+pub(crate) fn idle_rss(
+    name: &str,
+    port: u16,
+    token: &str,
+    pid: u32,
+    connections: u64,
+) -> Result<f64> {
+    let before = rss_kib(pid);
+    let (mut child, held, failed) = open_idle(port, token, connections)?;
+    let after = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "   idle           {:<12} {held} sessions ({failed} failed): RSS {before} KiB -> {after} KiB",
+        name
+    );
+    if held == 0 {
+        bail!("no idle session could be opened through {name}");
+    }
+    Ok((after.saturating_sub(before)) as f64 / held as f64)
+}
+
+/// Sessions one proxy process holds in the sharded idle run: two sockets
+/// each, under a 20,000 open-file limit.
+const SESSIONS_PER_PROXY: u64 = 8_000;
+/// Sessions one broker holds in the sharded idle run.
+const SESSIONS_PER_BROKER: u64 = 16_000;
+
+/// The proxy's RSS growth per idle session at `total` sessions, spread over
+/// as many proxy processes and brokers as the open-file limit requires:
+/// (sessions held, proxy processes, KiB per session).
+pub(crate) fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64, usize, f64)> {
+    let shards = total.div_ceil(SESSIONS_PER_PROXY) as usize;
+    let brokers = (0..total.div_ceil(SESSIONS_PER_BROKER))
+        .map(|_| Mosquitto::start_with(MOSQUITTO_TUNING))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut proxies = Vec::new();
+    for shard in 0..shards {
+        let config = Path::new(BENCH_DIR).join(format!("proxy-shard-{shard}.yaml"));
+        let broker = &brokers[shard % brokers.len()];
+        std::fs::write(&config, proxy_yaml(guards, broker.port(), false))?;
+        proxies.push(
+            ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let before: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
+    let mut generators = Vec::new();
+    let mut opened = Ok(());
+    for (shard, proxy) in proxies.iter().enumerate() {
+        let share = total / shards as u64 + u64::from((shard as u64) < total % shards as u64);
+        match open_idle(proxy.port("north_tcp_server"), token, share) {
+            Ok(generator) => generators.push(generator),
+            Err(error) => {
+                opened = Err(error);
+                break;
+            }
+        }
+    }
+    let after: u64 = proxies.iter().map(|p| rss_kib(p.pid())).sum();
+    let held: u64 = generators.iter().map(|(_, held, _)| held).sum();
+    let failed: u64 = generators.iter().map(|(_, _, failed)| failed).sum();
+    for (mut child, _, _) in generators {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    opened?;
+    println!(
+        "   idle           proxy        {held} sessions ({failed} failed) over {shards} processes: RSS {before} KiB -> {after} KiB"
+    );
+    if held == 0 {
+        bail!("no idle session could be opened");
+    }
+    Ok((
+        held,
+        shards,
+        after.saturating_sub(before) as f64 / held as f64,
+    ))
+}
