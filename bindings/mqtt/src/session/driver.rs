@@ -15,23 +15,23 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use zilla_engine::{ByteStream, GuardRejection, StreamInfo};
+use zilla_engine::{ByteStream, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
-use super::end::{disconnect, Closing, End};
-use super::state::{Session, Start};
+use super::end::{Closing, End};
+use super::open::{self, Opened};
+use super::state::Session;
 use super::takeover::Registration;
 use crate::codec::{self, CodecError, Version};
 use crate::config::ServerConfig;
 use crate::credentials::{read_connect as read_connect_packet, ConnectPacket};
 use crate::limits::{suppressed_note, Action};
-use crate::metrics::{connack_code, AuthFailure, SessionMetrics};
-use crate::upstream::UpstreamLink;
+use crate::metrics::{connack_code, SessionMetrics};
 
 /// The most a single read takes in (a busy connection's buffer size).
 const READ_CHUNK: usize = 8 * 1024;
@@ -53,7 +53,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
     clippy::disallowed_methods,
     reason = "the driver is the one place of the session that reads the clock"
 )]
-fn now() -> Instant {
+pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -183,7 +183,7 @@ async fn start(
         }
     };
     metrics.connect_read(now(), request.will.is_some());
-    let opened = match open_session(&config, request, &info, &peer, &mut metrics).await {
+    let opened = match open::open_session(&config, request, &info, &peer, &mut metrics).await {
         Ok(opened) => opened,
         Err(refusal) => {
             log_refusal(&config, &peer, &refusal, &metrics);
@@ -324,169 +324,12 @@ async fn send_connack(
     }
 }
 
-/// A fresh client identifier for a client that sent none.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the wall clock makes assigned ids unique across restarts"
-)]
-fn assign_client_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::UNIX_EPOCH;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "zilla-{:x}{:04x}{:x}",
-        nanos,
-        std::process::id() & 0xFFFF,
-        count
-    )
-}
-
-/// How far in the future the wall-clock time `at` is, as a monotonic instant.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "credentials expire at a wall-clock time; the session runs on a monotonic one"
-)]
-fn instant_of(at: SystemTime, now: Instant) -> Instant {
-    now + at.duration_since(SystemTime::now()).unwrap_or_default()
-}
-
-/// An admitted session with its upstreams open and its CONNACK queued.
-struct Opened {
-    session: Session,
-    upstreams: Vec<UpstreamIo>,
-    registration: Registration,
-}
-
-/// Admits the CONNECT (asking the guard), opens its upstreams and starts the
-/// session; a refusal is for the caller to send.
-async fn open_session(
-    config: &Arc<ServerConfig>,
-    mut request: Request,
-    info: &StreamInfo,
-    peer: &str,
-    metrics: &mut SessionMetrics,
-) -> Result<Opened, Refusal> {
-    let has_login = request.login.is_some();
-    let granted = (config.authorization.as_ref()).and_then(|a| info.granted(&a.guard_name));
-    let token = admit::credentials(config, &mut request, assign_client_id, granted)
-        .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
-    admit::before_guard(config, &request, info, now())?;
-    let verdict = match (&config.authorization, &token) {
-        (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
-            Some(verdict) => Some(verdict),
-            None => Some(authorization.guard.authorize(token).await),
-        },
-        _ => None,
-    };
-    match &verdict {
-        Some(Err(GuardRejection::InvalidCredentials(_))) => {
-            metrics.authentication_failed(AuthFailure::Invalid)
-        }
-        Some(Err(GuardRejection::Unavailable(_))) => {
-            metrics.authentication_failed(AuthFailure::Unavailable)
-        }
-        _ => {}
-    }
-    let admission = admit::admit(config, request, token, verdict, info, now())?;
-    let client_id = admission.connect.client_id.clone();
-    if let Some(authorized) = &admission.authorized {
-        config.events.info(
-            "MQTT_AUTHORIZATION_SUCCEEDED",
-            format!("client {peer} id {client_id:?}: {authorized}"),
-        );
-    }
-    // Only an authorized, routable session takes over a connection with its id.
-    let registration = config.sessions.register(&client_id);
-    let (names, opening): (Vec<_>, Vec<_>) = admission
-        .opens
-        .into_iter()
-        .map(|(name, port, open)| (name, async move { port.open(open).await }))
-        .unzip();
-    let opened = futures_util::future::join_all(opening).await;
-    let started = now();
-    let mut links = Vec::with_capacity(opened.len());
-    // The brokers' CONNACKs, merged into the client's and then dropped.
-    let mut acks = Vec::with_capacity(opened.len());
-    let mut upstreams = Vec::with_capacity(opened.len());
-    let mut failure = None;
-    for (name, result) in names.into_iter().zip(opened) {
-        metrics.upstream_opened(&name, &result);
-        match result {
-            Ok(upstream) => {
-                links.push(UpstreamLink::new(
-                    name,
-                    &upstream.connack,
-                    upstream.keep_alive,
-                    upstream.version,
-                    started,
-                ));
-                acks.push(upstream.connack);
-                upstreams.push(UpstreamIo {
-                    stream: upstream.stream,
-                    read_buf: upstream.read_buf,
-                    last_read: 0,
-                });
-            }
-            Err(error) if failure.is_none() => failure = Some((name, error)),
-            Err(_) => {}
-        }
-    }
-    if let Some((name, error)) = failure {
-        for (mut link, mut io) in links.into_iter().zip(upstreams) {
-            // Undo the half-made session without firing its will.
-            link.send(&Packet::Disconnect(disconnect(
-                DisconnectReasonCode::NormalDisconnection,
-                None,
-            )));
-            let _ = io.stream.write_all(&link.out).await;
-        }
-        return Err(admit::upstream_refusal(
-            admission.version,
-            &client_id,
-            &name,
-            error,
-        ));
-    }
-    metrics.admitted(links.iter().map(|link| &*link.name));
-    let connack = admit::merged_connack(&acks, admission.assigned, config);
-    let carried = if admission.connect.clean_start {
-        // A clean start forgets what an earlier connection left.
-        let _ = config.sessions.resume(&client_id, started);
-        None
-    } else if connack.session_present {
-        config.sessions.resume(&client_id, started)
-    } else {
-        None
-    };
-    let start = Start {
-        version: admission.version,
-        connect: admission.connect,
-        peer: peer.to_owned(),
-        upstreams: links,
-        router: admission.router,
-        connack,
-        carried,
-        expires_at: admission.expires_at.map(|at| instant_of(at, started)),
-        limits: admission.limits,
-    };
-    Ok(Opened {
-        session: Session::new(config.clone(), start, started),
-        upstreams,
-        registration,
-    })
-}
-
 /// One upstream's socket and read buffer.
-struct UpstreamIo {
-    stream: ByteStream,
-    read_buf: BytesMut,
+pub(super) struct UpstreamIo {
+    pub(super) stream: ByteStream,
+    pub(super) read_buf: BytesMut,
     /// Bytes the last read from the broker brought (sizes the next one).
-    last_read: usize,
+    pub(super) last_read: usize,
 }
 
 /// A running session with its sockets.
@@ -505,8 +348,8 @@ struct Driver {
     upstreams: Vec<UpstreamIo>,
     /// Rotates which upstream is read first.
     turn: usize,
-    /// Its place among the connected client ids (and the id, for events);
-    /// last, so that it is left once the streams are closed.
+    /// Its place among the connected client ids (and the id, for events),
+    /// left in [`Driver::finish`].
     registration: Registration,
 }
 
@@ -597,7 +440,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.unwrap_or_else(now))),
                     if deadline.is_some() => session.on_timeout(now()),
                 _ = config.shutdown.draining() => Err(End::Draining),
-                _ = registration.taken_over.notified() => Err(End::TakenOver),
+                _ = registration.taken_over().notified() => Err(End::TakenOver),
             };
             if let Err(end) = outcome {
                 return end;
@@ -691,11 +534,10 @@ impl Driver {
     /// packets and closes, as the state machine decided.
     async fn finish(mut self, end: End) {
         let ended = now();
-        if let Some(carried) = self.session.carried(ended) {
-            self.config
-                .sessions
-                .carry(self.session.client_id(), carried, ended);
-        }
+        // Left before the close, which may take a while: a connection that
+        // took this one over is waiting for what it carries.
+        let carried = self.session.carried(ended);
+        self.registration.leave(carried, ended);
         match self.session.finish(end) {
             Closing::FlushAll => {
                 let _ = self.flush().await;

@@ -19,6 +19,8 @@
 //! - [`end`]: why a session ends and how its connections close.
 //! - [`acks`]: SUBACK/UNSUBACK merges and the proxy's own publish refusals.
 //! - [`router`]: where each publish and subscription of the session goes.
+//! - `open`: the admitted session's upstreams opened, then the takeover of
+//!   a connection with the same client id, in that order.
 //! - [`takeover`]: the per-server registry of connected client ids and what a
 //!   persistent session leaves for its next connection.
 //! - [`driver`]: the only code that touches sockets and tokio time.
@@ -30,6 +32,7 @@ mod driver;
 pub(crate) mod end;
 #[doc(hidden)]
 pub(crate) mod fuzz;
+mod open;
 mod router;
 mod state;
 pub(crate) mod takeover;

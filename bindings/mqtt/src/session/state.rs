@@ -263,6 +263,7 @@ impl Session {
         session
     }
 
+    #[cfg(test)]
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }

@@ -5,9 +5,15 @@
 //!
 //! Shared by every session task of those servers, so it is the one place of
 //! the session that synchronises (a mutex and a notification per connection).
+//!
+//! A connection registers only once it is admitted by the proxy and by every
+//! broker it needs (see `open`), so a refused CONNECT never signals the
+//! connection it would have taken over. The one it takes over leaves what
+//! its flows left open ([`Registration::leave`]) for its successor, which
+//! waits for that ([`Predecessor::departed`]) before it resumes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::Notify;
@@ -20,10 +26,14 @@ pub(crate) struct SessionRegistry {
     /// connected client id, not one per holder. A connection's signal is
     /// its own allocation as long as it is registered, so it also tells
     /// whose entry it is (no separate registration number: 8 bytes less
-    /// per entry of a table sized for every connected client).
+    /// per entry of a table sized for every connected client). Who else
+    /// holds the signal tells the rest: a [`Predecessor`] handle of the
+    /// connection that took it over, waiting for it to leave.
     sessions: Mutex<HashMap<Arc<str>, Arc<Notify>>>,
     /// Packet-id state left by persistent sessions, until they resume or expire.
     carried: Mutex<HashMap<String, Carried>>,
+    /// Woken whenever a connection leaves: what successors wait on.
+    left: Notify,
 }
 
 /// What a persistent session's connection leaves for the next one: the
@@ -46,44 +56,45 @@ pub(crate) struct Carried {
     pub(crate) expires: Option<Instant>,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SessionRegistry {
-    /// Registers `client_id`, taking over (signalling) any connection that has it.
-    pub(crate) fn register(self: &Arc<Self>, client_id: &str) -> Registration {
+    /// Registers `client_id`, taking over (signalling) any connection that
+    /// has it; that connection, if any, is returned as the predecessor.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        client_id: &str,
+    ) -> (Registration, Option<Predecessor>) {
         let taken_over = Arc::new(Notify::new());
         let client_id: Arc<str> = client_id.into();
         let previous = {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sessions = lock(&self.sessions);
             // Removed first: `insert` would keep the old connection's key,
             // and the id would be held twice.
             let previous = sessions.remove(&client_id);
             sessions.insert(client_id.clone(), taken_over.clone());
             previous
         };
-        if let Some(previous) = previous {
-            previous.notify_one();
-        }
-        Registration {
+        let predecessor = previous.map(|signal| {
+            signal.notify_one();
+            Predecessor {
+                registry: self.clone(),
+                signal: Some(signal),
+            }
+        });
+        let registration = Registration {
             registry: self.clone(),
             client_id,
-            taken_over,
-        }
-    }
-
-    /// Keeps `carried` for `client_id`'s next connection.
-    pub(crate) fn carry(&self, client_id: &str, carried: Carried, now: Instant) {
-        let mut all = self.carried.lock().unwrap_or_else(|p| p.into_inner());
-        // Expired sessions are gone at the brokers too; forget their state.
-        all.retain(|_, c| c.expires.is_none_or(|at| at > now));
-        all.insert(client_id.to_owned(), carried);
+            taken_over: Some(taken_over),
+        };
+        (registration, predecessor)
     }
 
     /// Takes what `client_id`'s previous connection left, if still valid.
     pub(crate) fn resume(&self, client_id: &str, now: Instant) -> Option<Carried> {
-        let carried = self
-            .carried
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(client_id)?;
+        let carried = lock(&self.carried).remove(client_id)?;
         carried.expires.is_none_or(|at| at > now).then_some(carried)
     }
 }
@@ -94,7 +105,8 @@ pub(crate) struct Registration {
     registry: Arc<SessionRegistry>,
     /// The registry's key, shared.
     client_id: Arc<str>,
-    pub(crate) taken_over: Arc<Notify>,
+    /// Its signal; `None` once it left.
+    taken_over: Option<Arc<Notify>>,
 }
 
 impl Registration {
@@ -102,21 +114,98 @@ impl Registration {
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
+
+    /// Notified when a newer connection took the session over.
+    pub(crate) fn taken_over(&self) -> &Notify {
+        self.taken_over
+            .as_deref()
+            .expect("a registration is in the registry until it leaves")
+    }
+
+    /// Leaves the registry at `now`, keeping `carried` for the session's
+    /// next connection: the one that took this one over and is waiting for
+    /// it, or any later one when this connection simply ended. When this
+    /// connection was taken over by one that no longer waits (it resumed
+    /// without, or started clean), the state is stale and dropped.
+    pub(crate) fn leave(&mut self, carried: Option<Carried>, now: Instant) {
+        self.leave_with(carried.map(|carried| (carried, now)));
+    }
+
+    fn leave_with(&mut self, carried: Option<(Carried, Instant)>) {
+        let Some(signal) = self.taken_over.take() else {
+            return;
+        };
+        {
+            let mut sessions = lock(&self.registry.sessions);
+            let ours = sessions
+                .get(&self.client_id)
+                .is_some_and(|entry| Arc::ptr_eq(entry, &signal));
+            if ours {
+                sessions.remove(&self.client_id);
+            }
+            // Ours, or held by a successor's `Predecessor` besides us.
+            let awaited = ours || Arc::strong_count(&signal) > 1;
+            if let (Some((carried, now)), true) = (carried, awaited) {
+                let mut all = lock(&self.registry.carried);
+                // Expired sessions are gone at the brokers too; forget their state.
+                all.retain(|_, c| c.expires.is_none_or(|at| at > now));
+                all.insert(self.client_id.to_string(), carried);
+            }
+            // Dropped under the lock: a successor that sees it gone also
+            // sees what it carried.
+            drop(signal);
+        }
+        self.registry.left.notify_waiters();
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut sessions = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if sessions
-            .get(&self.client_id)
-            .is_some_and(|signal| Arc::ptr_eq(signal, &self.taken_over))
-        {
-            sessions.remove(&self.client_id);
+        // A connection that never ran leaves without calling `leave`.
+        self.leave_with(None);
+    }
+}
+
+/// The connection a new one took over, until it has left the registry.
+#[derive(Debug)]
+pub(crate) struct Predecessor {
+    registry: Arc<SessionRegistry>,
+    /// The taken-over connection's signal; held so that it knows someone
+    /// waits for what it leaves.
+    signal: Option<Arc<Notify>>,
+}
+
+impl Predecessor {
+    /// Waits until the connection taken over has left, and so has left what
+    /// it carried (usually at once: its task wakes on the signal). The
+    /// caller bounds the wait: a connection stuck writing to a client that
+    /// does not read only notices the signal when that write ends.
+    pub(crate) async fn departed(&self) {
+        loop {
+            let left = self.registry.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if self.alone() {
+                return;
+            }
+            left.await;
         }
+    }
+
+    /// Whether the taken-over connection dropped its signal.
+    fn alone(&self) -> bool {
+        let _sessions = lock(&self.registry.sessions);
+        self.signal
+            .as_ref()
+            .is_none_or(|signal| Arc::strong_count(signal) == 1)
+    }
+}
+
+impl Drop for Predecessor {
+    fn drop(&mut self) {
+        // Under the lock, as the taken-over connection reads the count.
+        let _sessions = lock(&self.registry.sessions);
+        self.signal = None;
     }
 }
 
@@ -124,42 +213,98 @@ impl Drop for Registration {
 mod tests {
     use std::time::Duration;
 
+    use futures_util::FutureExt;
+
     use super::*;
     use crate::session::tests::clock;
 
     fn signalled(registration: &Registration) -> bool {
-        let notified = registration.taken_over.notified();
+        let notified = registration.taken_over().notified();
         futures_util::pin_mut!(notified);
-        futures_util::FutureExt::now_or_never(notified).is_some()
+        notified.now_or_never().is_some()
+    }
+
+    fn departed(predecessor: &Predecessor) -> bool {
+        predecessor.departed().now_or_never().is_some()
+    }
+
+    fn left_open(next_client_pkid: u16) -> Carried {
+        Carried {
+            next_client_pkid,
+            ..Carried::default()
+        }
     }
 
     #[test]
     fn a_second_registration_takes_the_first_over_and_outlives_it() {
         let registry = Arc::new(SessionRegistry::default());
-        let first = registry.register("device");
-        let second = registry.register("device");
+        let (first, none) = registry.register("device");
+        assert!(none.is_none());
+        let (second, predecessor) = registry.register("device");
         // The first connection was signalled: a permit is stored for it.
         assert!(signalled(&first));
+        assert!(predecessor.is_some());
         // The old connection leaving does not unregister the new one.
         drop(first);
-        let third = registry.register("device");
+        let (third, _) = registry.register("device");
         assert!(signalled(&second));
         assert!(!signalled(&third));
     }
 
     #[test]
     fn carried_state_resumes_once_and_not_after_it_expired() {
-        let registry = SessionRegistry::default();
+        let registry = Arc::new(SessionRegistry::default());
         let t0 = clock();
         let carried = Carried {
-            next_client_pkid: 9,
             expires: Some(t0 + Duration::from_secs(10)),
-            ..Carried::default()
+            ..left_open(9)
         };
-        registry.carry("a", carried.clone(), t0);
+        let (mut first, _) = registry.register("a");
+        first.leave(Some(carried.clone()), t0);
         assert_eq!(registry.resume("a", t0), Some(carried.clone()));
         assert_eq!(registry.resume("a", t0), None, "taken once");
-        registry.carry("a", carried, t0);
+        let (mut second, _) = registry.register("a");
+        second.leave(Some(carried), t0);
         assert_eq!(registry.resume("a", t0 + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn a_successor_waits_for_what_the_connection_it_took_over_leaves() {
+        let registry = Arc::new(SessionRegistry::default());
+        let t0 = clock();
+        let (mut old, _) = registry.register("device");
+        let (_new, predecessor) = registry.register("device");
+        let predecessor = predecessor.expect("took a connection over");
+        assert!(!departed(&predecessor), "the old connection is still there");
+        // Taken over, it leaves its open flows for the one waiting.
+        old.leave(Some(left_open(7)), t0);
+        assert!(departed(&predecessor));
+        drop(predecessor);
+        assert_eq!(registry.resume("device", t0), Some(left_open(7)));
+    }
+
+    #[test]
+    fn a_successor_that_stopped_waiting_gets_no_stale_state_later() {
+        let registry = Arc::new(SessionRegistry::default());
+        let t0 = clock();
+        let (mut old, _) = registry.register("device");
+        let (_new, predecessor) = registry.register("device");
+        // The new connection gave up waiting (or started clean) and resumed.
+        drop(predecessor);
+        assert_eq!(registry.resume("device", t0), None);
+        old.leave(Some(left_open(7)), t0);
+        // What the old one carried would mislead a later connection.
+        assert_eq!(registry.resume("device", t0), None);
+    }
+
+    #[test]
+    fn a_connection_that_ends_unchallenged_leaves_its_state_for_the_next() {
+        let registry = Arc::new(SessionRegistry::default());
+        let t0 = clock();
+        let (mut only, _) = registry.register("device");
+        only.leave(Some(left_open(3)), t0);
+        let (_next, predecessor) = registry.register("device");
+        assert!(predecessor.is_none(), "it left the registry");
+        assert_eq!(registry.resume("device", t0), Some(left_open(3)));
     }
 }

@@ -1,0 +1,215 @@
+//! Opening an admitted session: the guard's verdict, the upstream sessions
+//! and their CONNACKs, and only then the takeover of a connection with the
+//! same client id.
+//!
+//! The order is the security property: a CONNECT that the proxy's guard,
+//! its limits or routes, or any broker refuses never touches the connected
+//! session it would have taken over. A broker that accepts takes its old
+//! upstream session over itself (so where a session spans several brokers
+//! and one refuses after another accepted, the old session loses that
+//! upstream and ends with 0x8E: brokers that disagree on a credential are a
+//! misconfiguration). See docs/configuration.md, "Session integrity".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mqtt_bytes_v5::{DisconnectReasonCode, Packet};
+use tokio::io::AsyncWriteExt;
+use zilla_engine::{GuardRejection, StreamInfo};
+
+use super::admit::{self, Refusal, Request};
+use super::driver::{now, UpstreamIo};
+use super::end::disconnect;
+use super::state::{Session, Start};
+use super::takeover::{Carried, Predecessor, Registration};
+use crate::config::ServerConfig;
+use crate::metrics::{AuthFailure, SessionMetrics};
+use crate::upstream::UpstreamLink;
+
+/// How long a new connection waits for the one it took over to leave its
+/// open flows behind: usually no time at all; only a connection stuck
+/// writing to a client that does not read takes longer, and then the new
+/// one resumes without them rather than keep its client waiting.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// A fresh client identifier for a client that sent none.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the wall clock makes assigned ids unique across restarts"
+)]
+fn assign_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::UNIX_EPOCH;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "zilla-{:x}{:04x}{:x}",
+        nanos,
+        std::process::id() & 0xFFFF,
+        count
+    )
+}
+
+/// How far in the future the wall-clock time `at` is, as a monotonic instant.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "credentials expire at a wall-clock time; the session runs on a monotonic one"
+)]
+fn instant_of(at: SystemTime, now: Instant) -> Instant {
+    now + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// An admitted session with its upstreams open and its CONNACK queued.
+pub(super) struct Opened {
+    pub(super) session: Session,
+    pub(super) upstreams: Vec<UpstreamIo>,
+    pub(super) registration: Registration,
+}
+
+/// Admits the CONNECT (asking the guard), opens its upstreams and starts the
+/// session; a refusal is for the caller to send.
+pub(super) async fn open_session(
+    config: &Arc<ServerConfig>,
+    mut request: Request,
+    info: &StreamInfo,
+    peer: &str,
+    metrics: &mut SessionMetrics,
+) -> Result<Opened, Refusal> {
+    let has_login = request.login.is_some();
+    let granted = (config.authorization.as_ref()).and_then(|a| info.granted(&a.guard_name));
+    let token = admit::credentials(config, &mut request, assign_client_id, granted)
+        .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
+    admit::before_guard(config, &request, info, now())?;
+    let verdict = match (&config.authorization, &token) {
+        (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
+            Some(verdict) => Some(verdict),
+            None => Some(authorization.guard.authorize(token).await),
+        },
+        _ => None,
+    };
+    match &verdict {
+        Some(Err(GuardRejection::InvalidCredentials(_))) => {
+            metrics.authentication_failed(AuthFailure::Invalid)
+        }
+        Some(Err(GuardRejection::Unavailable(_))) => {
+            metrics.authentication_failed(AuthFailure::Unavailable)
+        }
+        _ => {}
+    }
+    let admission = admit::admit(config, request, token, verdict, info, now())?;
+    let client_id = admission.connect.client_id.clone();
+    if let Some(authorized) = &admission.authorized {
+        config.events.info(
+            "MQTT_AUTHORIZATION_SUCCEEDED",
+            format!("client {peer} id {client_id:?}: {authorized}"),
+        );
+    }
+    let (names, opening): (Vec<_>, Vec<_>) = admission
+        .opens
+        .into_iter()
+        .map(|(name, port, open)| (name, async move { port.open(open).await }))
+        .unzip();
+    let opened = futures_util::future::join_all(opening).await;
+    let started = now();
+    let mut links = Vec::with_capacity(opened.len());
+    // The brokers' CONNACKs, merged into the client's and then dropped.
+    let mut acks = Vec::with_capacity(opened.len());
+    let mut upstreams = Vec::with_capacity(opened.len());
+    let mut failure = None;
+    for (name, result) in names.into_iter().zip(opened) {
+        metrics.upstream_opened(&name, &result);
+        match result {
+            Ok(upstream) => {
+                links.push(UpstreamLink::new(
+                    name,
+                    &upstream.connack,
+                    upstream.keep_alive,
+                    upstream.version,
+                    started,
+                ));
+                acks.push(upstream.connack);
+                upstreams.push(UpstreamIo {
+                    stream: upstream.stream,
+                    read_buf: upstream.read_buf,
+                    last_read: 0,
+                });
+            }
+            Err(error) if failure.is_none() => failure = Some((name, error)),
+            Err(_) => {}
+        }
+    }
+    if let Some((name, error)) = failure {
+        for (mut link, mut io) in links.into_iter().zip(upstreams) {
+            // Undo the half-made session without firing its will.
+            link.send(&Packet::Disconnect(disconnect(
+                DisconnectReasonCode::NormalDisconnection,
+                None,
+            )));
+            let _ = io.stream.write_all(&link.out).await;
+        }
+        return Err(admit::upstream_refusal(
+            admission.version,
+            &client_id,
+            &name,
+            error,
+        ));
+    }
+    metrics.admitted(links.iter().map(|link| &*link.name));
+    let connack = admit::merged_connack(&acks, admission.assigned, config);
+    // Admitted by the proxy and by every broker: only now does the session
+    // take over a connection with its client id.
+    let (registration, predecessor) = config.sessions.register(&client_id);
+    let resuming = !admission.connect.clean_start && connack.session_present;
+    let carried = resumed(config, &client_id, predecessor, resuming).await;
+    let admitted = now();
+    let start = Start {
+        version: admission.version,
+        connect: admission.connect,
+        peer: peer.to_owned(),
+        upstreams: links,
+        router: admission.router,
+        connack,
+        carried,
+        expires_at: admission.expires_at.map(|at| instant_of(at, admitted)),
+        limits: admission.limits,
+    };
+    Ok(Opened {
+        session: Session::new(config.clone(), start, admitted),
+        upstreams,
+        registration,
+    })
+}
+
+/// What the session's previous connection left for it, when it resumes:
+/// once the connection it took over (`predecessor`) has left, within
+/// [`TAKEOVER_WAIT`]. A session that does not resume forgets what an
+/// earlier connection left, and lets its predecessor know nobody waits.
+async fn resumed(
+    config: &ServerConfig,
+    client_id: &str,
+    predecessor: Option<Predecessor>,
+    resuming: bool,
+) -> Option<Carried> {
+    if let (Some(predecessor), true) = (&predecessor, resuming) {
+        if tokio::time::timeout(TAKEOVER_WAIT, predecessor.departed())
+            .await
+            .is_err()
+        {
+            config.events.warn(
+                "MQTT_SESSION_TAKEN_OVER",
+                format!(
+                    "id {client_id:?}: the connection taken over did not leave within {TAKEOVER_WAIT:?}; \
+                     the session resumes without the QoS 1/2 flows it had open"
+                ),
+            );
+        }
+    }
+    // Dropped first: a predecessor that leaves later drops its state.
+    drop(predecessor);
+    let carried = config.sessions.resume(client_id, now());
+    carried.filter(|_| resuming)
+}
