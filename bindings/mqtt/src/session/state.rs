@@ -32,6 +32,7 @@ mod finish;
 mod from_client;
 mod from_upstream;
 mod limited;
+mod resent;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -104,8 +105,9 @@ pub(crate) struct Session {
     publish_bytes: usize,
     /// Bytes of messages in `waiting`.
     waiting_bytes: usize,
-    /// Client-side packet ids of messages to the client -> (upstream, upstream id).
-    outbound: PacketIds<(usize, u16)>,
+    /// Client-side packet ids of messages to the client -> where each came
+    /// from and how far its flow is.
+    outbound: PacketIds<Delivery>,
     /// (upstream, upstream id) of messages to the client -> client-side packet id.
     delivering: LazyMap<(usize, u16), u16>,
     /// Messages waiting for a free slot in the client's receive maximum.
@@ -131,6 +133,8 @@ pub(crate) struct Session {
     /// Its places in its keys' counts, its own buckets and the publish it
     /// holds over a rate; `None` when no limit applies to it.
     limited: Option<Box<SessionLimits>>,
+    /// Whether an MQTT 5 client's resend was logged (once per session).
+    resend_logged: bool,
 }
 
 /// Where a client's QoS 1/2 publish is.
@@ -138,8 +142,12 @@ pub(crate) struct Session {
 enum Inbound {
     /// Waiting in upstream `.0`'s queue for room in the broker's window.
     Queued(usize),
-    /// Sent to upstream `.0` with packet id `.1`.
+    /// Sent to upstream `.0` with packet id `.1` on this connection.
     Sent(usize, u16),
+    /// Sent to upstream `.0` with packet id `.1` by the previous connection
+    /// of a resumed session: the broker may never have had it, so the
+    /// client's resend goes to it again (then it is `Sent`).
+    Resumed(usize, u16),
     /// QoS 2: the broker's PUBREC came and the proxy sent it PUBREL at once,
     /// so the broker's window does not wait for the client's PUBREL.
     Released(usize, u16),
@@ -148,6 +156,30 @@ enum Inbound {
     /// QoS 2: the broker's PUBCOMP came (with this reason); the client's
     /// PUBREL is answered with it.
     Completed(PubCompReason),
+}
+
+/// A message to the client in flight: the upstream it came from, its packet
+/// id there, and how far its flow is (which tells a broker's resend apart
+/// from what the client still needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivery {
+    upstream: usize,
+    pkid: u16,
+    stage: Stage,
+}
+
+/// How far a delivery to the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Written to the client on this connection; its answer is due.
+    Sent,
+    /// Left open by the previous connection of a resumed session: the
+    /// client may never have had it, so the broker's resend goes to it.
+    Resumed,
+    /// QoS 2: the client's PUBREC went to the broker; its PUBREL is due.
+    Received,
+    /// QoS 2: the broker's PUBREL went to the client; its PUBCOMP is due.
+    Released,
 }
 
 /// How often a session logs that a buffer is full.
@@ -239,6 +271,7 @@ impl Session {
             paused_logged: None,
             metrics: SessionMetrics::default(),
             limited: session_limits,
+            resend_logged: false,
             config,
         };
         if let Some(carried) = carried {
@@ -493,12 +526,18 @@ impl Session {
         for (client_pkid, exit, pkid) in carried.inbound {
             if let Some(index) = index_of(&self.upstreams, &exit) {
                 self.upstreams[index].restore_publish(pkid, client_pkid);
-                self.inbound.insert(client_pkid, Inbound::Sent(index, pkid));
+                self.inbound
+                    .insert(client_pkid, Inbound::Resumed(index, pkid));
             }
         }
         for (client_pkid, exit, pkid) in carried.outbound {
             if let Some(index) = index_of(&self.upstreams, &exit) {
-                self.outbound.insert(client_pkid, (index, pkid));
+                let delivery = Delivery {
+                    upstream: index,
+                    pkid,
+                    stage: Stage::Resumed,
+                };
+                self.outbound.insert(client_pkid, delivery);
                 self.delivering.insert((index, pkid), client_pkid);
             }
         }
@@ -529,9 +568,10 @@ impl Session {
                 .iter()
                 .filter_map(|(&p, inbound)| match *inbound {
                     // The client sends PUBREL again and it goes upstream again.
-                    Inbound::Sent(i, q) | Inbound::Released(i, q) | Inbound::AwaitingComp(i, q) => {
-                        Some((p, name(i), q))
-                    }
+                    Inbound::Sent(i, q)
+                    | Inbound::Resumed(i, q)
+                    | Inbound::Released(i, q)
+                    | Inbound::AwaitingComp(i, q) => Some((p, name(i), q)),
                     // Never reached a broker (sent again as new), or over at
                     // the broker (in `completed`).
                     Inbound::Queued(_) | Inbound::Completed(_) => None,
@@ -540,7 +580,7 @@ impl Session {
             outbound: self
                 .outbound
                 .iter()
-                .map(|(p, &(i, q))| (p, name(i), q))
+                .map(|(p, d)| (p, name(d.upstream), d.pkid))
                 .collect(),
             next_pkids: self
                 .upstreams

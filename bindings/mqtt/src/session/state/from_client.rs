@@ -21,7 +21,7 @@ use mqtt_bytes_v5::{
     Unsubscribe,
 };
 
-use super::{packet_name, Inbound, Session};
+use super::{packet_name, Delivery, Inbound, Session, Stage};
 use crate::codec::Version;
 use crate::flow::weight;
 use crate::options::{OnInvalid, Operation};
@@ -36,44 +36,48 @@ impl Session {
         match packet {
             Packet::Publish(publish) => self.client_publish(publish),
             Packet::PubAck(ack) => {
-                if let Some((index, pkid)) = self.outbound.remove(ack.pkid) {
-                    self.delivering.remove(&(index, pkid));
-                    self.upstreams[index].send(&Packet::PubAck(PubAck { pkid, ..ack }));
+                if let Some(Delivery { upstream, pkid, .. }) = self.outbound.remove(ack.pkid) {
+                    self.delivering.remove(&(upstream, pkid));
+                    self.upstreams[upstream].send(&Packet::PubAck(PubAck { pkid, ..ack }));
                     self.deliver_waiting();
                 }
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                if let Some(&(index, pkid)) = self.outbound.get(rec.pkid) {
+                if let Some(&Delivery { upstream, pkid, .. }) = self.outbound.get(rec.pkid) {
                     if rec.reason != PubRecReason::Success
                         && rec.reason != PubRecReason::NoMatchingSubscribers
                     {
                         self.outbound.remove(rec.pkid);
-                        self.delivering.remove(&(index, pkid));
+                        self.delivering.remove(&(upstream, pkid));
                         self.deliver_waiting();
+                    } else {
+                        self.delivery_reached(rec.pkid, Stage::Received);
                     }
-                    self.upstreams[index].send(&Packet::PubRec(PubRec { pkid, ..rec }));
+                    self.upstreams[upstream].send(&Packet::PubRec(PubRec { pkid, ..rec }));
                 }
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                if let Some((index, pkid)) = self.outbound.remove(comp.pkid) {
-                    self.delivering.remove(&(index, pkid));
-                    self.upstreams[index].send(&Packet::PubComp(PubComp { pkid, ..comp }));
+                if let Some(Delivery { upstream, pkid, .. }) = self.outbound.remove(comp.pkid) {
+                    self.delivering.remove(&(upstream, pkid));
+                    self.upstreams[upstream].send(&Packet::PubComp(PubComp { pkid, ..comp }));
                     self.deliver_waiting();
                 }
                 Ok(())
             }
             Packet::PubRel(rel) => {
                 match self.inbound.get(&rel.pkid).copied() {
-                    Some(Inbound::Sent(index, pkid)) => {
+                    Some(Inbound::Sent(index, pkid) | Inbound::Resumed(index, pkid)) => {
                         self.upstreams[index].send(&Packet::PubRel(PubRel { pkid, ..rel }));
                     }
                     Some(Inbound::Released(index, pkid)) => {
                         self.inbound
                             .insert(rel.pkid, Inbound::AwaitingComp(index, pkid));
                     }
-                    // A PUBREL sent again while the broker's PUBCOMP is due.
+                    // A PUBREL sent again while the broker's PUBCOMP is
+                    // due: that PUBCOMP answers it, once (a second one
+                    // could complete a later flow that reused the id).
                     Some(Inbound::AwaitingComp(..)) => {}
                     Some(Inbound::Completed(reason)) => {
                         self.inbound.remove(&rel.pkid);
@@ -207,7 +211,7 @@ impl Session {
 
     /// Validates, routes and forwards a publish its rates admitted.
     #[inline]
-    pub(super) fn admitted_publish(&mut self, mut publish: Publish) -> Result<(), End> {
+    pub(super) fn admitted_publish(&mut self, publish: Publish) -> Result<(), End> {
         if let Some(refused) = self.validate(&publish) {
             return refused;
         }
@@ -215,24 +219,8 @@ impl Session {
             return self.unroutable_publish(&publish);
         };
         if publish.qos != QoS::AtMostOnce {
-            match self.inbound.get(&publish.pkid) {
-                // A retransmission (after a reconnect, the only time MQTT
-                // allows one): it goes again to where the first copy went,
-                // with the same packet id, so the broker can recognise it.
-                Some(&Inbound::Sent(mapped, upstream_pkid)) if publish.dup => {
-                    publish.pkid = upstream_pkid;
-                    self.upstreams[mapped].send(&Packet::Publish(publish));
-                    return Ok(());
-                }
-                // The first copy still waits for its broker's window.
-                Some(Inbound::Queued(_)) if publish.dup => return Ok(()),
-                Some(_) => {
-                    return Err(End::Refuse(
-                        DisconnectReasonCode::ProtocolError,
-                        format!("packet id {} reused while in flight", publish.pkid),
-                    ))
-                }
-                None => {}
+            if let Some(&inbound) = self.inbound.get(&publish.pkid) {
+                return self.client_resent(publish, inbound);
             }
             // Only what the proxy advertised binds a 5.0 client; a 3.1.1
             // client has no receive maximum and is never refused for it.

@@ -3,11 +3,11 @@
 //! the client delivered within its receive maximum.
 
 use mqtt_bytes_v5::{
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
-    PubRelReason, Publish, PublishProperties, QoS,
+    Packet, PubAck, PubAckReason, PubComp, PubRec, PubRecReason, PubRel, PubRelReason, Publish,
+    PublishProperties, QoS,
 };
 
-use super::{packet_name, Inbound, Session};
+use super::{packet_name, Delivery, Inbound, Session, Stage};
 use crate::flow::weight;
 use crate::session::acks::{Answers, UpstreamAck};
 use crate::session::end::End;
@@ -39,9 +39,11 @@ impl Session {
                     if failed {
                         link.take_publish(rec.pkid);
                         self.inbound.remove(&client_pkid);
-                    } else if self.inbound.get(&client_pkid)
-                        == Some(&Inbound::Sent(index, rec.pkid))
-                    {
+                    } else if matches!(
+                        self.inbound.get(&client_pkid),
+                        Some(&Inbound::Sent(i, q) | &Inbound::Resumed(i, q))
+                            if (i, q) == (index, rec.pkid)
+                    ) {
                         // Released at once: the broker's window frees at its
                         // PUBCOMP, whatever the client does with its PUBREL
                         // (which may wait behind publishes the proxy cannot
@@ -85,19 +87,7 @@ impl Session {
                     self.drain_queue(index)?;
                 }
             }
-            Packet::PubRel(rel) => match self.delivering.get(&(index, rel.pkid)) {
-                Some(&client_pkid) => {
-                    self.send_client(&Packet::PubRel(PubRel {
-                        pkid: client_pkid,
-                        ..rel
-                    }));
-                }
-                None => self.upstreams[index].send(&Packet::PubComp(PubComp {
-                    pkid: rel.pkid,
-                    reason: PubCompReason::PacketIdentifierNotFound,
-                    properties: None,
-                })),
-            },
+            Packet::PubRel(rel) => self.upstream_release(index, rel),
             Packet::SubAck(ack) => {
                 let (reason_string, user_properties) = ack
                     .properties
@@ -157,17 +147,18 @@ impl Session {
         self.complete_ack(client_pkid);
     }
 
-    pub(super) fn upstream_publish(&mut self, index: usize, mut publish: Publish) {
+    pub(super) fn upstream_publish(&mut self, index: usize, publish: Publish) {
         if publish.qos == QoS::AtMostOnce {
             self.send_delivery(publish);
             return;
         }
         if let Some(&client_pkid) = self.delivering.get(&(index, publish.pkid)) {
-            // The broker resends what the client had not acknowledged when the
-            // session resumed: the client gets it again under its own id.
-            publish.pkid = client_pkid;
-            publish.dup = true;
-            self.send_delivery(publish);
+            self.upstream_resent(index, client_pkid, publish);
+            return;
+        }
+        if publish.dup && self.is_waiting(index, publish.pkid) {
+            // Resent while the first copy waits for the client's window:
+            // that copy answers it.
             return;
         }
         self.waiting_bytes += weight(&publish);
@@ -183,7 +174,7 @@ impl Session {
     /// allows them and the server assigns them; false when it is larger than
     /// the client accepts and was dropped.
     #[inline]
-    fn send_delivery(&mut self, mut publish: Publish) -> bool {
+    pub(super) fn send_delivery(&mut self, mut publish: Publish) -> bool {
         let mut assigned = None;
         if self.limits.client_topic_aliases > 0 {
             let alias = match self.outgoing_aliases.get(&publish.topic) {
@@ -234,7 +225,12 @@ impl Session {
             publish.pkid = client_pkid;
             let qos = publish.qos;
             if self.send_delivery(publish) {
-                self.outbound.insert(client_pkid, (index, upstream_pkid));
+                let delivery = Delivery {
+                    upstream: index,
+                    pkid: upstream_pkid,
+                    stage: Stage::Sent,
+                };
+                self.outbound.insert(client_pkid, delivery);
                 self.delivering.insert((index, upstream_pkid), client_pkid);
             } else {
                 // Larger than the client accepts: MQTT says drop it; the broker

@@ -13,6 +13,7 @@ mod metrics;
 mod quotas;
 mod rates;
 mod replicas;
+mod resends;
 mod routing_answers;
 mod subscriptions;
 mod timers;
@@ -634,6 +635,10 @@ fn the_state_machine_touches_no_socket_runtime_or_clock() {
         (
             "session/state/limited.rs",
             include_str!("../state/limited.rs"),
+        ),
+        (
+            "session/state/resent.rs",
+            include_str!("../state/resent.rs"),
         ),
         ("limits/mod.rs", include_str!("../../limits/mod.rs")),
         ("limits/bucket.rs", include_str!("../../limits/bucket.rs")),
