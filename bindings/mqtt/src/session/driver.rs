@@ -138,6 +138,14 @@ pub(crate) fn serve(
             return;
         };
         let end = driver.relay().await;
+        let end = match end {
+            // A broker took the upstream over for a newer connection with
+            // this client id, before or as the proxy's own signal came.
+            End::UpstreamClosed(_) | End::UpstreamLost(..) if driver.registration.superseded() => {
+                End::TakenOver
+            }
+            end => end,
+        };
         Box::pin(driver.finish(end)).await;
     }
 }

@@ -108,6 +108,10 @@ pub(super) async fn open_session(
             format!("client {peer} id {client_id:?}: {authorized}"),
         );
     }
+    // From the first upstream CONNECT on, a broker may take the connected
+    // session's upstream over: that session reads its upstream's end as
+    // the takeover it is (`Registration::superseded`).
+    let admitting = config.sessions.admitting(&client_id);
     let (names, opening): (Vec<_>, Vec<_>) = admission
         .opens
         .into_iter()
@@ -143,6 +147,10 @@ pub(super) async fn open_session(
         }
     }
     if let Some((name, error)) = failure {
+        if !links.is_empty() {
+            // Those brokers took the connected session's upstreams over.
+            admitting.refused_after_a_broker_accepted();
+        }
         for (mut link, mut io) in links.into_iter().zip(upstreams) {
             // Undo the half-made session without firing its will.
             link.send(&Packet::Disconnect(disconnect(
@@ -162,7 +170,7 @@ pub(super) async fn open_session(
     let connack = admit::merged_connack(&acks, admission.assigned, config);
     // Admitted by the proxy and by every broker: only now does the session
     // take over a connection with its client id.
-    let (registration, predecessor) = config.sessions.register(&client_id);
+    let (registration, predecessor) = admitting.register();
     let resuming = !admission.connect.clean_start && connack.session_present;
     let carried = resumed(config, &client_id, predecessor, resuming).await;
     let admitted = now();

@@ -29,11 +29,21 @@ pub(crate) struct SessionRegistry {
     /// per entry of a table sized for every connected client). Who else
     /// holds the signal tells the rest: a [`Predecessor`] handle of the
     /// connection that took it over, waiting for it to leave.
-    sessions: Mutex<HashMap<Arc<str>, Arc<Notify>>>,
+    sessions: Mutex<Table>,
     /// Packet-id state left by persistent sessions, until they resume or expire.
     carried: Mutex<HashMap<String, Carried>>,
     /// Woken whenever a connection leaves: what successors wait on.
     left: Notify,
+}
+
+/// The connected client ids, and those with a CONNECT being admitted.
+#[derive(Debug, Default)]
+struct Table {
+    connected: HashMap<Arc<str>, Arc<Notify>>,
+    /// Client ids whose CONNECTs wait for their brokers' CONNACKs, with how
+    /// many: while one does, a broker may take the connected session's
+    /// upstream over before the proxy knows whether the CONNECT is admitted.
+    admitting: HashMap<Arc<str>, usize>,
 }
 
 /// What a persistent session's connection leaves for the next one: the
@@ -61,41 +71,96 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SessionRegistry {
-    /// Registers `client_id`, taking over (signalling) any connection that
-    /// has it; that connection, if any, is returned as the predecessor.
+    /// Marks a CONNECT with `client_id` as being admitted, until the
+    /// returned guard registers it or is dropped (refused).
+    pub(crate) fn admitting(self: &Arc<Self>, client_id: &str) -> Admitting {
+        let client_id: Arc<str> = client_id.into();
+        *lock(&self.sessions)
+            .admitting
+            .entry(client_id.clone())
+            .or_default() += 1;
+        Admitting {
+            registry: self.clone(),
+            client_id,
+        }
+    }
+
+    /// Registers `client_id` at once (see [`Admitting::register`]).
+    #[cfg(test)]
     pub(crate) fn register(
         self: &Arc<Self>,
         client_id: &str,
     ) -> (Registration, Option<Predecessor>) {
-        let taken_over = Arc::new(Notify::new());
-        let client_id: Arc<str> = client_id.into();
-        let previous = {
-            let mut sessions = lock(&self.sessions);
-            // Removed first: `insert` would keep the old connection's key,
-            // and the id would be held twice.
-            let previous = sessions.remove(&client_id);
-            sessions.insert(client_id.clone(), taken_over.clone());
-            previous
-        };
-        let predecessor = previous.map(|signal| {
-            signal.notify_one();
-            Predecessor {
-                registry: self.clone(),
-                signal: Some(signal),
-            }
-        });
-        let registration = Registration {
-            registry: self.clone(),
-            client_id,
-            taken_over: Some(taken_over),
-        };
-        (registration, predecessor)
+        self.admitting(client_id).register()
     }
 
     /// Takes what `client_id`'s previous connection left, if still valid.
     pub(crate) fn resume(&self, client_id: &str, now: Instant) -> Option<Carried> {
         let carried = lock(&self.carried).remove(client_id)?;
         carried.expires.is_none_or(|at| at > now).then_some(carried)
+    }
+}
+
+/// A CONNECT being admitted: its client id counts as challenged (see
+/// [`Registration::superseded`]) until it registers or is refused.
+#[derive(Debug)]
+pub(crate) struct Admitting {
+    registry: Arc<SessionRegistry>,
+    client_id: Arc<str>,
+}
+
+impl Admitting {
+    /// The CONNECT is admitted: registers it, taking over (signalling) any
+    /// connection with its id, returned as the predecessor. The challenge
+    /// ends in the same step, so a connected session never sees its id
+    /// neither challenged nor taken.
+    pub(crate) fn register(self) -> (Registration, Option<Predecessor>) {
+        let taken_over = Arc::new(Notify::new());
+        let previous = {
+            let mut table = lock(&self.registry.sessions);
+            // Removed first: `insert` would keep the old connection's key,
+            // and the id would be held twice.
+            let previous = table.connected.remove(&self.client_id);
+            table
+                .connected
+                .insert(self.client_id.clone(), taken_over.clone());
+            previous
+        };
+        let predecessor = previous.map(|signal| {
+            signal.notify_one();
+            Predecessor {
+                registry: self.registry.clone(),
+                signal: Some(signal),
+            }
+        });
+        let registration = Registration {
+            registry: self.registry.clone(),
+            client_id: self.client_id.clone(),
+            taken_over: Some(taken_over),
+        };
+        // `self` drops here, ending the challenge after the registration.
+        (registration, predecessor)
+    }
+
+    /// The CONNECT is refused after a broker accepted its upstream CONNECT,
+    /// which took the connected session's upstream there over: that session
+    /// is told it was taken over, as the brokers will make it be.
+    pub(crate) fn refused_after_a_broker_accepted(self) {
+        if let Some(signal) = lock(&self.registry.sessions).connected.get(&self.client_id) {
+            signal.notify_one();
+        }
+    }
+}
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        let mut table = lock(&self.registry.sessions);
+        if let Some(count) = table.admitting.get_mut(&self.client_id) {
+            *count -= 1;
+            if *count == 0 {
+                table.admitting.remove(&self.client_id);
+            }
+        }
     }
 }
 
@@ -122,6 +187,19 @@ impl Registration {
             .expect("a registration is in the registry until it leaves")
     }
 
+    /// Whether this connection's client id was taken, or is being taken,
+    /// by a newer CONNECT. A broker takes over its upstream session when
+    /// it accepts that CONNECT, possibly before the proxy's own signal: an
+    /// upstream that ends then is the takeover, not a failure.
+    pub(crate) fn superseded(&self) -> bool {
+        let table = lock(&self.registry.sessions);
+        let ours = match (&self.taken_over, table.connected.get(&self.client_id)) {
+            (Some(signal), Some(entry)) => Arc::ptr_eq(signal, entry),
+            _ => false,
+        };
+        !ours || table.admitting.contains_key(&self.client_id)
+    }
+
     /// Leaves the registry at `now`, keeping `carried` for the session's
     /// next connection: the one that took this one over and is waiting for
     /// it, or any later one when this connection simply ended. When this
@@ -136,12 +214,13 @@ impl Registration {
             return;
         };
         {
-            let mut sessions = lock(&self.registry.sessions);
-            let ours = sessions
+            let mut table = lock(&self.registry.sessions);
+            let ours = table
+                .connected
                 .get(&self.client_id)
                 .is_some_and(|entry| Arc::ptr_eq(entry, &signal));
             if ours {
-                sessions.remove(&self.client_id);
+                table.connected.remove(&self.client_id);
             }
             // Ours, or held by a successor's `Predecessor` besides us.
             let awaited = ours || Arc::strong_count(&signal) > 1;
@@ -266,6 +345,38 @@ mod tests {
         let (mut second, _) = registry.register("a");
         second.leave(Some(carried), t0);
         assert_eq!(registry.resume("a", t0 + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn a_connected_id_is_challenged_while_a_connect_is_admitted_and_after_it_registered() {
+        let registry = Arc::new(SessionRegistry::default());
+        let (connected, _) = registry.register("device");
+        assert!(!connected.superseded());
+        let admitting = registry.admitting("device");
+        assert!(connected.superseded(), "a broker may take it over now");
+        assert!(!signalled(&connected), "but the proxy has not");
+        // Refused before any broker accepted: nothing happened to it.
+        drop(admitting);
+        assert!(!connected.superseded());
+        assert!(!signalled(&connected));
+        // Admitted: taken over, with no moment unchallenged in between.
+        let (_new, predecessor) = registry.admitting("device").register();
+        assert!(predecessor.is_some());
+        assert!(connected.superseded());
+        assert!(signalled(&connected));
+    }
+
+    #[test]
+    fn a_connect_refused_after_a_broker_accepted_tells_the_connected_session() {
+        let registry = Arc::new(SessionRegistry::default());
+        let (connected, _) = registry.register("device");
+        registry
+            .admitting("device")
+            .refused_after_a_broker_accepted();
+        assert!(signalled(&connected));
+        // Not registered: the connected one still owns the id until it leaves.
+        let (_next, predecessor) = registry.register("device");
+        assert!(predecessor.is_some());
     }
 
     #[test]
