@@ -178,6 +178,16 @@ pub struct ConnectRequest {
 pub trait StreamConnector: Send + Sync + 'static {
     /// Opens a stream to the requested or configured destination.
     async fn connect(&self, request: ConnectRequest) -> io::Result<ByteStream>;
+
+    /// Where the streams this connector opens end, as configured at the end
+    /// of its chain: a tcp client's `host:port` (or every entry of its
+    /// `hosts`), which a binding in between (tls, ws) passes on from its own
+    /// exit. Empty when unknown or when the caller names the authority. Read
+    /// at build time by checks that compare exits (see
+    /// [`Authority::same_destination`]); never resolved here.
+    fn destinations(&self) -> Vec<Authority> {
+        Vec::new()
+    }
 }
 
 impl Port for dyn StreamConnector {

@@ -9,7 +9,8 @@ use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports, StreamConnector,
+    async_trait, Authority, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports,
+    StreamConnector,
 };
 
 use crate::codec::{self, Version};
@@ -166,5 +167,9 @@ impl MqttSessions for MqttClient {
                     self.exit.name, self.connect_timeout
                 )))
             })
+    }
+
+    fn brokers(&self) -> Vec<Authority> {
+        self.exit.port.destinations()
     }
 }

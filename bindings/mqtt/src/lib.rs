@@ -22,6 +22,7 @@ mod packet_ids;
 pub mod port;
 mod server;
 mod session;
+mod shared_broker;
 pub mod topic;
 mod upstream;
 

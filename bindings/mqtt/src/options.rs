@@ -445,6 +445,12 @@ impl RouteTemplate {
         Ok(template)
     }
 
+    /// The client id patterns a session must match to be accepted, or
+    /// `None` when the route accepts every session.
+    pub fn sessions(&self) -> Option<&[String]> {
+        self.sessions.as_deref()
+    }
+
     /// The conditions as they apply to a session authorized as `authorizations`.
     pub fn bind(&self, authorizations: &zilla_engine::Authorizations) -> RouteConditions {
         self.bind_with(Some(authorizations))

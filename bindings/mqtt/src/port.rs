@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, Connect, LastWill};
-use zilla_engine::{async_trait, ByteStream, Port, StreamInfo};
+use zilla_engine::{async_trait, Authority, ByteStream, Port, StreamInfo};
 
 use crate::codec::Version;
 use crate::credentials::Login;
@@ -81,6 +81,16 @@ impl std::fmt::Display for OpenError {
 pub trait MqttSessions: Send + Sync + 'static {
     /// Opens a session and completes its CONNECT/CONNACK exchange.
     async fn open(&self, request: OpenSession) -> Result<Upstream, OpenError>;
+
+    /// The broker addresses these sessions reach, as configured at the end
+    /// of the exit chain ([`StreamConnector::destinations`]); empty when
+    /// unknown. The server compares its exits' at build time: two exits one
+    /// session uses must not reach one broker (`MQTT_EXITS_SHARE_BROKER`).
+    ///
+    /// [`StreamConnector::destinations`]: zilla_engine::StreamConnector::destinations
+    fn brokers(&self) -> Vec<Authority> {
+        Vec::new()
+    }
 }
 
 impl Port for dyn MqttSessions {

@@ -1,12 +1,14 @@
 //! mqtt server: accepts byte streams and runs an MQTT session on each.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, Ports, StreamHandler, StreamInfo,
+    async_trait, Binding, BindingContext, BuildError, ByteStream, Ports, StartContext, StartError,
+    StreamHandler, StreamInfo,
 };
 
 use crate::codec::Version;
@@ -21,6 +23,7 @@ use crate::options::{
 use crate::port::MqttSessions;
 use crate::session;
 use crate::session::takeover::SessionRegistry;
+use crate::shared_broker::{self, EXITS_SHARE_BROKER};
 
 const DEFAULT_MAXIMUM_PACKET_SIZE: u32 = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: u16 = 10;
@@ -104,6 +107,13 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let flow = Flow::new(options.flow.as_ref())
         .map_err(|(key, message)| cx.error(&format!("options.flow.{key}"), message))?;
     let unbound = templates.iter().map(RouteTemplate::unbound).collect();
+    // Found now, while the exits are at hand; told at start, once the
+    // engine's exporters listen (events emitted while building are lost).
+    let shared_brokers =
+        shared_broker::shared_brokers(&shared_broker::reaches(&routes, &templates))
+            .iter()
+            .map(|shared| shared.message(cx.name()))
+            .collect();
     let (sessions, limit_registry) = registries?;
     let limits = Limits::new(
         &options.limits,
@@ -114,6 +124,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     .map_err(|(path, message)| cx.error(&format!("options.{path}"), message))?;
     let metrics = metrics::family(&cx.metrics(), &routes, &topics, &limits);
     Ok(Arc::new(MqttServer {
+        shared_brokers,
         metrics,
         config: Arc::new(ServerConfig {
             versions,
@@ -183,11 +194,24 @@ struct MqttServer {
     config: Arc<ServerConfig>,
     /// Where each connection counts `mqtt.*` metrics, if anywhere.
     metrics: MqttFamily,
+    /// `MQTT_EXITS_SHARE_BROKER` messages: exits one session may use that
+    /// lead to one broker.
+    shared_brokers: Vec<String>,
 }
 
+#[async_trait]
 impl Binding for MqttServer {
     fn ports(self: Arc<Self>) -> Ports {
         Ports::new().with::<dyn StreamHandler>(self)
+    }
+
+    /// Listens on nothing; warns about exits that share a broker, at each
+    /// start (a reload's new configuration starts too).
+    async fn start(self: Arc<Self>, cx: StartContext) -> Result<Vec<SocketAddr>, StartError> {
+        for message in &self.shared_brokers {
+            cx.events.warn(EXITS_SHARE_BROKER, message);
+        }
+        Ok(Vec::new())
     }
 }
 

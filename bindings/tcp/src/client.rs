@@ -248,6 +248,11 @@ impl StreamConnector for TcpClient {
         self.socket.apply(&stream)?;
         Ok(metered(&self.streams, stream))
     }
+
+    /// `host:port` or every entry of `hosts`, as configured.
+    fn destinations(&self) -> Vec<Authority> {
+        self.destinations.clone()
+    }
 }
 
 #[async_trait]

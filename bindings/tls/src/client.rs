@@ -8,8 +8,8 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, ConnectRequest, Events, Exit,
-    Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
+    async_trait, Authority, Binding, BindingContext, BuildError, ByteStream, ConnectRequest,
+    Events, Exit, Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
 };
 
 use crate::options::{TlsOptions, TlsVersion};
@@ -120,6 +120,11 @@ impl StreamConnector for TlsClient {
                 io::Error::new(e.kind(), format!("TLS handshake with {server_name:?}: {e}"))
             })?;
         Ok(Box::new(tls))
+    }
+
+    /// TLS runs over the exit's stream, so it ends where the exit's does.
+    fn destinations(&self) -> Vec<Authority> {
+        self.exit.port.destinations()
     }
 }
 

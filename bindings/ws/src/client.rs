@@ -11,8 +11,8 @@ use http::uri::{Authority as UriAuthority, Uri};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::ClientRequestBuilder;
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, ConnectRequest, Events, Exit,
-    Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
+    async_trait, Authority, Binding, BindingContext, BuildError, ByteStream, ConnectRequest,
+    Events, Exit, Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
 };
 
 use crate::options::{resolve_limits, scheme_is_secure, Limits, WsOptions};
@@ -170,6 +170,12 @@ impl StreamConnector for WsClient {
         let stream = WsStream::new(ws, answered, self.limits.max_frame_size)
             .with_events(self.events.clone(), format!("server {authority}"));
         Ok(Box::new(stream))
+    }
+
+    /// The WebSocket runs over the exit's stream, so it ends where the
+    /// exit's does (the `Host` it asks for is only a header).
+    fn destinations(&self) -> Vec<Authority> {
+        self.exit.port.destinations()
     }
 }
 
