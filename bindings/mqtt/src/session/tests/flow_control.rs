@@ -2,7 +2,7 @@
 //! in the session, full buffers pause reading instead of disconnecting, and
 //! a 3.1.1 client is never refused for the number of its flows.
 
-use mqtt_bytes_v5::{PingReq, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason};
+use mqtt_bytes_v5::{PingReq, PubRec, PubRecReason};
 
 use super::*;
 
@@ -196,30 +196,6 @@ fn a_qos0_publish_waits_behind_queued_ones_so_order_is_kept() {
         payloads(h.take_upstream(0)),
         vec![Bytes::from_static(b"second"), Bytes::from_static(b"third")]
     );
-}
-
-fn pubrec(pkid: u16) -> Packet {
-    Packet::PubRec(PubRec {
-        pkid,
-        reason: PubRecReason::Success,
-        properties: None,
-    })
-}
-
-fn pubrel(pkid: u16) -> Packet {
-    Packet::PubRel(PubRel {
-        pkid,
-        reason: PubRelReason::Success,
-        properties: None,
-    })
-}
-
-fn pubcomp(pkid: u16) -> Packet {
-    Packet::PubComp(PubComp {
-        pkid,
-        reason: PubCompReason::Success,
-        properties: None,
-    })
 }
 
 #[test]

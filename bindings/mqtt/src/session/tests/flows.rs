@@ -128,30 +128,6 @@ fn qos2_publish_from_the_client_maps_every_step() {
         .unwrap();
 }
 
-fn pubrec(pkid: u16, reason: PubRecReason) -> Packet {
-    Packet::PubRec(PubRec {
-        pkid,
-        reason,
-        properties: None,
-    })
-}
-
-fn pubrel(pkid: u16) -> Packet {
-    Packet::PubRel(PubRel {
-        pkid,
-        reason: PubRelReason::Success,
-        properties: None,
-    })
-}
-
-fn pubcomp(pkid: u16, reason: PubCompReason) -> Packet {
-    Packet::PubComp(PubComp {
-        pkid,
-        reason,
-        properties: None,
-    })
-}
-
 #[test]
 fn a_qos1_delivery_gets_a_client_side_id_and_the_clients_puback_goes_back_with_the_brokers_id() {
     let mut h = started(Version::V5);
@@ -211,14 +187,17 @@ fn qos2_delivery_to_the_client_maps_every_step() {
         one_publish(h.take_client()),
         publish("x", QoS::ExactlyOnce, 1, b"m")
     );
-    h.client(pubrec(1, PubRecReason::Success)).unwrap();
-    assert_eq!(h.take_upstream(0), vec![pubrec(300, PubRecReason::Success)]);
-    h.upstream(0, pubrel(300)).unwrap();
-    assert_eq!(h.take_client(), vec![pubrel(1)]);
-    h.client(pubcomp(1, PubCompReason::Success)).unwrap();
+    h.client(pubrec_with(1, PubRecReason::Success)).unwrap();
     assert_eq!(
         h.take_upstream(0),
-        vec![pubcomp(300, PubCompReason::Success)]
+        vec![pubrec_with(300, PubRecReason::Success)]
+    );
+    h.upstream(0, pubrel(300)).unwrap();
+    assert_eq!(h.take_client(), vec![pubrel(1)]);
+    h.client(pubcomp_with(1, PubCompReason::Success)).unwrap();
+    assert_eq!(
+        h.take_upstream(0),
+        vec![pubcomp_with(300, PubCompReason::Success)]
     );
     assert!(h.take_client().is_empty());
 }
@@ -247,10 +226,11 @@ fn a_failed_pubrec_from_the_client_ends_the_delivery_and_the_next_waiting_one_pr
         publish("x", QoS::ExactlyOnce, 1, b"one"),
         "the second waits for the client's receive maximum of 1"
     );
-    h.client(pubrec(1, PubRecReason::UnspecifiedError)).unwrap();
+    h.client(pubrec_with(1, PubRecReason::UnspecifiedError))
+        .unwrap();
     assert_eq!(
         h.take_upstream(0),
-        vec![pubrec(5, PubRecReason::UnspecifiedError)]
+        vec![pubrec_with(5, PubRecReason::UnspecifiedError)]
     );
     assert_eq!(
         one_publish(h.take_client()),
@@ -260,7 +240,7 @@ fn a_failed_pubrec_from_the_client_ends_the_delivery_and_the_next_waiting_one_pr
     h.upstream(0, pubrel(5)).unwrap();
     assert_eq!(
         h.take_upstream(0),
-        vec![pubcomp(5, PubCompReason::PacketIdentifierNotFound)]
+        vec![pubcomp_with(5, PubCompReason::PacketIdentifierNotFound)]
     );
     assert!(h.take_client().is_empty());
 }
@@ -271,11 +251,11 @@ fn a_failed_pubrec_from_the_broker_reaches_the_client_and_ends_the_flow() {
     h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 9, b"m")))
         .unwrap();
     let sent = one_publish(h.take_upstream(0));
-    h.upstream(0, pubrec(sent.pkid, PubRecReason::QuotaExceeded))
+    h.upstream(0, pubrec_with(sent.pkid, PubRecReason::QuotaExceeded))
         .unwrap();
     assert_eq!(
         h.take_client(),
-        vec![pubrec(9, PubRecReason::QuotaExceeded)]
+        vec![pubrec_with(9, PubRecReason::QuotaExceeded)]
     );
     // The flow is over: id 9 is free again, without DUP.
     h.client(Packet::Publish(publish("a", QoS::ExactlyOnce, 9, b"again")))
@@ -291,7 +271,7 @@ fn a_pubrel_from_the_client_for_an_unknown_id_gets_pubcomp_packet_identifier_not
     h.client(pubrel(33)).unwrap();
     assert_eq!(
         h.take_client(),
-        vec![pubcomp(33, PubCompReason::PacketIdentifierNotFound)]
+        vec![pubcomp_with(33, PubCompReason::PacketIdentifierNotFound)]
     );
     assert!(h.take_upstream(0).is_empty());
 }
@@ -302,7 +282,7 @@ fn a_pubrel_from_the_broker_for_an_unknown_id_gets_pubcomp_packet_identifier_not
     h.upstream(0, pubrel(44)).unwrap();
     assert_eq!(
         h.take_upstream(0),
-        vec![pubcomp(44, PubCompReason::PacketIdentifierNotFound)]
+        vec![pubcomp_with(44, PubCompReason::PacketIdentifierNotFound)]
     );
     assert!(h.take_client().is_empty());
 }

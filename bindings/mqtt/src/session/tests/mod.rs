@@ -284,6 +284,41 @@ pub(super) fn started(version: Version) -> Harness {
     h
 }
 
+/// A successful PUBREC for `pkid`.
+pub(super) fn pubrec(pkid: u16) -> Packet {
+    pubrec_with(pkid, mqtt_bytes_v5::PubRecReason::Success)
+}
+
+pub(super) fn pubrec_with(pkid: u16, reason: mqtt_bytes_v5::PubRecReason) -> Packet {
+    Packet::PubRec(mqtt_bytes_v5::PubRec {
+        pkid,
+        reason,
+        properties: None,
+    })
+}
+
+/// A successful PUBREL for `pkid`.
+pub(super) fn pubrel(pkid: u16) -> Packet {
+    Packet::PubRel(mqtt_bytes_v5::PubRel {
+        pkid,
+        reason: mqtt_bytes_v5::PubRelReason::Success,
+        properties: None,
+    })
+}
+
+/// A successful PUBCOMP for `pkid`.
+pub(super) fn pubcomp(pkid: u16) -> Packet {
+    pubcomp_with(pkid, mqtt_bytes_v5::PubCompReason::Success)
+}
+
+pub(super) fn pubcomp_with(pkid: u16, reason: mqtt_bytes_v5::PubCompReason) -> Packet {
+    Packet::PubComp(mqtt_bytes_v5::PubComp {
+        pkid,
+        reason,
+        properties: None,
+    })
+}
+
 /// A successful PUBACK for `pkid`.
 pub(super) fn puback(pkid: u16) -> Packet {
     Packet::PubAck(mqtt_bytes_v5::PubAck {

@@ -1,7 +1,7 @@
 //! Retransmissions on one connection, both versions, both directions: a
 //! resend is answered and delivered once, never a reason to end the session.
 
-use mqtt_bytes_v5::{PubComp, PubCompReason, PubRec, PubRecReason, PubRel, PubRelReason};
+use mqtt_bytes_v5::PubCompReason;
 
 use super::*;
 
@@ -12,36 +12,12 @@ fn resend(mut publish: Publish) -> Packet {
     Packet::Publish(publish)
 }
 
-fn pubrec(pkid: u16) -> Packet {
-    Packet::PubRec(PubRec {
-        pkid,
-        reason: PubRecReason::Success,
-        properties: None,
-    })
-}
-
-fn pubrel(pkid: u16) -> Packet {
-    Packet::PubRel(PubRel {
-        pkid,
-        reason: PubRelReason::Success,
-        properties: None,
-    })
-}
-
-fn pubcomp(pkid: u16, reason: PubCompReason) -> Packet {
-    Packet::PubComp(PubComp {
-        pkid,
-        reason,
-        properties: None,
-    })
-}
-
 /// What a client of `version` reads of a PUBCOMP with `reason` (3.1.1 has
 /// no reason code).
 fn pubcomp_for(version: Version, pkid: u16, reason: PubCompReason) -> Packet {
     match version {
-        Version::V4 => pubcomp(pkid, PubCompReason::Success),
-        _ => pubcomp(pkid, reason),
+        Version::V4 => pubcomp_with(pkid, PubCompReason::Success),
+        _ => pubcomp_with(pkid, reason),
     }
 }
 
@@ -80,10 +56,11 @@ fn a_qos2_publish_resent_after_its_pubrec_is_answered_pubrec_again_not_delivered
         assert!(h.take_upstream(0).is_empty(), "{version:?}: once onward");
         // The flow completes as usual.
         h.client(pubrel(9)).unwrap();
-        h.upstream(0, pubcomp(1, PubCompReason::Success)).unwrap();
+        h.upstream(0, pubcomp_with(1, PubCompReason::Success))
+            .unwrap();
         assert_eq!(
             h.take_client(),
-            vec![pubcomp(9, PubCompReason::Success)],
+            vec![pubcomp_with(9, PubCompReason::Success)],
             "{version:?}"
         );
         // After PUBCOMP the id is free: the same id is a new message.
@@ -97,7 +74,8 @@ fn a_qos2_publish_resent_after_the_broker_completed_it_is_answered_pubrec_again(
     for version in BOTH {
         let (mut h, first) = qos2_in_flight(version);
         h.upstream(0, pubrec(1)).unwrap();
-        h.upstream(0, pubcomp(1, PubCompReason::Success)).unwrap();
+        h.upstream(0, pubcomp_with(1, PubCompReason::Success))
+            .unwrap();
         assert_eq!(h.take_client(), vec![pubrec(9)]);
         h.take_upstream(0);
         h.client(resend(first)).unwrap();
@@ -106,7 +84,7 @@ fn a_qos2_publish_resent_after_the_broker_completed_it_is_answered_pubrec_again(
         h.client(pubrel(9)).unwrap();
         assert_eq!(
             h.take_client(),
-            vec![pubcomp(9, PubCompReason::Success)],
+            vec![pubcomp_with(9, PubCompReason::Success)],
             "{version:?}"
         );
     }
@@ -124,8 +102,12 @@ fn a_pubrel_resent_is_answered_pubcomp_again() {
         h.client(pubrel(9)).unwrap();
         h.client(pubrel(9)).unwrap();
         assert!(h.take_client().is_empty());
-        h.upstream(0, pubcomp(1, PubCompReason::Success)).unwrap();
-        assert_eq!(h.take_client(), vec![pubcomp(9, PubCompReason::Success)]);
+        h.upstream(0, pubcomp_with(1, PubCompReason::Success))
+            .unwrap();
+        assert_eq!(
+            h.take_client(),
+            vec![pubcomp_with(9, PubCompReason::Success)]
+        );
         // Resent once the PUBCOMP went: answered again, the flow unknown.
         h.client(pubrel(9)).unwrap();
         assert_eq!(
@@ -173,7 +155,8 @@ fn a_resend_of_a_publish_waiting_for_the_brokers_window_is_not_queued_twice() {
     h.client(resend(waiting)).unwrap();
     assert_eq!(one_publish(h.take_upstream(0)).pkid, 1);
     h.upstream(0, pubrec(1)).unwrap();
-    h.upstream(0, pubcomp(1, PubCompReason::Success)).unwrap();
+    h.upstream(0, pubcomp_with(1, PubCompReason::Success))
+        .unwrap();
     let onward: Vec<Packet> = h
         .take_upstream(0)
         .into_iter()
@@ -240,14 +223,17 @@ fn a_delivery_the_broker_resends_after_the_clients_pubrec_is_answered_by_the_pro
         // A PUBREL resent before the client's PUBCOMP is not passed again.
         h.upstream(0, pubrel(7)).unwrap();
         assert!(h.take_client().is_empty(), "{version:?}");
-        h.client(pubcomp(1, PubCompReason::Success)).unwrap();
-        assert_eq!(h.take_upstream(0), vec![pubcomp(7, PubCompReason::Success)]);
+        h.client(pubcomp_with(1, PubCompReason::Success)).unwrap();
+        assert_eq!(
+            h.take_upstream(0),
+            vec![pubcomp_with(7, PubCompReason::Success)]
+        );
         // One resent after it: completed by the proxy, unknown to the client.
         h.upstream(0, pubrel(7)).unwrap();
         assert!(h.take_client().is_empty());
         assert_eq!(
             h.take_upstream(0),
-            vec![pubcomp(7, PubCompReason::PacketIdentifierNotFound)]
+            vec![pubcomp_with(7, PubCompReason::PacketIdentifierNotFound)]
         );
     }
 }
