@@ -191,13 +191,28 @@ impl Registration {
     /// by a newer CONNECT. A broker takes over its upstream session when
     /// it accepts that CONNECT, possibly before the proxy's own signal: an
     /// upstream that ends then is the takeover, not a failure.
+    /// Also true when it was signalled and has not read the signal yet (a
+    /// CONNECT refused after a broker accepted it signals without taking
+    /// the id); that signal is consumed, the connection is ending anyway.
     pub(crate) fn superseded(&self) -> bool {
-        let table = lock(&self.registry.sessions);
-        let ours = match (&self.taken_over, table.connected.get(&self.client_id)) {
-            (Some(signal), Some(entry)) => Arc::ptr_eq(signal, entry),
-            _ => false,
+        let challenged = {
+            let table = lock(&self.registry.sessions);
+            let ours = match (&self.taken_over, table.connected.get(&self.client_id)) {
+                (Some(signal), Some(entry)) => Arc::ptr_eq(signal, entry),
+                _ => false,
+            };
+            !ours || table.admitting.contains_key(&self.client_id)
         };
-        !ours || table.admitting.contains_key(&self.client_id)
+        challenged || self.signalled()
+    }
+
+    /// Whether a takeover signal is waiting for this connection.
+    fn signalled(&self) -> bool {
+        self.taken_over.as_ref().is_some_and(|signal| {
+            let notified = signal.notified();
+            futures_util::pin_mut!(notified);
+            futures_util::FutureExt::now_or_never(notified).is_some()
+        })
     }
 
     /// Leaves the registry at `now`, keeping `carried` for the session's
@@ -373,7 +388,9 @@ mod tests {
         registry
             .admitting("device")
             .refused_after_a_broker_accepted();
-        assert!(signalled(&connected));
+        // Read as a takeover even if the upstream's end is seen first.
+        assert!(connected.superseded());
+        assert!(!signalled(&connected), "the signal was read");
         // Not registered: the connected one still owns the id until it leaves.
         let (_next, predecessor) = registry.register("device");
         assert!(predecessor.is_some());
