@@ -30,6 +30,7 @@ use zilla_catalog_schema_registry as _;
 use zilla_exporter_otlp as _;
 use zilla_exporter_prometheus as _;
 use zilla_guard_jwt as _;
+use zilla_guard_x509 as _;
 use zilla_model_avro as _;
 use zilla_model_json as _;
 use zilla_model_primitive as _;
@@ -48,6 +49,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "catalog:karapace-schema-registry",
     "catalog:schema-registry",
     "guard:jwt",
+    "guard:x509",
     "model:avro",
     "model:boolean",
     "model:double",
