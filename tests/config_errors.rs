@@ -248,6 +248,47 @@ bindings:
     );
 }
 
+/// An mqtt server whose `options.client-id` is `expression`.
+fn client_id_config(expression: &str) -> String {
+    format!(
+        "name: t
+bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: {{ port: 0 }}
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      client-id: \"{expression}\"
+    exit: north_mqtt_client
+  north_mqtt_client:
+    type: mqtt
+    kind: client
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options: {{ host: 127.0.0.1, port: 1883 }}
+"
+    )
+}
+
+#[test]
+fn a_client_id_bound_to_a_guard_that_does_not_exist_or_to_no_guard_is_refused() {
+    // Otherwise every CONNECT would be refused.
+    assert_reports(
+        &client_id_config("${guarded['x509_0'].identity}"),
+        &["line 12: bindings.north_mqtt_server.options.client-id: no guard named `x509_0` in `guards`"],
+    );
+    assert_reports(
+        &client_id_config("device-${identity}"),
+        &["line 12: bindings.north_mqtt_server.options.client-id: `device-${identity}` is not `${guarded['<guard>'].identity}`"],
+    );
+}
+
 #[test]
 fn unknown_store_type_lists_the_registered_ones() {
     assert_reports(

@@ -12,7 +12,7 @@ use crate::codec::Version;
 use crate::flow::Flow;
 use crate::limits::Limits;
 use crate::options::{
-    CredentialsPattern, MqttCondition, OnInvalid, RouteConditions, RouteTemplate,
+    CredentialsPattern, MqttCondition, OnInvalid, ParamSource, RouteConditions, RouteTemplate,
 };
 use crate::port::MqttSessions;
 use crate::session::takeover::SessionRegistry;
@@ -37,6 +37,9 @@ pub(crate) struct ServerConfig {
     pub(crate) unbound: Vec<RouteConditions>,
     /// The guard that authorizes sessions, if any.
     pub(crate) authorization: Option<ServerAuthorization>,
+    /// `options.client-id`: the guarded value a session's client id must
+    /// be (and an empty one is given).
+    pub(crate) client_id: Option<ParamSource>,
     /// Validation of publishes, by topic filter; the first match applies.
     pub(crate) topics: Vec<TopicValidation>,
     pub(crate) events: Events,

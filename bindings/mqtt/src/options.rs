@@ -87,6 +87,13 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub limit_wait: Option<u32>,
+    /// The client id a session must have (beyond Zilla; AWS IoT binds the
+    /// client id to the thing name): a guarded value such as
+    /// `${guarded['x509_0'].identity}`. A CONNECT with another id is
+    /// refused (0x85), an empty id is given the value, and a CONNECT
+    /// without the value (no certificate, no token) is refused (0x87).
+    #[serde(default, rename = "client-id", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// `options` of an mqtt client.
@@ -311,6 +318,13 @@ impl ParamSource {
         }
     }
 
+    /// The guard whose session the value comes from.
+    pub fn guard(&self) -> &str {
+        match self {
+            ParamSource::Identity(guard) | ParamSource::Attribute(guard, _) => guard,
+        }
+    }
+
     /// The value for this session, if its guard granted one.
     pub fn value<'a>(&self, authorizations: &'a zilla_engine::Authorizations) -> Option<&'a str> {
         match self {
@@ -320,6 +334,18 @@ impl ParamSource {
                 .attributes
                 .get(name)
                 .map(String::as_str),
+        }
+    }
+}
+
+/// As written, for events: `guarded['x509_0'].identity`.
+impl std::fmt::Display for ParamSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamSource::Identity(guard) => write!(f, "guarded['{guard}'].identity"),
+            ParamSource::Attribute(guard, name) => {
+                write!(f, "guarded['{guard}'].attributes.{name}")
+            }
         }
     }
 }

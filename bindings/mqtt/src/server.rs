@@ -18,7 +18,7 @@ use crate::limits::registry::LimitRegistry;
 use crate::limits::Limits;
 use crate::metrics::{self, MqttFamily, SessionMetrics};
 use crate::options::{
-    CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, RouteTemplate,
+    CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, ParamSource, RouteTemplate,
 };
 use crate::port::MqttSessions;
 use crate::session;
@@ -51,6 +51,17 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             })
         }
         _ => return Err(cx.error("options.authorization", "name exactly one guard")),
+    };
+    let client_id = match &options.client_id {
+        Some(expression) => {
+            let source = ParamSource::parse(expression)
+                .map_err(|message| cx.error("options.client-id", message))?;
+            // A guard that does not exist would refuse every CONNECT: said
+            // at startup instead.
+            cx.guard(source.guard(), "options.client-id")?;
+            Some(source)
+        }
+        None => None,
     };
     let mut topics = Vec::new();
     let mut invalid = None;
@@ -115,13 +126,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             .map(|shared| shared.message(cx.name()))
             .collect();
     let (sessions, limit_registry) = registries?;
-    let limits = Limits::new(
-        &options.limits,
-        options.limit_wait,
-        authorization.is_some(),
-        limit_registry,
-    )
-    .map_err(|(path, message)| cx.error(&format!("options.{path}"), message))?;
+    let limits = Limits::new(&options.limits, options.limit_wait, limit_registry)
+        .map_err(|(path, message)| cx.error(&format!("options.{path}"), message))?;
     let metrics = metrics::family(&cx.metrics(), &routes, &topics, &limits);
     Ok(Arc::new(MqttServer {
         shared_brokers,
@@ -142,6 +148,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             templates,
             unbound,
             authorization,
+            client_id,
             topics,
             events: cx.events(),
             shutdown: cx.shutdown(),

@@ -78,7 +78,7 @@ const MISPLACED: [(&str, &str); 5] = [
 
 impl Rule {
     /// Checks one entry; errors name the field (`""`: the entry) and why.
-    fn new(entry: &LimitOptions, guarded: bool) -> Result<Self, (&'static str, String)> {
+    fn new(entry: &LimitOptions) -> Result<Self, (&'static str, String)> {
         let key = &entry.key;
         let session = *key == LimitKey::Session;
         let misplaced = [
@@ -91,13 +91,6 @@ impl Rule {
         if let Some(at) = misplaced.iter().position(|wrong| *wrong) {
             let (field, why) = MISPLACED[at];
             return Err((field, why.to_owned()));
-        }
-        if matches!(key, LimitKey::Identity | LimitKey::Claim(_)) && !guarded {
-            return Err((
-                "key",
-                "needs `options.authorization`: identities and claims come from the server's guard"
-                    .into(),
-            ));
         }
         let at_least_one = |value: Option<u32>, field| match value {
             Some(0) => Err((field, "must be at least 1".to_owned())),
@@ -200,8 +193,12 @@ impl Default for Limits {
 /// The values a session has for each kind of key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyValues<'a> {
+    /// Empty while `options.client-id` has yet to give a CONNECT without
+    /// one its id: then it has no `client-id` value.
     pub(crate) client_id: &'a str,
-    /// What the server's guard granted, if it has one.
+    /// The guard session the `identity` and claim keys read: the server's
+    /// own guard's, else one granted at an earlier layer (see
+    /// `admit::limited_as`).
     pub(crate) guarded: Option<&'a GuardSession>,
     /// The client's address (the one a PROXY protocol header carried, if any).
     pub(crate) source: Option<IpAddr>,
@@ -212,7 +209,8 @@ impl KeyValues<'_> {
     /// no such claim): then that entry's limits do not apply to it.
     fn value(&self, key: &LimitKey) -> Option<String> {
         match key {
-            LimitKey::ClientId => Some(self.client_id.to_owned()),
+            // Not every empty-id CONNECT in one bucket.
+            LimitKey::ClientId => (!self.client_id.is_empty()).then(|| self.client_id.to_owned()),
             LimitKey::Identity => self.guarded?.identity.clone(),
             LimitKey::Claim(name) => self.guarded?.attributes.get(name).cloned(),
             LimitKey::SourceAddress => self.source.map(source_value),
@@ -284,13 +282,16 @@ impl Drop for KeyHold {
 }
 
 impl Limits {
-    /// Checks `options.limits` (errors name the path under `options`);
-    /// `guarded` tells whether the server has a guard (identities and claims
-    /// come only from one). Counts live in `registry`.
+    /// Checks `options.limits` (errors name the path under `options`).
+    /// Counts live in `registry`.
+    ///
+    /// `identity` and claim keys are accepted without the server's own
+    /// `options.authorization`: a guard at an earlier layer (a tls
+    /// server's x509 guard) may grant the identity, which the server only
+    /// learns per connection. A session without one is not limited by them.
     pub(crate) fn new(
         options: &[LimitOptions],
         wait: Option<u32>,
-        guarded: bool,
         registry: Arc<LimitRegistry>,
     ) -> Result<Self, (String, String)> {
         let mut rules: Vec<Rule> = Vec::new();
@@ -304,7 +305,7 @@ impl Limits {
                     ),
                 ));
             }
-            let rule = Rule::new(entry, guarded).map_err(|(field, why)| match field {
+            let rule = Rule::new(entry).map_err(|(field, why)| match field {
                 "" => (format!("limits[{index}]"), why),
                 field => (format!("limits[{index}].{field}"), why),
             })?;

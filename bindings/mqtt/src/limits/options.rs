@@ -78,10 +78,11 @@ pub struct TopicLimitOptions {
 pub enum LimitKey {
     /// `client-id`: the CONNECT's client id (across its connections).
     ClientId,
-    /// `identity`: the identity the server's guard gave the session.
+    /// `identity`: the identity the server's guard gave the session, or
+    /// without one a guard at an earlier layer (a client certificate's).
     Identity,
-    /// `{claim: name}`: an attribute the server's guard gave the session
-    /// (for jwt, a claim named in the guard's `attributes`).
+    /// `{claim: name}`: an attribute of that same guard session (for jwt,
+    /// a claim named in the guard's `attributes`).
     Claim(String),
     /// `source-address`: the client's IP address (behind a PROXY protocol
     /// header, the address it carries).

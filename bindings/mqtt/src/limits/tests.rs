@@ -9,13 +9,13 @@ use zilla_engine::GuardSession;
 use super::*;
 use crate::session::tests::clock;
 
-fn build(yaml: &str, guarded: bool) -> Result<Limits, (String, String)> {
+fn build(yaml: &str) -> Result<Limits, (String, String)> {
     let options: Vec<LimitOptions> = serde_yaml::from_str(yaml).expect("limits YAML");
-    Limits::new(&options, None, guarded, Arc::default())
+    Limits::new(&options, None, Arc::default())
 }
 
-fn error(yaml: &str, guarded: bool) -> (String, String) {
-    build(yaml, guarded).expect_err("refused")
+fn error(yaml: &str) -> (String, String) {
+    build(yaml).expect_err("refused")
 }
 
 #[test]
@@ -41,7 +41,6 @@ fn each_limit_is_accepted_where_it_means_something() {
   subscriptions: 50
   topic: {length: 256, levels: 8}
 ",
-        true,
     )
     .unwrap();
     assert_eq!(limits.wait, DEFAULT_WAIT);
@@ -56,105 +55,94 @@ fn each_limit_is_accepted_where_it_means_something() {
 
 #[test]
 fn misplaced_limits_say_why_at_their_path() {
-    for (yaml, guarded, path, why) in [
+    for (yaml, path, why) in [
         (
             "- {key: session, sessions: 1}",
-            false,
             "limits[0].sessions",
             "not of a session",
         ),
         (
             "- {key: session, connects: {rate: 1}}",
-            false,
             "limits[0].connects",
             "a session has one",
         ),
         (
             "- {key: client-id, sessions: 1}",
-            false,
             "limits[0].sessions",
             "takes it over",
         ),
         (
             "- {key: identity, subscriptions: 1}",
-            true,
             "limits[0].subscriptions",
             "`key: session` only",
         ),
         (
             "- {key: source-address, topic: {length: 9}}",
-            false,
             "limits[0].topic",
             "`key: session` only",
         ),
-        (
-            "- {key: identity, sessions: 1}",
-            false,
-            "limits[0].key",
-            "options.authorization",
-        ),
-        (
-            "- {key: {claim: tenant}, sessions: 1}",
-            false,
-            "limits[0].key",
-            "options.authorization",
-        ),
-        ("- {key: session}", false, "limits[0]", "sets no limit"),
-        (
-            "- {key: session, topic: {}}",
-            false,
-            "limits[0].topic",
-            "neither",
-        ),
+        ("- {key: session}", "limits[0]", "sets no limit"),
+        ("- {key: session, topic: {}}", "limits[0].topic", "neither"),
         (
             "- {key: session, subscriptions: 0}",
-            false,
             "limits[0].subscriptions",
             "at least 1",
         ),
         (
             "- {key: session, topic: {levels: 0}}",
-            false,
             "limits[0].topic.levels",
             "at least 1",
         ),
         (
             "- {key: identity, sessions: 0}",
-            true,
             "limits[0].sessions",
             "at least 1",
         ),
         (
             "- {key: session, publishes: {rate: 0}}",
-            false,
             "limits[0].publishes",
             "above 0",
         ),
         (
             "- {key: session, bytes: {rate: 10, burst: 0.5}}",
-            false,
             "limits[0].bytes",
             "at least 1",
         ),
         (
             "- {key: session, subscriptions: 1}\n- {key: session, publishes: {rate: 1}}",
-            false,
             "limits[1].key",
             "already has limits in limits[0]",
         ),
     ] {
-        let (at, message) = error(yaml, guarded);
+        let (at, message) = error(yaml);
         assert_eq!(at, path, "{yaml}: {message}");
         assert!(message.contains(why), "{yaml}: {message}");
     }
 }
 
 #[test]
+fn identity_and_claim_keys_need_no_authorization_of_the_server() {
+    // A guard at an earlier layer (a tls server's x509 guard) may grant
+    // the identity; the server learns it per connection.
+    assert!(build("- {key: identity, sessions: 1}\n- {key: {claim: tenant}, sessions: 1}").is_ok());
+}
+
+#[test]
+fn an_empty_client_id_waiting_for_its_bound_value_has_no_client_id_value() {
+    let keys = KeyValues {
+        client_id: "",
+        guarded: None,
+        source: None,
+    };
+    assert_eq!(keys.value(&LimitKey::ClientId), None);
+}
+
+#[test]
 fn limit_wait_is_seconds_up_to_an_hour() {
     let options: Vec<LimitOptions> = Vec::new();
-    let limits = Limits::new(&options, Some(0), false, Arc::default()).unwrap();
+    let limits = Limits::new(&options, Some(0), Arc::default()).unwrap();
     assert_eq!(limits.wait, Duration::ZERO);
-    let (path, why) = Limits::new(&options, Some(3601), false, Arc::default()).unwrap_err();
+    let (path, why) = Limits::new(&options, Some(3601), Arc::default()).unwrap_err();
     assert_eq!(path, "limit-wait");
     assert!(why.contains("at most 3600"), "{why}");
 }
@@ -195,7 +183,7 @@ fn key_values_come_from_the_connect_the_guard_and_the_address() {
 
 #[test]
 fn sessions_are_counted_until_their_holds_drop() {
-    let limits = build("- {key: source-address, sessions: 1}", false).unwrap();
+    let limits = build("- {key: source-address, sessions: 1}").unwrap();
     let now = clock();
     let keys = |client_id| KeyValues {
         client_id,
@@ -229,8 +217,8 @@ fn servers_naming_one_store_count_together() {
     let registry = Arc::new(LimitRegistry::default());
     let options: Vec<LimitOptions> =
         serde_yaml::from_str("- {key: client-id, connects: {rate: 1, burst: 1}}").unwrap();
-    let one = Limits::new(&options, None, false, registry.clone()).unwrap();
-    let other = Limits::new(&options, None, false, registry).unwrap();
+    let one = Limits::new(&options, None, registry.clone()).unwrap();
+    let other = Limits::new(&options, None, registry).unwrap();
     let now = clock();
     let keys = KeyValues {
         client_id: "c1",

@@ -2,9 +2,11 @@
 //!
 //! Pure decisions, in the order the driver takes them: the protocol version,
 //! the CONNECT itself and where its credentials are ([`credentials`]), then,
-//! with the guard's verdict, the routes and the will ([`admit`]), then, with
-//! the upstreams' CONNACKs, the client's CONNACK ([`merged_connack`]) or the
-//! refusal that relays a broker's ([`upstream_refusal`]). Every refusal is a
+//! with the guard's verdict and what guards granted at earlier layers (a
+//! client certificate), the client id `options.client-id` binds, the routes
+//! and the will ([`admit`]), then, with the upstreams' CONNACKs, the
+//! client's CONNACK ([`merged_connack`]) or the refusal that relays a
+//! broker's ([`upstream_refusal`]). Every refusal is a
 //! [`Refusal`]: the CONNACK the client is told and what is logged. The driver
 //! sends it; nothing here does I/O or reads the clock. Limits are checked in
 //! two steps: CONNECTs per client id and source address before the guard is
@@ -24,7 +26,7 @@ use crate::codec::{CodecError, Version};
 use crate::config::ServerConfig;
 use crate::credentials::Login;
 use crate::limits::{KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
-use crate::options::{Operation, RouteConditions};
+use crate::options::{Operation, ParamSource, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 
 /// Topic aliases a client may use toward the proxy; resolved by the proxy,
@@ -163,17 +165,28 @@ pub(crate) struct Request {
     pub(crate) assigned: Option<String>,
 }
 
+/// What the server's own guard granted at an earlier layer (a token in the
+/// WebSocket upgrade request), if it has a guard.
+pub(crate) fn own_grant<'a>(config: &ServerConfig, origin: &'a StreamInfo) -> Option<&'a Granted> {
+    (config.authorization.as_ref()).and_then(|a| origin.granted(&a.guard_name))
+}
+
 /// Checks what the proxy itself requires of a CONNECT, gives a client without
-/// an id one (`assign`), and finds the credentials the server's guard is to
-/// decide on: `Some(token)` when the server has a guard. Credentials in the
-/// CONNECT win; without them, what the same guard `granted` at an earlier
-/// layer (a token in the WebSocket upgrade request) stands in.
+/// an id one (`assign`; with `options.client-id`, [`admit`] gives it the
+/// bound value once the guards decided), and finds the credentials the
+/// server's guard is to decide on: `Some(token)` when the server has a guard
+/// and there are any. Credentials in the CONNECT win; without them, what the
+/// same guard granted at an earlier layer (a token in the WebSocket upgrade
+/// request) stands in, and a session another guard granted at an earlier
+/// layer (a tls server's x509 guard, for a client certificate) is admitted
+/// without any (`None`): that guard authenticated the client.
 pub(crate) fn credentials(
     config: &ServerConfig,
     request: &mut Request,
     assign: impl FnOnce() -> String,
-    granted: Option<&Granted>,
+    origin: &StreamInfo,
 ) -> Result<Option<String>, Refusal> {
+    let granted = own_grant(config, origin);
     let version = request.version;
     let connect = &mut request.connect;
     let refuse = |code, why: &str, id: &str| Err(refusal(version, code, why.to_owned(), id));
@@ -189,20 +202,29 @@ pub(crate) fn credentials(
         );
     }
     if connect.client_id.is_empty() {
-        if !connect.clean_start {
+        let bound = config.client_id.is_some();
+        // A random id cannot resume a session; a bound one (the device's
+        // identity) can, and MQTT 5 lets the server assign an id without
+        // clean start. 3.1.1 does not [MQTT-3.1.3-8].
+        let may_resume = bound && version == Version::V5;
+        if !connect.clean_start && !may_resume {
             return refuse(
                 ConnectReturnCode::ClientIdentifierNotValid,
                 "an empty client id needs clean start",
                 &connect.client_id,
             );
         }
-        let id = assign();
-        connect.client_id = id.clone();
-        request.assigned = Some(id);
+        if !bound {
+            let id = assign();
+            connect.client_id = id.clone();
+            request.assigned = Some(id);
+        }
     }
     let Some(authorization) = &config.authorization else {
         return Ok(None);
     };
+    let own_guard = &*authorization.guard_name;
+    let other_grant = (origin.granted.iter()).any(|granted| &*granted.guard != own_guard);
     let pattern = &authorization.pattern;
     let position = if pattern.in_password {
         "password"
@@ -220,6 +242,10 @@ pub(crate) fn credentials(
     match field.map(|text| text.map(|text| pattern.extract(text))) {
         Some(Some(Some(token))) => Ok(Some(token.to_owned())),
         _ if granted.is_some() => Ok(granted.map(|granted| granted.credentials.clone())),
+        // Authenticated at an earlier layer by another guard (a client
+        // certificate): admitted without a session of the server's own
+        // guard, so routes guarded by it stay closed to this client.
+        _ if other_grant => Ok(None),
         Some(None) => refuse(
             ConnectReturnCode::BadUserNamePassword,
             "the CONNECT password is binary, not the text the credentials need",
@@ -279,9 +305,10 @@ pub(crate) struct Admission {
     pub(crate) router: Router,
     /// The upstream sessions to open: exit name, its port, and what to ask.
     pub(crate) opens: Vec<(Arc<str>, SessionsPort, OpenSession)>,
-    /// When the guard's credentials expire.
+    /// When the first of its guard sessions expires (a token's `exp`, a
+    /// certificate's notAfter): the session ends then.
     pub(crate) expires_at: Option<SystemTime>,
-    /// What the guard decided, for the log: "guard authorized identity ...".
+    /// What the guards decided, for the log: "guard authorized identity ...".
     pub(crate) authorized: Option<String>,
     /// What limits the session (its places in its keys' counts).
     pub(crate) limits: Option<Box<SessionLimits>>,
@@ -301,43 +328,27 @@ pub(crate) fn admit(
 ) -> Result<Admission, Refusal> {
     let Request {
         version,
-        connect,
+        mut connect,
         will,
         mut login,
-        assigned,
+        mut assigned,
     } = request;
-    let refuse = |code, why: String| Err(refusal(version, code, why, &connect.client_id));
-    let mut authorizations = Authorizations::new();
-    let mut expires_at = None;
-    let mut authorized = None;
-    if let (Some(authorization), Some(verdict)) = (&config.authorization, verdict) {
-        let guard_name = &authorization.guard_name;
-        match verdict {
-            Ok(session) => {
-                expires_at = session.expires_at;
-                authorized = Some(format!(
-                    "{guard_name} authorized identity {:?}",
-                    session.identity
-                ));
-                authorizations.insert(guard_name.clone(), session);
-                // The credentials were for the proxy; they go upstream only
-                // where an mqtt client forwards them.
-                login = None;
-            }
-            Err(GuardRejection::InvalidCredentials(why)) => {
-                return refuse(
-                    ConnectReturnCode::BadUserNamePassword,
-                    format!("{guard_name} refused the credentials: {why}"),
-                );
-            }
-            Err(GuardRejection::Unavailable(why)) => {
-                return refuse(
-                    ConnectReturnCode::ServerUnavailable,
-                    format!("{guard_name} cannot decide: {why}"),
-                );
-            }
-        }
+    let Authorized {
+        authorizations,
+        expires_at,
+        authorized,
+    } = authorize(config, verdict, origin)
+        .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
+    if config.authorization.is_some() {
+        // Credentials were for the proxy; they go upstream only where an
+        // mqtt client forwards them.
+        login = None;
     }
+    if let Some(source) = &config.client_id {
+        bind_client_id(source, &mut connect, &mut assigned, &authorizations)
+            .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
+    }
+    let refuse = |code, why: String| Err(refusal(version, code, why, &connect.client_id));
     let conditions: Vec<RouteConditions> = config
         .templates
         .iter()
@@ -395,10 +406,7 @@ pub(crate) fn admit(
     };
     let keys = KeyValues {
         client_id: &connect.client_id,
-        guarded: config
-            .authorization
-            .as_ref()
-            .and_then(|a| router.authorizations.get(&a.guard_name)),
+        guarded: limited_as(config, &router.authorizations, origin),
         source: origin.peer.map(|peer| peer.ip()),
     };
     let holds = match config.limits.connect(Phase::AfterGuard, &keys, now) {
@@ -444,6 +452,153 @@ pub(crate) fn admit(
         authorized,
         limits,
     })
+}
+
+/// What the guards granted a CONNECT.
+struct Authorized {
+    authorizations: Authorizations,
+    expires_at: Option<SystemTime>,
+    authorized: Option<String>,
+}
+
+/// The session's authorizations: what the server's guard decided on the
+/// CONNECT's credentials (`verdict`; a refusal is the CONNECT's: code and
+/// why), and what every other guard granted at an earlier layer (a tls
+/// server's x509 guard, for a client certificate). Each counts alike for
+/// guarded routes, topic params and `client-id`; the session ends when the
+/// first of them expires. The server's own guard's grant went through the
+/// verdict, where the CONNECT's credentials win over it.
+fn authorize(
+    config: &ServerConfig,
+    verdict: Option<Result<GuardSession, GuardRejection>>,
+    origin: &StreamInfo,
+) -> Result<Authorized, (ConnectReturnCode, String)> {
+    let own_guard = config.authorization.as_ref().map(|a| &a.guard_name);
+    let mut authorizations = Authorizations::new();
+    let mut expires_at: Option<SystemTime> = None;
+    let mut told = Vec::new();
+    let mut expire = |at: Option<SystemTime>| {
+        expires_at = match (expires_at, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    };
+    if let (Some(guard_name), Some(verdict)) = (own_guard, verdict) {
+        match verdict {
+            Ok(session) => {
+                expire(session.expires_at);
+                told.push(format!(
+                    "{guard_name} authorized identity {:?}",
+                    session.identity
+                ));
+                authorizations.insert(guard_name.clone(), session);
+            }
+            Err(GuardRejection::InvalidCredentials(why)) => {
+                return Err((
+                    ConnectReturnCode::BadUserNamePassword,
+                    format!("{guard_name} refused the credentials: {why}"),
+                ));
+            }
+            Err(GuardRejection::Unavailable(why)) => {
+                return Err((
+                    ConnectReturnCode::ServerUnavailable,
+                    format!("{guard_name} cannot decide: {why}"),
+                ));
+            }
+        }
+    }
+    for granted in &origin.granted {
+        // A guard granting at two layers: the outermost grant counts.
+        if own_guard == Some(&granted.guard) || authorizations.get(&granted.guard).is_some() {
+            continue;
+        }
+        expire(granted.session.expires_at);
+        told.push(format!(
+            "{} granted identity {:?} at an earlier layer",
+            granted.guard, granted.session.identity
+        ));
+        authorizations.insert(granted.guard.clone(), granted.session.clone());
+    }
+    Ok(Authorized {
+        authorizations,
+        expires_at,
+        authorized: (!told.is_empty()).then(|| told.join("; ")),
+    })
+}
+
+/// The guard session whose identity and attributes the limits' `identity`
+/// and claim keys read: the server's own guard's when it authorized the
+/// session, else the one granted at the outermost earlier layer (the first
+/// in `StreamInfo::granted`: a tls server's client certificate before an
+/// http server's token). One session, so that an identity and its claims
+/// always come from the same credentials.
+fn limited_as<'a>(
+    config: &ServerConfig,
+    authorizations: &'a Authorizations,
+    origin: &StreamInfo,
+) -> Option<&'a GuardSession> {
+    (config.authorization.as_ref())
+        .and_then(|a| authorizations.get(&a.guard_name))
+        .or_else(|| (origin.granted.iter()).find_map(|granted| authorizations.get(&granted.guard)))
+}
+
+/// `options.client-id`: the CONNECT's client id must be the guarded value
+/// `source` (an empty id is given it, and the CONNACK names it). Refused
+/// with 0x85 (3.1.1: return code 2) when the id differs, and with 0x87
+/// (3.1.1: 5) when the session has no such value (no certificate, no
+/// token): another id would not help, credentials would. Checked before
+/// any upstream is opened, so a refused CONNECT never takes a session over.
+fn bind_client_id(
+    source: &ParamSource,
+    connect: &mut Connect,
+    assigned: &mut Option<String>,
+    authorizations: &Authorizations,
+) -> Result<(), (ConnectReturnCode, String)> {
+    let identity = authorizations
+        .get(source.guard())
+        .and_then(|session| session.identity.as_deref());
+    let Some(value) = source.value(authorizations).filter(|v| is_client_id(v)) else {
+        return Err((
+            ConnectReturnCode::NotAuthorized,
+            format!(
+                "options.client-id binds the client id to {source}, which this session has no usable value of (identity {identity:?})"
+            ),
+        ));
+    };
+    if connect.client_id.is_empty() {
+        connect.client_id = value.to_owned();
+        *assigned = Some(value.to_owned());
+    } else if connect.client_id != value {
+        return Err((
+            ConnectReturnCode::ClientIdentifierNotValid,
+            format!(
+                "options.client-id binds the client id to {source}, {value:?} (identity {identity:?}), not {:?}",
+                connect.client_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `value` can be an MQTT client id as the proxy reads them from
+/// clients: not empty, at most 65535 bytes, no U+0000 and no non-character.
+/// Anything else would make a CONNACK (Assigned Client Identifier) or an
+/// upstream CONNECT that clients and brokers refuse as malformed.
+fn is_client_id(value: &str) -> bool {
+    let noncharacter = |c: char| {
+        let code = u32::from(c);
+        (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+    };
+    !value.is_empty()
+        && value.len() <= usize::from(u16::MAX)
+        && !value.chars().any(|c| c == '\0' || noncharacter(c))
+}
+
+/// When credentials that expire at the wall-clock time `at` expire on the
+/// monotonic clock, given the same moment on both (`wall`, `now`); at once
+/// when already past.
+pub(crate) fn instant_at(at: SystemTime, wall: SystemTime, now: Instant) -> Instant {
+    now + at.duration_since(wall).unwrap_or_default()
 }
 
 /// The refusal when the upstream behind exit `name` did not open: a broker's

@@ -47,7 +47,7 @@ fn fuzz_limits() -> Limits {
   topic: {length: 32, levels: 4}",
     )
     .expect("valid limits");
-    Limits::new(&options, Some(2), false, Arc::default()).expect("valid limits")
+    Limits::new(&options, Some(2), Arc::default()).expect("valid limits")
 }
 
 /// `north/#` goes to `north`, everything else to the default exit `south`;
@@ -88,6 +88,7 @@ fn config() -> Arc<ServerConfig> {
                 templates,
                 routes: Routes::new(vec![route], Some(exit("south"))),
                 authorization: None,
+                client_id: None,
                 topics: Vec::new(),
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
@@ -156,12 +157,12 @@ pub fn server_session(data: &[u8]) {
         login: packet.login,
         assigned: None,
     };
-    let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into(), None) else {
+    let info = StreamInfo::default();
+    let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into(), &info) else {
         return;
     };
     let now = origin();
-    let Ok(admission) = admit::admit(&config, request, token, None, &StreamInfo::default(), now)
-    else {
+    let Ok(admission) = admit::admit(&config, request, token, None, &info, now) else {
         return;
     };
     let broker_ack = ConnAck {

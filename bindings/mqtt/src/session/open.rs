@@ -60,7 +60,7 @@ fn assign_client_id() -> String {
     reason = "credentials expire at a wall-clock time; the session runs on a monotonic one"
 )]
 fn instant_of(at: SystemTime, now: Instant) -> Instant {
-    now + at.duration_since(SystemTime::now()).unwrap_or_default()
+    admit::instant_at(at, SystemTime::now(), now)
 }
 
 /// An admitted session with its upstreams open and its CONNACK queued.
@@ -80,9 +80,9 @@ pub(super) async fn open_session(
     metrics: &mut SessionMetrics,
 ) -> Result<Opened, Refusal> {
     let has_login = request.login.is_some();
-    let granted = (config.authorization.as_ref()).and_then(|a| info.granted(&a.guard_name));
-    let token = admit::credentials(config, &mut request, assign_client_id, granted)
+    let token = admit::credentials(config, &mut request, assign_client_id, info)
         .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
+    let granted = admit::own_grant(config, info);
     admit::before_guard(config, &request, info, now())?;
     let verdict = match (&config.authorization, &token) {
         (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {

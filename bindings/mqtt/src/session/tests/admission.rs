@@ -40,7 +40,7 @@ fn will(topic: &'static str) -> LastWill {
 }
 
 /// The refusal of `opening`, which must be refused.
-fn refusal(opening: &mut Opening) -> Refusal {
+pub(super) fn refusal(opening: &mut Opening) -> Refusal {
     match opening.admit() {
         Err(refusal) => refusal,
         Ok(admission) => panic!("expected a refusal, admitted via {:?}", exits(&admission)),
@@ -48,7 +48,7 @@ fn refusal(opening: &mut Opening) -> Refusal {
 }
 
 /// The admission of `opening`, which must be admitted.
-fn admitted(opening: &mut Opening) -> Admission {
+pub(super) fn admitted(opening: &mut Opening) -> Admission {
     match opening.admit() {
         Ok(admission) => admission,
         Err(refusal) => panic!("expected an admission, refused: {}", refusal.why),
@@ -56,12 +56,12 @@ fn admitted(opening: &mut Opening) -> Admission {
 }
 
 /// The exit names an admission opens upstreams on, in order.
-fn exits(admission: &Admission) -> Vec<&str> {
+pub(super) fn exits(admission: &Admission) -> Vec<&str> {
     admission.opens.iter().map(|(name, _, _)| &**name).collect()
 }
 
 /// The reason string a refusal CONNACK carries.
-fn reason_string(refusal: &Refusal) -> Option<&str> {
+pub(super) fn reason_string(refusal: &Refusal) -> Option<&str> {
     refusal
         .connack
         .properties

@@ -4,6 +4,7 @@
 //! socket, no runtime, no sleep.
 
 mod admission;
+mod certificates;
 mod client_features;
 mod flow_control;
 mod flows;
@@ -20,7 +21,7 @@ mod timers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{
@@ -44,7 +45,7 @@ use crate::credentials::Login;
 use crate::flow::Flow;
 use crate::limits::Limits;
 use crate::options::{
-    ConnectCredentials, CredentialsPattern, MqttCondition, OnInvalid, RouteTemplate,
+    ConnectCredentials, CredentialsPattern, MqttCondition, OnInvalid, ParamSource, RouteTemplate,
 };
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 use crate::upstream::UpstreamLink;
@@ -56,6 +57,30 @@ use crate::upstream::UpstreamLink;
 )]
 pub(crate) fn clock() -> Instant {
     Instant::now()
+}
+
+/// The wall-clock time at the fake clock's origin: the tests' "now" for
+/// expiry times such as a certificate's notAfter.
+pub(super) fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_750_000_000)
+}
+
+/// What an x509 guard grants for a client certificate: its CN as the
+/// identity, `roles`, attributes, and its notAfter `expires_in` from [`wall`].
+pub(super) fn certificate(
+    identity: &str,
+    roles: &[&str],
+    attributes: &[(&str, &str)],
+    expires_in: Option<Duration>,
+) -> GuardSession {
+    GuardSession {
+        identity: Some(identity.to_owned()),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        attributes: (attributes.iter())
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        expires_at: expires_in.map(|d| wall() + d),
+    }
 }
 
 /// The guard these tests name `jwt0`. A token reads `identity:role,role`;
@@ -125,7 +150,8 @@ impl Model for NotBad {
     }
 }
 
-/// One route of a test configuration: `roles` make it guarded by `jwt0`.
+/// One route of a test configuration: `roles` make it guarded by `jwt0`,
+/// `guarded` by other guards (`{x509_0: [device]}`), as in `zilla.yaml`.
 #[derive(Deserialize)]
 struct RouteSpec {
     exit: String,
@@ -133,6 +159,8 @@ struct RouteSpec {
     when: Vec<MqttCondition>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    guarded: indexmap::IndexMap<String, Vec<String>>,
 }
 
 /// How a test's mqtt server is configured.
@@ -157,6 +185,8 @@ pub(super) struct Server {
     pub(super) limits: &'static str,
     /// `options.limit-wait`.
     pub(super) limit_wait: Option<u32>,
+    /// `options.client-id`, e.g. `${guarded['x509_0'].identity}`.
+    pub(super) client_id: Option<&'static str>,
 }
 
 impl Default for Server {
@@ -174,6 +204,7 @@ impl Default for Server {
             server_reference: None,
             limits: "[]",
             limit_wait: None,
+            client_id: None,
         }
     }
 }
@@ -190,15 +221,17 @@ impl Server {
         let routes: Vec<Route<MqttCondition, dyn MqttSessions>> = specs
             .into_iter()
             .map(|spec| Route {
-                guarded: if spec.roles.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![GuardRequirement {
-                        guard_name: "jwt0".into(),
+                guarded: (!spec.roles.is_empty())
+                    .then(|| ("jwt0".to_owned(), spec.roles))
+                    .into_iter()
+                    .chain(spec.guarded)
+                    .map(|(name, roles)| GuardRequirement {
+                        guard_name: name.into(),
+                        // Every guard of these tests holds roles alike.
                         guard: guard.clone(),
-                        roles: spec.roles,
-                    }]
-                },
+                        roles,
+                    })
+                    .collect(),
                 when: spec.when,
                 exit: exit(&spec.exit),
                 with: None,
@@ -236,7 +269,7 @@ impl Server {
             .collect();
         let limits: Vec<crate::options::LimitOptions> =
             serde_yaml::from_str(self.limits).expect("limits YAML");
-        let limits = Limits::new(&limits, self.limit_wait, self.guard, Arc::default())
+        let limits = Limits::new(&limits, self.limit_wait, Arc::default())
             .unwrap_or_else(|(path, why)| panic!("options.{path}: {why}"));
         Arc::new(ServerConfig {
             versions: vec![Version::V4, Version::V5],
@@ -250,6 +283,9 @@ impl Server {
             templates,
             routes: Routes::new(routes, self.exit.map(exit)),
             authorization,
+            client_id: self
+                .client_id
+                .map(|expression| ParamSource::parse(expression).expect("client-id")),
             topics,
             events: Events::new("test", "mqtt_server0"),
             shutdown: Shutdown::new(),
@@ -457,6 +493,18 @@ impl Opening {
         self
     }
 
+    /// A connection on which guard `guard` granted `session` at an earlier
+    /// layer, e.g. a tls server's x509 guard for a client certificate (see
+    /// [`certificate`]); the mqtt server does not name that guard.
+    pub(super) fn grant(mut self, guard: &str, session: GuardSession) -> Self {
+        self.origin.granted.push(Granted {
+            guard: guard.into(),
+            session,
+            credentials: format!("certificate of {guard}"),
+        });
+        self
+    }
+
     /// A connection from `peer` (the source address limits count by).
     pub(super) fn from(mut self, peer: &str) -> Self {
         self.origin.peer = Some(peer.parse().expect("a socket address"));
@@ -477,13 +525,13 @@ impl Opening {
             login: self.login.clone(),
             assigned: None,
         };
-        let granted = self.origin.granted("jwt0");
         let token = admit::credentials(
             &self.config,
             &mut request,
             || "zilla-assigned".into(),
-            granted,
+            &self.origin,
         )?;
+        let granted = admit::own_grant(&self.config, &self.origin);
         admit::before_guard(&self.config, &request, &self.origin, now)?;
         let verdict = admit::granted_verdict(granted, token.as_deref())
             .or_else(|| token.as_deref().map(verdict));
@@ -528,7 +576,10 @@ impl Opening {
             router: admission.router,
             connack,
             carried: self.carried,
-            expires_at: self.expires_in.map(|d| now + d),
+            // Either a fixed expiry, or what the guards granted, on the wall
+            // clock of these tests.
+            expires_at: (self.expires_in.map(|d| now + d))
+                .or_else(|| (admission.expires_at).map(|at| admit::instant_at(at, wall(), now))),
             limits: admission.limits,
         };
         Harness {
