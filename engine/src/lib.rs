@@ -122,7 +122,7 @@ pub use route::{Exit, Resolved, Route, Routes};
 pub use shutdown::{Drained, Shutdown};
 pub use store::{SharedState, Store};
 pub use telemetry::{EventLayer, Events, Exporter};
-pub use vault::{KeyEntry, Vault, VaultError};
+pub use vault::{Crl, CrlSet, KeyEntry, RevocationLists, Vault, VaultError};
 
 /// What plugin crates need from the engine's dependencies, so they depend on
 /// `zilla-engine` alone. Not a stable API.

@@ -1,8 +1,9 @@
 //! Vaults: key and trust material by alias, for TLS bindings.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// A private key and the certificate chain that goes with it.
 #[derive(Debug)]
@@ -52,4 +53,38 @@ pub trait Vault: Send + Sync + 'static {
     fn files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Whether certificates verified against this vault's trust are checked
+    /// for revocation (`revocation: crl`), and the certificate revocation
+    /// lists it holds for that; `None` (the default) when they are not.
+    fn revocation(&self) -> Option<Arc<dyn RevocationLists>> {
+        None
+    }
+}
+
+/// The certificate revocation lists (CRLs) a vault keeps current.
+pub trait RevocationLists: Send + Sync + 'static {
+    /// The lists as they are now. A verifier asks for every certificate it
+    /// checks, so this is cheap when nothing changed; a vault whose files
+    /// changed reads them again here, so the next handshake after a CRL file
+    /// is rewritten uses the new list (no reload needed).
+    fn current(&self) -> Arc<CrlSet>;
+}
+
+/// One version of a vault's revocation lists.
+#[derive(Debug, Clone, Default)]
+pub struct CrlSet {
+    /// Changes whenever the lists do, so a verifier rebuilds only then.
+    pub version: u64,
+    /// Each list with where it came from.
+    pub lists: Vec<Crl>,
+}
+
+/// One certificate revocation list.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    /// The list, DER.
+    pub der: CertificateRevocationListDer<'static>,
+    /// Where it was read from (a file), for events and errors.
+    pub source: String,
 }

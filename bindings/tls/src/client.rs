@@ -26,6 +26,12 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             "`mutual` applies to tls servers; a client presents `keys`",
         ));
     }
+    if options.authorization.is_some() {
+        return Err(cx.error(
+            "options.authorization",
+            "`authorization` applies to tls servers, whose guard decides on client certificates",
+        ));
+    }
     if options.keys.len() > 1 {
         return Err(cx.error("options.keys", "a tls client presents at most one key"));
     }

@@ -9,14 +9,21 @@
 
 #![forbid(unsafe_code)]
 
+mod authorization;
 mod client;
 mod names;
 mod options;
 mod prefixed;
 mod proxy;
+mod refusals;
+mod revocation;
 mod server;
+#[cfg(test)]
+mod tests;
 
-pub use options::{Mutual, TlsCondition, TlsOptions};
+pub use options::{
+    CertificatesFormat, Mutual, TlsAuthorization, TlsCondition, TlsCredentials, TlsOptions,
+};
 pub use server::PROPERTY_HANDSHAKE_TIMEOUT;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! Which server names a certificate serves, and a resolver that picks the
-//! certificate for a ClientHello's SNI.
+//! Which server names a certificate serves, a resolver that picks the
+//! certificate for a ClientHello's SNI, and the names events give a client
+//! certificate by.
 //!
 //! rustls's own SNI resolver accepts only certificates whose subjectAltName
 //! lists the name; Java-made keystores (like the seed's `localhost.p12`) often
@@ -43,11 +44,54 @@ pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The subject of a certificate, as the identity a client certificate gives.
-pub(crate) fn certificate_subject(der: &[u8]) -> Option<String> {
-    X509Certificate::from_der(der)
-        .ok()
-        .map(|(_, cert)| cert.subject().to_string())
+/// Longest name an event quotes: a certificate is the client's to write,
+/// and an event line is not the place for all of it.
+const MAX_NAME: usize = 128;
+
+/// The subject and issuer of a client certificate, as events name it: each
+/// its common name (CN), or its whole distinguished name when it has none.
+/// Shown quoted and escaped (`subject "device-1", issuer "Test CA"`), so a
+/// name with control characters cannot forge an event line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertificateNames {
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    /// The whole subject distinguished name, as the identity a client
+    /// certificate gives the stream (`StreamInfo::identity`).
+    pub(crate) distinguished: String,
+}
+
+impl CertificateNames {
+    /// The names of the certificate `der`, if it parses at all.
+    pub(crate) fn of(der: &[u8]) -> Option<Self> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let name = |name: &x509_parser::x509::X509Name<'_>| {
+            let cn = name
+                .iter_common_name()
+                .find_map(|cn| cn.as_str().ok().map(str::to_owned));
+            let mut text = cn.unwrap_or_else(|| name.to_string());
+            if text.len() > MAX_NAME {
+                let mut end = MAX_NAME;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+            }
+            text
+        };
+        Some(Self {
+            subject: name(cert.subject()),
+            issuer: name(cert.issuer()),
+            distinguished: cert.subject().to_string(),
+        })
+    }
+}
+
+impl fmt::Display for CertificateNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subject {:?}, issuer {:?}", self.subject, self.issuer)
+    }
 }
 
 /// Whether `pattern` (`name` or `*.domain`) matches the server name `name`.
@@ -103,5 +147,18 @@ mod tests {
         assert!(!name_matches("*.example.com", "example.com"));
         assert!(!name_matches("*.example.com", "a.mqtt.example.com"));
         assert!(name_matches("LocalHost", "localhost"));
+    }
+
+    #[test]
+    fn certificate_names_cannot_forge_event_lines() {
+        let names = CertificateNames {
+            subject: "evil\n2026-01-01 WARN forged".into(),
+            issuer: "Test \"CA\"".into(),
+            distinguished: String::new(),
+        };
+        assert_eq!(
+            names.to_string(),
+            r#"subject "evil\n2026-01-01 WARN forged", issuer "Test \"CA\"""#
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The tls binding's options and route conditions, as written in `zilla.yaml`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// `options` of a tls binding.
@@ -27,13 +29,46 @@ pub struct TlsOptions {
     /// without `trust`, else `required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutual: Option<Mutual>,
-    /// Aliases of signers (CAs) in the vault; accepted for compatibility, used
-    /// by no first-party kind yet.
+    /// Aliases of signer certificates in the vault. In Zilla they choose a
+    /// binding's own keys by the CA that issued them (in place of `keys`);
+    /// a tls server refuses them here (the vault cannot list keys by
+    /// issuer), a client accepts and ignores them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signers: Vec<String>,
     /// The lowest protocol version: `TLSv1.2` (default) or `TLSv1.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<TlsVersion>,
+    /// Server: the one guard that decides on the verified client certificate
+    /// chain, by guard name (`{<guard>: {credentials: {certificates: pem}}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<BTreeMap<String, TlsAuthorization>>,
+}
+
+/// `options.authorization.<guard>` of a tls server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsAuthorization {
+    /// How the guard is given the client's certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<TlsCredentials>,
+}
+
+/// `options.authorization.<guard>.credentials` of a tls server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCredentials {
+    /// The form of the certificate chain the guard reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesFormat>,
+}
+
+/// How a certificate chain is handed to a guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificatesFormat {
+    /// Concatenated PEM `CERTIFICATE` blocks, the client's own certificate
+    /// first, then the rest of the chain as it presented it.
+    Pem,
 }
 
 /// Whether a server asks for client certificates.
@@ -115,6 +150,26 @@ mod tests {
         assert_eq!(options, again);
         let error = serde_yaml::from_str::<TlsOptions>("key: [a]\n").unwrap_err();
         assert!(error.to_string().contains("unknown field `key`"), "{error}");
+    }
+
+    #[test]
+    fn authorization_has_zillas_shape() {
+        let yaml = "authorization:\n  x509_0:\n    credentials:\n      certificates: pem\n";
+        let options: TlsOptions = serde_yaml::from_str(yaml).unwrap();
+        let authorization = &options.authorization.as_ref().unwrap()["x509_0"];
+        assert_eq!(
+            authorization.credentials.as_ref().unwrap().certificates,
+            Some(CertificatesFormat::Pem)
+        );
+        let again: TlsOptions =
+            serde_yaml::from_str(&serde_yaml::to_string(&options).unwrap()).unwrap();
+        assert_eq!(options, again);
+        let der = "authorization:\n  g:\n    credentials:\n      certificates: der\n";
+        let error = serde_yaml::from_str::<TlsOptions>(der).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown variant `der`"),
+            "{error}"
+        );
     }
 
     #[test]

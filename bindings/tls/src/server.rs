@@ -1,20 +1,35 @@
-//! tls server: terminates TLS, routes the decrypted stream.
+//! tls server: terminates TLS, has a guard decide on the client certificate
+//! (`options.authorization`), routes the decrypted stream.
+//!
+//! After the handshake, the verified client chain goes to the guard (see
+//! [`crate::authorization`]); what it grants decides `guarded` routes and
+//! goes on with the stream. Every connection refused on the way (at the
+//! handshake, by the guard, for want of a route) is an event and a count
+//! (see [`crate::refusals`]); one refused after a complete handshake is
+//! closed with `close_notify`, as Zilla closes it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
+use tokio::io::AsyncWriteExt;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use zilla_engine::{
-    async_trait, Authorizations, Binding, BindingContext, BuildError, ByteStream, Events, Ports,
-    Routes, StreamHandler, StreamInfo,
+    async_trait, Authorizations, Binding, BindingContext, BuildError, ByteStream, Granted,
+    GuardRejection, Ports, Routes, StreamHandler, StreamInfo,
 };
 
-use crate::names::{certificate_names, certificate_subject, name_matches, SniResolver};
+use crate::authorization::{unrouted, Authorization, Unrouted};
+use crate::names::{certificate_names, name_matches, CertificateNames, SniResolver};
 use crate::options::{Mutual, TlsCondition, TlsOptions, TlsVersion};
 use crate::provider;
+use crate::refusals::{recorded, Recording, Refusal, Refusals};
 
 /// Engine property: seconds a client has to complete its TLS handshake.
 pub const PROPERTY_HANDSHAKE_TIMEOUT: &str = "zilla.binding.tls.handshake.timeout";
@@ -83,12 +98,33 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             failed = true;
         }
     }
+    // Zilla's `signers` on a server choose its keys among the vault's by
+    // the CA that issued them; a vault here cannot list keys by issuer, and
+    // ignoring them would serve something else than configured.
+    let signers = (!options.signers.is_empty()).then(|| {
+        cx.error(
+            "options.signers",
+            "a tls server here serves the certificates named in `keys`; choosing them by \
+             their issuer (`signers`) is not supported. Client certificates are accepted \
+             from the CAs in `trust`",
+        )
+    });
     let mutual = options.mutual.unwrap_or(if options.trust.is_empty() {
         Mutual::None
     } else {
         Mutual::Required
     });
+    let authorization = Authorization::build(cx, &options, mutual);
+    let guarded = match &authorization {
+        Ok(authorization) => check_guarded_routes(cx, &routes, authorization.as_ref()),
+        // Its error says it all; the routes' guards are not to blame.
+        Err(_) => Ok(()),
+    };
     let roots = trust_roots(cx, &options, false)?;
+    let (authorization, ()) = (authorization?, guarded?);
+    if let Some(signers) = signers {
+        return Err(signers);
+    }
     if failed {
         return Err(cx.error("options", "the tls server's keys could not be loaded"));
     }
@@ -96,26 +132,10 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(TlsVersion::versions(options.version))
         .map_err(|e| cx.error("options.version", e.to_string()))?;
-    let builder = match mutual {
-        Mutual::None => builder.with_no_client_auth(),
-        mutual => {
-            if roots.is_empty() {
-                return Err(cx.error(
-                    "options.mutual",
-                    "client certificates need `trust` (or `trustcacerts: true`)",
-                ));
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if mutual == Mutual::Requested {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| cx.error("options.trust", e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    let builder = match client_verifier(cx, &options, roots, mutual, provider)? {
+        None => builder.with_no_client_auth(),
+        // Wrapped so that a refused certificate can be named in the event.
+        Some(verifier) => builder.with_client_cert_verifier(Arc::new(Recording::new(verifier))),
     };
     let resolver = AcceptedNames {
         sni: options.sni.clone(),
@@ -139,9 +159,80 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     Ok(Arc::new(TlsServer {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         routes,
+        authorization,
         handshake_timeout,
-        events: cx.events(),
+        refusals: Refusals::new(cx.events(), &cx.metrics()),
     }))
+}
+
+/// The verifier of client certificates, `None` when none are asked for
+/// (`mutual: none`): rustls's WebPKI verifier over the `trust` roots,
+/// optional under `mutual: requested`. It advertises the subjects of
+/// `trust` as the acceptable CAs in its CertificateRequest.
+///
+/// This is where checks of client certificates belong (revocation lists
+/// plug into the builder here); whatever such a check refuses is named in
+/// the event and mapped to a reason and an alert by `refusals.rs`, e.g.
+/// `CertificateError::Revoked` to `certificate_revoked`.
+fn client_verifier(
+    cx: &mut BindingContext<'_>,
+    _options: &TlsOptions,
+    roots: RootCertStore,
+    mutual: Mutual,
+    provider: Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, BuildError> {
+    if mutual == Mutual::None {
+        return Ok(None);
+    }
+    if roots.is_empty() {
+        return Err(cx.error(
+            "options.mutual",
+            "client certificates need `trust` (or `trustcacerts: true`)",
+        ));
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let verifier = if mutual == Mutual::Requested {
+        verifier.allow_unauthenticated()
+    } else {
+        verifier
+    };
+    // `revocation: crl` on the vault: the same verifier, given the vault's
+    // CRLs as they change and those fetched (see `revocation.rs`).
+    let revocation = cx.binding_vault()?.revocation();
+    let verifier = crate::revocation::client_verifier(verifier, revocation, cx.events())
+        .map_err(|e| cx.error("options.trust", e.to_string()))?;
+    Ok(Some(verifier))
+}
+
+/// `guarded` routes of a tls server can only be met by what its own guard
+/// grants (nothing before a tls server grants anything): a route guarded by
+/// another guard, or on a server without `authorization`, would never be
+/// taken, so it is a configuration error rather than a silent dead end.
+fn check_guarded_routes(
+    cx: &mut BindingContext<'_>,
+    routes: &Routes<TlsCondition, dyn StreamHandler>,
+    authorization: Option<&Authorization>,
+) -> Result<(), BuildError> {
+    let mut failed = None;
+    for (index, route) in routes.iter().enumerate() {
+        for requirement in &route.guarded {
+            let guard = &requirement.guard_name;
+            let message = match authorization {
+                Some(authorization) if authorization.guard_name() == guard => continue,
+                Some(authorization) => format!(
+                    "only the guard of `options.authorization` ({}) grants anything here, \
+                     so a route guarded by `{guard}` would never be taken",
+                    authorization.guard_name()
+                ),
+                None => format!(
+                    "a route guarded by `{guard}` needs `options.authorization` naming it: \
+                     `{{{guard}: {{credentials: {{certificates: pem}}}}}}`"
+                ),
+            };
+            failed = Some(cx.error(&format!("routes[{index}].guarded.{guard}"), message));
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// The roots a binding trusts: its `trust` aliases, plus the system's CA
@@ -200,8 +291,9 @@ impl ResolvesServerCert for AcceptedNames {
 struct TlsServer {
     acceptor: TlsAcceptor,
     routes: Routes<TlsCondition, dyn StreamHandler>,
+    authorization: Option<Authorization>,
     handshake_timeout: Duration,
-    events: Events,
+    refusals: Refusals,
 }
 
 impl Binding for TlsServer {
@@ -217,26 +309,17 @@ impl StreamHandler for TlsServer {
             .peer
             .map(|p| p.to_string())
             .unwrap_or_else(|| "?".into());
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream))
-            .await
-        {
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
+        let (accepted, presented) = recorded(handshake).await;
+        let tls = match accepted {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                self.events.error(
-                    "TLS_HANDSHAKE_FAILED",
-                    format!("client {peer}: handshake failed"),
-                    &error,
-                );
+                self.refusals.handshake_failed(&peer, &error, presented);
                 return;
             }
             Err(_) => {
-                self.events.warn(
-                    "TLS_HANDSHAKE_TIMEOUT",
-                    format!(
-                        "client {peer}: no complete handshake within {:?}; closed",
-                        self.handshake_timeout
-                    ),
-                );
+                self.refusals
+                    .handshake_timeout(&peer, self.handshake_timeout);
                 return;
             }
         };
@@ -245,29 +328,160 @@ impl StreamHandler for TlsServer {
         let alpn = connection
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        let identity = connection
+        // rustls keeps a client's chain only when it verified it; a copy is
+        // taken only for a guard to see.
+        let chain: Option<Vec<CertificateDer<'static>>> = connection
             .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(|cert| certificate_subject(cert));
-        let offered: Vec<&str> = alpn.iter().map(String::as_str).collect();
-        let port = info.local.map(|l| l.port());
-        let Some(resolved) = self.routes.resolve(&Authorizations::new(), |condition| {
-            condition.matches(sni.as_deref(), &offered, port)
-        }) else {
-            self.events.warn(
-                "TLS_ROUTE_REJECTED",
-                format!("client {peer}: no route for server name {sni:?}, alpn {alpn:?}; closed"),
-            );
-            return;
-        };
-        let handler = resolved.exit.port.clone();
-        let info = StreamInfo {
+            .filter(|_| self.authorization.is_some())
+            .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect());
+        let names = (connection.peer_certificates())
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| CertificateNames::of(leaf));
+        let mut info = StreamInfo {
             authority: sni,
             alpn,
-            identity,
+            identity: names.as_ref().map(|n| n.distinguished.clone()),
             secure: true,
             ..info
         };
+        let mut authorizations = Authorizations::new();
+        for granted in &info.granted {
+            authorizations.insert(granted.guard.clone(), granted.session.clone());
+        }
+        if let (Some(authorization), Some(chain)) = (&self.authorization, chain) {
+            let asked = self
+                .grant(authorization, &chain, &peer, names.as_ref())
+                .await;
+            match asked {
+                Ok(granted) => {
+                    authorizations.insert(granted.guard.clone(), granted.session.clone());
+                    info.granted
+                        .retain(|earlier| earlier.guard != granted.guard);
+                    info.granted.push(granted);
+                }
+                Err((refusal, message)) => {
+                    self.refusals
+                        .refused(refusal, "TLS_AUTHORIZATION_FAILED", message);
+                    self.close(tls).await;
+                    return;
+                }
+            }
+        }
+        let offered: Vec<&str> = info.alpn.iter().map(String::as_str).collect();
+        let port = info.local.map(|l| l.port());
+        let matches =
+            |condition: &TlsCondition| condition.matches(info.authority.as_deref(), &offered, port);
+        let Some(resolved) = self.routes.resolve(&authorizations, matches) else {
+            self.unrouted(&peer, &info, &authorizations, names.as_ref(), matches);
+            self.close(tls).await;
+            return;
+        };
+        let handler = resolved.exit.port.clone();
         handler.handle(Box::new(tls), info).await;
+    }
+}
+
+impl TlsServer {
+    /// Asks the guard about the client's verified `chain`; a refusal comes
+    /// with the message of its event.
+    async fn grant(
+        &self,
+        authorization: &Authorization,
+        chain: &[CertificateDer<'static>],
+        peer: &str,
+        names: Option<&CertificateNames>,
+    ) -> Result<Granted, (Refusal, String)> {
+        let guard = authorization.guard_name();
+        let certificate = match names {
+            Some(names) => format!("the client certificate ({names})"),
+            None => "the client certificate".to_owned(),
+        };
+        // The guard's answer belongs to the handshake: it gets no more
+        // time than the client had to complete it.
+        let asked = tokio::time::timeout(self.handshake_timeout, authorization.authorize(chain));
+        match asked.await {
+            Ok(Ok(granted)) => Ok(granted),
+            Ok(Err(GuardRejection::InvalidCredentials(why))) => Err((
+                Refusal::GuardRefused,
+                format!("client {peer}: guard {guard} refused {certificate}: {why}; closed"),
+            )),
+            Ok(Err(GuardRejection::Unavailable(why))) => Err((
+                Refusal::GuardUnavailable,
+                format!(
+                    "client {peer}: guard {guard} could not decide on {certificate}: {why}; closed"
+                ),
+            )),
+            Err(_) => Err((
+                Refusal::GuardUnavailable,
+                format!(
+                    "client {peer}: guard {guard} did not decide on {certificate} within {:?}; \
+                     closed",
+                    self.handshake_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Tells why no route took the stream: nowhere to go, or only guarded
+    /// routes whose roles the client was not granted.
+    fn unrouted(
+        &self,
+        peer: &str,
+        info: &StreamInfo,
+        authorizations: &Authorizations,
+        names: Option<&CertificateNames>,
+        matches: impl Fn(&TlsCondition) -> bool,
+    ) {
+        let facts = format!("server name {:?}, alpn {:?}", info.authority, info.alpn);
+        match unrouted(&self.routes, authorizations, matches) {
+            Unrouted::NotFound => self.refusals.refused(
+                Refusal::NoRoute,
+                "TLS_ROUTE_REJECTED",
+                format!("client {peer}: no route for {facts}; closed"),
+            ),
+            Unrouted::Unauthenticated { needed } => {
+                let presented = match names {
+                    None => "no client certificate".to_owned(),
+                    Some(names) => format!("nothing granted for the client certificate ({names})"),
+                };
+                self.refusals.refused(
+                    Refusal::AuthorizationRequired,
+                    "TLS_AUTHORIZATION_REQUIRED",
+                    format!(
+                        "client {peer}: {presented}, and the routes for {facts} need {needed}; \
+                         closed"
+                    ),
+                );
+            }
+            Unrouted::Forbidden { needed } => {
+                let held: Vec<String> = info
+                    .granted
+                    .iter()
+                    .map(|granted| {
+                        format!(
+                            "{} granted identity {:?} roles [{}]",
+                            granted.guard,
+                            granted.session.identity.as_deref().unwrap_or("-"),
+                            granted.session.roles.join(", ")
+                        )
+                    })
+                    .collect();
+                let names = names.map(|n| format!(" ({n})")).unwrap_or_default();
+                self.refusals.refused(
+                    Refusal::NoRole,
+                    "TLS_AUTHORIZATION_DENIED",
+                    format!(
+                        "client {peer}{names}: {}; the routes for {facts} need {needed}; closed",
+                        held.join("; ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Ends a refused stream whose handshake completed: `close_notify`, as
+    /// Zilla closes it, sent within the handshake timeout.
+    async fn close(&self, mut tls: TlsStream<ByteStream>) {
+        let _ = tokio::time::timeout(self.handshake_timeout, tls.shutdown()).await;
     }
 }

@@ -12,6 +12,12 @@
 //! ([`Vault::files`]) so that the host can watch them and build the
 //! configuration again when one changes: a renewed certificate then serves
 //! new handshakes without a restart.
+//!
+//! With `revocation: crl` (Zilla's option), client certificates verified
+//! against the vault's trust are checked for revocation; `crl` (ours) names
+//! local CRL files, which the vault keeps current on its own ([`crl`]'s
+//! docs say how and why): the tls binding asks for them at every handshake
+//! through [`Vault::revocation`].
 
 #![forbid(unsafe_code)]
 
@@ -24,8 +30,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use zilla_engine::{
-    register_vault, BuildError, KeyEntry, PluginContext, Vault, VaultError, VaultFactory,
+    register_vault, BuildError, CrlSet, Events, KeyEntry, PluginContext, RevocationLists, Vault,
+    VaultError, VaultFactory,
 };
+
+pub mod crl;
+
+use crl::CrlStore;
+pub use crl::{CrlOptions, CrlType};
 
 /// `options` of a filesystem vault.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -40,6 +52,26 @@ pub struct FilesystemOptions {
     /// The store of signing keys (CAs that issue certificates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signers: Option<StoreOptions>,
+    /// Whether client certificates are checked for revocation: `crl`, or
+    /// `none` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+    /// Local CRL files for `revocation: crl` (beyond Zilla). Not read with
+    /// `revocation: none`, so that turning revocation off is a one-line
+    /// change when a stale list locks devices out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<CrlOptions>,
+}
+
+/// `options.revocation` of a filesystem vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Revocation {
+    /// Check the end-entity certificate against its issuer's CRL: from the
+    /// `crl` store, or else fetched from its `http://` distribution point.
+    Crl,
+    /// No revocation checks.
+    None,
 }
 
 /// One store file.
@@ -240,6 +272,26 @@ impl Store {
     }
 }
 
+/// What a vault with `revocation: crl` provides.
+#[derive(Debug)]
+enum Crls {
+    /// The `crl` store.
+    Store(Arc<CrlStore>),
+    /// No `crl` store: lists come from distribution points only.
+    Fetched,
+}
+
+/// The lists of a vault without a `crl` store: none; the verifier fetches
+/// them from the certificates' distribution points.
+#[derive(Debug, Default)]
+struct NoStore(Arc<CrlSet>);
+
+impl RevocationLists for NoStore {
+    fn current(&self) -> Arc<CrlSet> {
+        self.0.clone()
+    }
+}
+
 /// A loaded filesystem vault.
 #[derive(Debug)]
 pub struct FilesystemVault {
@@ -247,14 +299,28 @@ pub struct FilesystemVault {
     keys: Option<Store>,
     trust: Option<Store>,
     signers: Option<Store>,
+    crls: Option<Crls>,
 }
 
 impl FilesystemVault {
-    /// Loads the stores `options` names, relative to `base`.
+    /// Loads the stores `options` names, relative to `base`; an error is
+    /// the option it concerns (`keys`, `trust`, `signers`, `crl`) and why.
+    /// Events about the `crl` store go to every engine's exporters; the
+    /// engine builds the vault with [`load_with_events`](Self::load_with_events).
     pub fn load(
         name: &str,
         options: &FilesystemOptions,
         base: &Path,
+    ) -> Result<Self, Vec<(&'static str, String)>> {
+        Self::load_with_events(name, options, base, Events::new("", name))
+    }
+
+    /// [`load`](Self::load), with the vault's events going to `events`.
+    pub fn load_with_events(
+        name: &str,
+        options: &FilesystemOptions,
+        base: &Path,
+        events: Events,
     ) -> Result<Self, Vec<(&'static str, String)>> {
         let mut errors = Vec::new();
         let mut load = |role: &'static str, options: &Option<StoreOptions>| {
@@ -268,11 +334,26 @@ impl FilesystemVault {
                     }
                 })
         };
+        let keys = load("keys", &options.keys);
+        let trust = load("trust", &options.trust);
+        let signers = load("signers", &options.signers);
+        let crls = match (options.revocation, &options.crl) {
+            (None | Some(Revocation::None), _) => None,
+            (Some(Revocation::Crl), None) => Some(Crls::Fetched),
+            (Some(Revocation::Crl), Some(crl)) => match CrlStore::open(name, crl, base, events) {
+                Ok(store) => Some(Crls::Store(Arc::new(store))),
+                Err(e) => {
+                    errors.push(("crl", e));
+                    None
+                }
+            },
+        };
         let vault = Self {
             name: name.to_owned(),
-            keys: load("keys", &options.keys),
-            trust: load("trust", &options.trust),
-            signers: load("signers", &options.signers),
+            keys,
+            trust,
+            signers,
+            crls,
         };
         if errors.is_empty() {
             Ok(vault)
@@ -337,11 +418,20 @@ impl Vault for FilesystemVault {
     }
 
     fn files(&self) -> Vec<PathBuf> {
+        // Not the `crl` store: the vault follows it itself, at every
+        // handshake, rather than through a reload (see [`crl`]).
         [&self.keys, &self.trust, &self.signers]
             .into_iter()
             .flatten()
             .map(|store| store.path.clone())
             .collect()
+    }
+
+    fn revocation(&self) -> Option<Arc<dyn RevocationLists>> {
+        match self.crls.as_ref()? {
+            Crls::Store(store) => Some(store.clone()),
+            Crls::Fetched => Some(Arc::new(NoStore::default())),
+        }
     }
 }
 
@@ -349,7 +439,7 @@ fn build(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Vault>, BuildError> {
     let options: FilesystemOptions = cx.options()?;
     let base = cx.base_dir().to_path_buf();
     let name = cx.name().to_owned();
-    match FilesystemVault::load(&name, &options, &base) {
+    match FilesystemVault::load_with_events(&name, &options, &base, cx.events()) {
         Ok(vault) => Ok(Arc::new(vault)),
         Err(errors) => {
             let mut last = None;

@@ -101,7 +101,7 @@ fn pem_stores_use_the_file_stem_as_alias() {
             store_type: Some(StoreType::Pem),
             password: None,
         }),
-        signers: None,
+        ..FilesystemOptions::default()
     };
     let vault = FilesystemVault::load("pem", &options, dir.path()).unwrap();
     assert_eq!(vault.key("broker").unwrap().chain.len(), 1);
