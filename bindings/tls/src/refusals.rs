@@ -310,12 +310,10 @@ impl Refusals {
     ) {
         let refusal = Refusal::of_handshake(error);
         self.count(refusal);
-        if refusal == Refusal::CertificateRevoked {
-            // The revocation check told it already, where the serial and
-            // the CRL are at hand (`TLS_CLIENT_CERTIFICATE_REVOKED`, see
-            // revocation.rs): one event per refused handshake.
-            return;
-        }
+        // A revoked certificate also has `TLS_CLIENT_CERTIFICATE_REVOKED`
+        // (revocation.rs, where the serial and the CRL are at hand but the
+        // connection is not): this one names the client, which tells an
+        // operator where a revoked, perhaps stolen, key is used from.
         let alert = tls_error(error).and_then(alert_sent).map(alert_name);
         let message = match (refusal, alert) {
             (Refusal::CertificateRequired, Some(alert)) => format!(
