@@ -26,19 +26,23 @@ export function options(defaults) {
  * (`ws://`, `wss://`, `mqtt://` or `mqtts://`, a WebSocket URL with its path
  * and query, e.g. `/mqtt?access_token=...`), else `mqtt://<host>:<port>`;
  * `--ca <file>` trusts that CA (PEM) for `wss://` and `mqtts://`;
+ * `--cert <file>` and `--key <file>` (PEM) are the client certificate and
+ * its key presented to a TLS server that asks for one;
  * `--username` is sent in CONNECT (e.g. `Bearer <token>`).
  */
 export function target(opts) {
   const url = opts.url || `mqtt://${opts.host}:${opts.port}`;
   const extra = {};
   if (opts.ca) extra.ca = readFileSync(opts.ca);
+  if (opts.cert) extra.cert = readFileSync(opts.cert);
+  if (opts.key) extra.key = readFileSync(opts.key);
   if (opts.username) extra.username = opts.username;
   return { url, extra };
 }
 
 /**
  * Connects to `broker` (from `target`) with MQTT.js `options`; resolves with
- * the client once it has its CONNACK. Rejects within `ms` with the refusal
+ * the client once it has its CONNACK (kept as `client.connack`). Rejects within `ms` with the refusal
  * (its `code` is the reason or return code), or with what ended the
  * transport first: MQTT.js does not surface a WebSocket handshake failure
  * (such as `Unexpected server response: 401`) on the client, so it is taken
@@ -55,7 +59,10 @@ export function connectClient(broker, options, ms) {
       client.off('close', onClose);
       outcome();
     };
-    const onConnect = () => settle(() => resolve(client));
+    const onConnect = (connack) => settle(() => {
+      client.connack = connack;
+      resolve(client);
+    });
     const onError = (error) => settle(() => reject(error));
     const onClose = () => settle(() => reject(transportError ?? new Error('the connection closed before CONNACK')));
     client.on('connect', onConnect);
