@@ -24,6 +24,7 @@ use zilla_engine::{ByteStream, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
 use super::end::{Closing, End};
+use super::io::{now, UpstreamIo};
 use super::open::{self, Opened};
 use super::state::Session;
 use super::takeover::Registration;
@@ -47,15 +48,6 @@ const STALL_NOTICE: Duration = Duration::from_secs(1);
 const STALL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a closing client may take to read its last packets.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// The clock, read here only: the state machine is given `now`.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the driver is the one place of the session that reads the clock"
-)]
-pub(super) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 /// Room for the next read, sized to the traffic: a connection whose last
 /// read was small (an idle device, a ping) keeps a small buffer, and one
@@ -330,14 +322,6 @@ async fn send_connack(
         let _ = client.write_all(&out).await;
         let _ = client.flush().await;
     }
-}
-
-/// One upstream's socket and read buffer.
-pub(super) struct UpstreamIo {
-    pub(super) stream: ByteStream,
-    pub(super) read_buf: BytesMut,
-    /// Bytes the last read from the broker brought (sizes the next one).
-    pub(super) last_read: usize,
 }
 
 /// A running session with its sockets.

@@ -23,12 +23,14 @@
 //!   a connection with the same client id, in that order.
 //! - [`takeover`]: the per-server registry of connected client ids and what a
 //!   persistent session leaves for its next connection.
-//! - [`driver`]: the only code that touches sockets and tokio time.
+//! - [`driver`]: the code that drives sockets and tokio time; `io`, the
+//!   clock and upstream sockets it shares with `open`.
 //! - `fuzz`: the same path without sockets, for the fuzz targets.
 
 pub(crate) mod acks;
 mod admit;
 mod driver;
+mod io;
 pub(crate) mod end;
 #[doc(hidden)]
 pub(crate) mod fuzz;

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use zilla_engine::{GuardRejection, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
-use super::driver::{now, UpstreamIo};
+use super::io::{now, UpstreamIo};
 use super::end::disconnect;
 use super::state::{Session, Start};
 use super::takeover::{Carried, Predecessor, Registration};
