@@ -30,10 +30,10 @@
 pub(crate) mod acks;
 mod admit;
 mod driver;
-mod io;
 pub(crate) mod end;
 #[doc(hidden)]
 pub(crate) mod fuzz;
+mod io;
 mod open;
 mod router;
 mod state;
