@@ -409,7 +409,7 @@ async fn refused_certificates_read_their_alert_and_are_counted() {
 }
 
 #[tokio::test]
-async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_once() {
+async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_with_its_serial_and_its_client() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     std::fs::create_dir_all(dir.path().join("crl")).unwrap();
@@ -434,6 +434,13 @@ async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_once() {
         AlertDescription::CertificateRevoked
     );
     wait_for_event(&["tls-authz-revoked.north_tls_server TLS_CLIENT_CERTIFICATE_REVOKED"]).await;
+    // The serial and CRL in one event, the client's address in the other.
+    wait_for_event(&[
+        "tls-authz-revoked.north_tls_server TLS_HANDSHAKE_FAILED",
+        "client 127.0.0.1:",
+        "certificate_revoked",
+    ])
+    .await;
     // Counted when the server's side of the handshake ends, which may be
     // just after the client read the alert.
     let expected = BTreeMap::from([("certificate_revoked".to_owned(), 1)]);
@@ -448,7 +455,7 @@ async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_once() {
         .into_iter()
         .filter(|line| line.contains("tls-authz-revoked.north_tls_server"))
         .collect();
-    assert_eq!(told.len(), 1, "one event per refused handshake: {told:#?}");
+    assert_eq!(told.len(), 2, "two events per refused handshake: {told:#?}");
     proxy.engine.shutdown().await;
 }
 
