@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 use zilla_engine::{GuardRejection, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
-use super::io::{now, UpstreamIo};
 use super::end::disconnect;
+use super::io::{now, UpstreamIo};
 use super::state::{Session, Start};
 use super::takeover::{Carried, Predecessor, Registration};
 use crate::config::ServerConfig;
