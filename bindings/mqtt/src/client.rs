@@ -85,6 +85,8 @@ impl MqttSessions for MqttClient {
                 .port
                 .connect(ConnectRequest {
                     authority: None,
+                    // With the session's grants: a tls client exit selects
+                    // the certificate it presents by them.
                     origin: request.origin.clone(),
                 })
                 .await

@@ -26,7 +26,13 @@ pub struct OpenSession {
     /// The credentials the server's guard accepted (e.g. the JWT), for a
     /// client binding that forwards them.
     pub credentials: Option<String>,
-    /// What is known about the client's connection.
+    /// What is known about the client's connection. Its `granted` holds
+    /// every guard session the mqtt session was admitted with: those granted
+    /// at earlier layers (a tls server's client certificate) and the one the
+    /// server's own guard granted on the CONNECT (e.g. a JWT). A client
+    /// binding passes it on in the `ConnectRequest` to its exit, so that a
+    /// tls client there can present the certificate of the session's
+    /// identity (`routes[].with.certificate`).
     pub origin: StreamInfo,
 }
 

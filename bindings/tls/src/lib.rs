@@ -3,7 +3,9 @@
 //! Kind `server` terminates TLS with keys from its vault, choosing the
 //! certificate by SNI, and routes the decrypted stream by `authority` (SNI),
 //! `alpn` and `port`. Kind `client` originates TLS over its exit and verifies
-//! the server. Kind `proxy` reads the ClientHello's SNI and ALPN and routes the
+//! the server, presenting the client certificate of the stream's identity
+//! when a route's `with.certificate` selects one among its keys. Kind
+//! `proxy` reads the ClientHello's SNI and ALPN and routes the
 //! still-encrypted stream. What the handshake established (SNI, ALPN, the
 //! client certificate's subject) travels on with the stream.
 
@@ -17,6 +19,7 @@ mod prefixed;
 mod proxy;
 mod refusals;
 mod revocation;
+mod select;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct TlsOptions {
     /// Aliases of keys in the vault's key store: the server's certificates, or
-    /// a client's certificate for mutual TLS.
+    /// a client's certificates for mutual TLS (the first is presented unless
+    /// a route's `with.certificate` selects one by the stream's identity).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
     /// Aliases of trusted certificates in the vault's trust store.

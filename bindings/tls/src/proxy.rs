@@ -22,7 +22,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
     let options = cx.options::<TlsOptions>();
     let routes = cx.required_routes::<TlsCondition, dyn StreamHandler>();
-    let (options, routes) = (options?, routes?);
+    let with = crate::select::refuse_with(cx, "proxy");
+    let (options, routes, ()) = (options?, routes?, with?);
     if options != TlsOptions::default() {
         return Err(cx.error(
             "options",

@@ -39,7 +39,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     let options = cx.options::<TlsOptions>();
     let routes = cx.required_routes::<TlsCondition, dyn StreamHandler>();
     let vault = cx.binding_vault();
-    let (options, routes, vault) = (options?, routes?, vault?);
+    let with = crate::select::refuse_with(cx, "server");
+    let (options, routes, vault, ()) = (options?, routes?, vault?, with?);
     if options.keys.is_empty() {
         return Err(cx.error(
             "options.keys",

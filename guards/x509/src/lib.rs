@@ -34,6 +34,8 @@ mod fields;
 mod names;
 mod options;
 mod roles;
+mod subject;
+mod text;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -49,6 +51,7 @@ use zilla_engine::{
 use fields::{Field, Fields, Needs};
 pub use options::{OptionError, X509Options};
 use roles::Role;
+pub use subject::{canonical_name, KeySubject};
 
 /// A built x509 guard.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use unicode_normalization::UnicodeNormalization;
 use x509_parser::asn1_rs::{Any, Class, Oid, Tag, ToDer};
-use x509_parser::x509::{AttributeTypeAndValue, X509Name};
+use x509_parser::x509::X509Name;
 
 /// An attribute of a name that has a field of its own: the keywords of
 /// RFC 2253 section 2.3, the only ones Java's RFC 2253 form spells as names
@@ -78,7 +78,7 @@ impl NameAttribute {
             .map(|(attribute, _, _)| *attribute)
     }
 
-    fn of(oid: &Oid<'_>) -> Option<Self> {
+    pub(crate) fn of(oid: &Oid<'_>) -> Option<Self> {
         KEYWORDS
             .iter()
             .find(|(_, _, der)| oid.as_bytes() == *der)
@@ -180,48 +180,57 @@ pub(crate) fn canonical(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter()
         .map(|rdn| {
-            let mut avas: Vec<(&AttributeTypeAndValue<'_>, String)> =
-                rdn.iter().map(|ava| (ava, canonical_ava(ava))).collect();
-            if avas.len() > 1 {
-                avas.sort_by(|(a, a_text), (b, b_text)| compare_avas(a, a_text, b, b_text));
-            }
-            avas.into_iter()
-                .map(|(_, text)| text)
-                .collect::<Vec<_>>()
-                .join("+")
+            let avas: Vec<(&Oid<'_>, &Any<'_>)> = rdn
+                .iter()
+                .map(|ava| (ava.attr_type(), ava.attr_value()))
+                .collect();
+            canonical_rdn(&avas)
         })
         .collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
-fn compare_avas(
-    a: &AttributeTypeAndValue<'_>,
-    a_text: &str,
-    b: &AttributeTypeAndValue<'_>,
-    b_text: &str,
-) -> Ordering {
-    let a_keyword = NameAttribute::of(a.attr_type()).is_some();
-    let b_keyword = NameAttribute::of(b.attr_type()).is_some();
+/// One relative name, its attribute types and values, in canonical form:
+/// each `type=value` as [`canonical`] writes it, sorted when there are
+/// several, joined with `+`. Shared by names read from certificates and
+/// names written as text (`crate::text`), so both compare equal.
+pub(crate) fn canonical_rdn(avas: &[(&Oid<'_>, &Any<'_>)]) -> String {
+    let mut rendered: Vec<(&Oid<'_>, String)> = avas
+        .iter()
+        .map(|(oid, value)| (*oid, canonical_ava(oid, value)))
+        .collect();
+    if rendered.len() > 1 {
+        rendered.sort_by(|(a, a_text), (b, b_text)| compare_avas(a, a_text, b, b_text));
+    }
+    rendered
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn compare_avas(a: &Oid<'_>, a_text: &str, b: &Oid<'_>, b_text: &str) -> Ordering {
+    let a_keyword = NameAttribute::of(a).is_some();
+    let b_keyword = NameAttribute::of(b).is_some();
     match (a_keyword, b_keyword) {
         // Java compares Strings by UTF-16 code units.
         (true, true) => a_text.encode_utf16().cmp(b_text.encode_utf16()),
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
-        (false, false) => match (a.attr_type().iter(), b.attr_type().iter()) {
+        (false, false) => match (a.iter(), b.iter()) {
             (Some(a_arcs), Some(b_arcs)) => a_arcs.cmp(b_arcs),
-            _ => a.attr_type().as_bytes().cmp(b.attr_type().as_bytes()),
+            _ => a.as_bytes().cmp(b.as_bytes()),
         },
     }
 }
 
-fn canonical_ava(ava: &AttributeTypeAndValue<'_>) -> String {
-    let keyword = NameAttribute::of(ava.attr_type());
+fn canonical_ava(oid: &Oid<'_>, value: &Any<'_>) -> String {
+    let keyword = NameAttribute::of(oid);
     let mut out = match keyword {
         Some(attribute) => attribute.suffix().to_owned(),
-        None => ava.attr_type().to_id_string(),
+        None => oid.to_id_string(),
     };
     out.push('=');
-    let value = ava.attr_value();
     let textual = keyword.is_some()
         && universal_primitive(value)
         && matches!(value.tag(), Tag::PrintableString | Tag::Utf8String);
@@ -243,7 +252,7 @@ fn universal_primitive(value: &Any<'_>) -> bool {
 }
 
 /// Java's `DerValue.isPrintableStringChar`.
-fn printable(c: char) -> bool {
+pub(crate) fn printable(c: char) -> bool {
     c.is_ascii_alphanumeric() || " '()+,-./:=?".contains(c)
 }
 

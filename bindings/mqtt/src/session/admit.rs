@@ -344,6 +344,7 @@ pub(crate) fn admit(
         // mqtt client forwards them.
         login = None;
     }
+    let upstream_origin = upstream_origin(config, origin, &authorizations, token.as_deref());
     if let Some(source) = &config.client_id {
         bind_client_id(source, &mut connect, &mut assigned, &authorizations)
             .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
@@ -437,7 +438,7 @@ pub(crate) fn admit(
                 },
                 login: login.clone(),
                 credentials: token.clone(),
-                origin: origin.clone(),
+                origin: upstream_origin.clone(),
             };
             (name, port, open)
         })
@@ -524,6 +525,34 @@ fn authorize(
         expires_at,
         authorized: (!told.is_empty()).then(|| told.join("; ")),
     })
+}
+
+/// What the upstream sessions are told of the client's stream: `origin`,
+/// whose `granted` already holds what guards granted at earlier layers (a
+/// tls server's certificate), with the session the server's own guard
+/// granted on the CONNECT's credentials added (in place of that guard's
+/// earlier grant, as in the session's authorizations). A client binding
+/// passes it to its exit, so that a tls client there can present the
+/// certificate of any identity the session holds
+/// (`routes[].with.certificate`).
+fn upstream_origin(
+    config: &ServerConfig,
+    origin: &StreamInfo,
+    authorizations: &Authorizations,
+    token: Option<&str>,
+) -> StreamInfo {
+    let mut upstream = origin.clone();
+    let own = (config.authorization.as_ref())
+        .and_then(|a| Some((&a.guard_name, authorizations.get(&a.guard_name)?)));
+    if let Some((guard, session)) = own {
+        upstream.granted.retain(|granted| granted.guard != *guard);
+        upstream.granted.push(Granted {
+            guard: guard.clone(),
+            session: session.clone(),
+            credentials: token.unwrap_or_default().to_owned(),
+        });
+    }
+    upstream
 }
 
 /// The guard session whose identity and attributes the limits' `identity`

@@ -12,6 +12,7 @@
 //! CNs listed in `refuse` are refused, `unavailable: true` cannot decide).
 
 mod authorization;
+mod client_keys;
 mod refusals;
 
 use std::collections::{BTreeMap, HashMap};

@@ -533,3 +533,64 @@ fn a_device_login_not_meant_for_the_guard_never_reaches_the_broker() {
     );
     assert_eq!(open.credentials, None, "no token to forward");
 }
+
+#[test]
+fn upstreams_are_told_every_identity_the_session_holds() {
+    // What an mqtt client passes to its exit (a tls client choosing its
+    // certificate by identity): the earlier layer's certificate and the
+    // server's own guard's session on the CONNECT.
+    let granted = |open: &OpenSession| -> Vec<(String, Option<String>, String)> {
+        (open.origin.granted.iter())
+            .map(|g| {
+                let identity = g.session.identity.clone();
+                (g.guard.to_string(), identity, g.credentials.clone())
+            })
+            .collect()
+    };
+    let config = devices_and_apps();
+    let mut both = with_certificate(&config, Version::V5, "d1", device("dev-1")).token("alice:app");
+    let admission = admitted(&mut both);
+    assert_eq!(exits(&admission), vec!["devices", "apps"]);
+    for (_, _, open) in &admission.opens {
+        assert_eq!(
+            granted(open),
+            [
+                (
+                    "x509_0".to_owned(),
+                    Some("dev-1".to_owned()),
+                    "certificate of x509_0".to_owned()
+                ),
+                (
+                    "jwt0".to_owned(),
+                    Some("alice".to_owned()),
+                    "alice:app".to_owned()
+                ),
+            ]
+        );
+    }
+    // The CONNECT's token replaces what the same guard granted before (a
+    // token in the WebSocket upgrade), as in the session's authorizations.
+    let mut upgraded = Opening::new(config.clone(), Version::V5)
+        .granted("bob:app")
+        .token("alice:app");
+    let admission = admitted(&mut upgraded);
+    assert_eq!(
+        granted(&admission.opens[0].2),
+        [(
+            "jwt0".to_owned(),
+            Some("alice".to_owned()),
+            "alice:app".to_owned()
+        )]
+    );
+    // Without the server's own guard: what the earlier layers granted.
+    let mut device_only = with_certificate(&devices(), Version::V5, "dev-1", device("dev-1"));
+    let admission = admitted(&mut device_only);
+    assert_eq!(
+        granted(&admission.opens[0].2),
+        [(
+            "x509_0".to_owned(),
+            Some("dev-1".to_owned()),
+            "certificate of x509_0".to_owned()
+        )]
+    );
+}
