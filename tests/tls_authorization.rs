@@ -409,7 +409,7 @@ async fn refused_certificates_read_their_alert_and_are_counted() {
 }
 
 #[tokio::test]
-async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_with_its_serial_and_its_client() {
+async fn a_revoked_certificate_reads_certificate_revoked_and_is_told_twice() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     std::fs::create_dir_all(dir.path().join("crl")).unwrap();
