@@ -411,7 +411,7 @@ fn session_cases(v: V) -> Vec<SessionCase> {
         ("UNSUBSCRIBE without filters", BOTH, unsubscribe(v, 1, &[]), Reason::ProtocolError, "UNSUBSCRIBE without topic filters"),
         ("PINGREQ with a body", BOTH, frame(0xC0, &[0]), Reason::MalformedPacket, "PINGREQ has 1 bytes after"),
         ("PUBACK with an unknown reason", V5, frame(0x40, &[0, 1, 0x05]), Reason::MalformedPacket, "PUBACK with reason code 0x05"),
-        ("AUTH without an authentication method", V5, frame(0xF0, &[]), Reason::ProtocolError, "AUTH is not supported"),
+        ("AUTH without an authentication method", V5, frame(0xF0, &[]), Reason::ProtocolError, "CONNECT had no Authentication Method"),
         ("CONNACK from a client", BOTH, frame(0x20, &[0, 0]), Reason::ProtocolError, "unexpected packet from a client: CONNACK"),
         ("a remaining length not in the fewest bytes", BOTH, vec![0xC0, 0x80, 0x00], Reason::MalformedPacket, "fewest bytes"),
         ("one byte over the maximum packet size", BOTH, oversize, Reason::PacketTooLarge, "1025 bytes exceeds the maximum of 1024"),

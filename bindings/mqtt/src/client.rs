@@ -40,6 +40,14 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
         0 => None,
         1 => {
             let (name, authorization) = options.authorization.iter().next().expect("one entry");
+            // A client forwards the CONNECT-time token; it never opens a
+            // broker session with an Authentication Method.
+            if authorization.credentials.authentication.is_some() {
+                return Err(cx.error(
+                    &format!("options.authorization.{name}.credentials.authentication"),
+                    "enhanced authentication is for an mqtt server; a client forwards `connect` credentials",
+                ));
+            }
             let pattern =
                 CredentialsPattern::new(&authorization.credentials.connect).map_err(|message| {
                     cx.error(

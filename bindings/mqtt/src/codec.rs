@@ -9,8 +9,11 @@
 //! What a client sends goes through [`read_from_client`], which also walks each
 //! complete packet for what a server must refuse before any broker sees it
 //! (`codec/conformance.rs`, decision 0016); packets from brokers go through
-//! [`read`].
+//! [`read`]. AUTH, which the codec crate has no type for, is decoded and
+//! encoded by [`auth`]; a session takes it apart from other packets
+//! (`take_auth`).
 
+pub mod auth;
 mod conformance;
 mod properties;
 mod publish;
@@ -278,6 +281,26 @@ pub(crate) fn take_packet(
     decode(buf, header, version)
 }
 
+/// The complete packet framed by `header` when it is an MQTT 5 AUTH from a
+/// client: checked as [`take_packet`] checks a client's packets, then
+/// decoded; `None`, with nothing consumed, for any other packet.
+pub(crate) fn take_auth(
+    buf: &mut BytesMut,
+    header: &FixedHeader,
+    version: Version,
+) -> Option<Result<auth::Auth, CodecError>> {
+    if header.byte1 >> 4 != AUTH || version != Version::V5 {
+        return None;
+    }
+    let size = header.header_len + header.remaining_len;
+    Some(
+        conformance::check(&buf[..size], header.header_len, version).and_then(|()| {
+            let packet = buf.split_to(size);
+            auth::decode(&packet[header.header_len..])
+        }),
+    )
+}
+
 /// Decodes the complete packet at the start of `buf` with the codec crates.
 fn decode(
     buf: &mut BytesMut,
@@ -286,12 +309,12 @@ fn decode(
 ) -> Result<Packet, CodecError> {
     let packet_type = header.byte1 >> 4;
     let packet = match version {
-        // Not a packet type of the codec crate; the proxy agrees no
-        // authentication method, so any AUTH is out of place ([MQTT-4.12.0-7]).
+        // Not a packet type of the codec crate: a session takes AUTH with
+        // [`take_auth`] before it gets here; anywhere else (a broker's
+        // AUTH, which the proxy never asks for, or the first packet) it is
+        // out of place ([MQTT-4.12.0-7]).
         Version::V5 if packet_type == AUTH => {
-            return Err(CodecError::protocol(
-                "AUTH is not supported (no authentication method was agreed)",
-            ))
+            return Err(CodecError::protocol("AUTH is not expected here"))
         }
         Version::V5 if packet_type == DISCONNECT && header.remaining_len == 1 => {
             short_disconnect(buf, header.header_len)?
@@ -473,6 +496,10 @@ pub fn write_publish(
 /// DISCONNECT reason 0xA0, Maximum connect time, which the codec crate has
 /// no name for: the proxy sends it when a session's credentials expire.
 pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
+
+/// DISCONNECT reason 0x8C, Bad authentication method, which the codec
+/// crate has no name for either: a re-authentication named another method.
+pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
 
 /// An MQTT 5 DISCONNECT with any reason `code`, including those the codec
 /// crate has no name for (0xA0 Maximum connect time).

@@ -69,6 +69,9 @@ pub(crate) struct ServerAuthorization {
     pub(crate) guard_name: Arc<str>,
     pub(crate) guard: Arc<dyn Guard>,
     pub(crate) pattern: CredentialsPattern,
+    /// The Authentication Method whose Authentication Data is a token for
+    /// this guard (`credentials.authentication.method`), if any.
+    pub(crate) method: Option<Arc<str>>,
 }
 
 /// Why a publish fails a topic's models: the model that failed (for

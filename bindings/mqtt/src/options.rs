@@ -168,6 +168,19 @@ pub struct AuthorizationOptions {
 pub struct CredentialsOptions {
     /// In the CONNECT packet.
     pub connect: ConnectCredentials,
+    /// MQTT 5 enhanced authentication (server only): a CONNECT whose
+    /// Authentication Method is `method` carries the token in its
+    /// Authentication Data, and AUTH 0x19 refreshes it in the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<AuthenticationCredentials>,
+}
+
+/// `authentication`: the MQTT 5 Authentication Method that names this guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticationCredentials {
+    /// The Authentication Method, e.g. `jwt` or `CUSTOM-JWT`.
+    pub method: String,
 }
 
 /// `connect`: exactly one of `username` and `password`, a pattern such as

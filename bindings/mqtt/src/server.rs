@@ -44,10 +44,18 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             let guard = cx.guard(name, &path)?;
             let pattern = CredentialsPattern::new(&authorization.credentials.connect)
                 .map_err(|message| cx.error(&format!("{path}.credentials.connect"), message))?;
+            let method = authorization.credentials.authentication.as_ref();
+            if method.is_some_and(|m| m.method.is_empty()) {
+                return Err(cx.error(
+                    &format!("{path}.credentials.authentication.method"),
+                    "the Authentication Method must not be empty",
+                ));
+            }
             Some(ServerAuthorization {
                 guard_name: name.as_str().into(),
                 guard,
                 pattern,
+                method: method.map(|m| m.method.as_str().into()),
             })
         }
         _ => return Err(cx.error("options.authorization", "name exactly one guard")),

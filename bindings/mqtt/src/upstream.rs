@@ -26,6 +26,9 @@ pub(crate) enum Origin {
     Subscribe(u16),
     /// A client UNSUBSCRIBE with this client packet id.
     Unsubscribe(u16),
+    /// The proxy's own UNSUBSCRIBE of a subscription a refreshed token no
+    /// longer allows: its UNSUBACK answers nobody.
+    Revoked,
 }
 
 /// Whether a ping is due, or the broker failed to answer the last one.

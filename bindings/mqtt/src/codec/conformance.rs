@@ -326,8 +326,8 @@ fn disconnect(body: &mut Reader<'_>, v5: bool) -> Result<(), CodecError> {
 }
 
 /// MQTT 5 AUTH, every form of it (remaining length 0 means success and no
-/// properties, 3.15.2.1): well-formed, it is still a Protocol Error, because
-/// the proxy never agrees an authentication method ([MQTT-4.12.0-7]).
+/// properties, 3.15.2.1). Whether it is in place (a method agreed at
+/// CONNECT, [MQTT-4.12.0-7]) is the session's to decide.
 fn auth(body: &mut Reader<'_>) -> Result<(), CodecError> {
     if !body.is_empty() {
         let reason = body.u8("the reason code")?;
@@ -341,7 +341,5 @@ fn auth(body: &mut Reader<'_>) -> Result<(), CodecError> {
         }
         finished(body, "AUTH")?;
     }
-    Err(CodecError::protocol(
-        "AUTH is not supported (no authentication method was agreed)",
-    ))
+    Ok(())
 }

@@ -107,7 +107,7 @@ fn run(cases: Vec<Case>) {
     for (name, versions, bytes, expect) in cases {
         for &version in versions {
             let mut buf = BytesMut::from(&bytes[..]);
-            let got = read_from_client(&mut buf, version, 1024);
+            let got = read_as_a_session(&mut buf, version);
             match (&expect, got) {
                 (Decoded, Ok(Some(_))) => assert!(buf.is_empty(), "{name} {version:?}: left bytes"),
                 (Refused(reason, message), Err(error)) => {
@@ -128,6 +128,18 @@ fn run(cases: Vec<Case>) {
                 }
             }
         }
+    }
+}
+
+/// Reads a client's packet the way a session does: AUTH apart
+/// ([`take_auth`]), every other packet as [`read_from_client`] does.
+fn read_as_a_session(buf: &mut BytesMut, version: Version) -> Result<Option<()>, CodecError> {
+    let Some(header) = next_frame(buf, version, 1024)? else {
+        return Ok(None);
+    };
+    match take_auth(buf, &header, version) {
+        Some(auth) => auth.map(|_| Some(())),
+        None => take_packet(buf, &header, version, true).map(|_| Some(())),
     }
 }
 
@@ -337,9 +349,16 @@ fn pings_disconnects_auth_and_server_packets() {
         ("DISCONNECT with an unknown reason", V5, frame(0xE0, &[0x05]), Refused(MALFORMED, "DISCONNECT with reason code 0x05")),
         ("DISCONNECT with a reason string twice", V5, frame(0xE0, &[0x00, 8, 0x1F, 0, 1, b'a', 0x1F, 0, 1, b'b']), Refused(PROTOCOL, "Reason String appears more than once in DISCONNECT")),
         ("DISCONNECT with a topic alias", V5, frame(0xE0, &[0x00, 3, 0x23, 0, 1]), Refused(MALFORMED, "not valid in DISCONNECT")),
-        ("AUTH, short form", V5, frame(0xF0, &[]), Refused(PROTOCOL, "AUTH is not supported")),
-        ("AUTH with a reason", V5, frame(0xF0, &[0x18]), Refused(PROTOCOL, "AUTH is not supported")),
-        ("AUTH with properties", V5, frame(0xF0, &[0x19, 5, 0x15, 0, 2, b'm', b'1']), Refused(PROTOCOL, "AUTH is not supported")),
+        ("AUTH, short form", V5, frame(0xF0, &[]), Decoded),
+        ("AUTH with a reason", V5, frame(0xF0, &[0x18]), Decoded),
+        ("AUTH with a reason and no properties", V5, frame(0xF0, &[0x00, 0]), Decoded),
+        ("AUTH with properties", V5, frame(0xF0, &[0x19, 5, 0x15, 0, 2, b'm', b'1']), Decoded),
+        ("AUTH with method, data, reason string, user property", V5, frame(0xF0, &[0x19, 19, 0x15, 0, 1, b'm', 0x16, 0, 1, b'd', 0x1F, 0, 1, b'r', 0x26, 0, 1, b'k', 0, 1, b'v']), Decoded),
+        ("AUTH with data and no method", V5, frame(0xF0, &[0x19, 4, 0x16, 0, 1, b'd']), Refused(PROTOCOL, "Authentication Data without an Authentication Method in AUTH")),
+        ("AUTH with the method twice", V5, frame(0xF0, &[0x19, 8, 0x15, 0, 1, b'm', 0x15, 0, 1, b'n']), Refused(PROTOCOL, "Authentication Method appears more than once in AUTH")),
+        ("AUTH with a topic alias", V5, frame(0xF0, &[0x19, 3, 0x23, 0, 1]), Refused(MALFORMED, "not valid in AUTH")),
+        ("AUTH with a method that is not UTF-8", V5, frame(0xF0, &[0x19, 4, 0x15, 0, 1, 0xFF]), Refused(MALFORMED, "not valid UTF-8")),
+        ("AUTH with bytes after its properties", V5, frame(0xF0, &[0x19, 0, 7]), Refused(MALFORMED, "after its last field")),
         ("AUTH with an unknown reason", V5, frame(0xF0, &[0x05]), Refused(MALFORMED, "AUTH with reason code 0x05")),
         ("AUTH with reserved flags", V5, frame(0xF1, &[]), Refused(MALFORMED, "reserved flags")),
         ("AUTH in 3.1.1", V4, frame(0xF0, &[]), Refused(MALFORMED, "reserved packet type 15")),

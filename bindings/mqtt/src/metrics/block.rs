@@ -62,6 +62,8 @@ pub(crate) const PUBLISH_REFUSAL_CODES: [u8; 4] = [0x87, 0x99, 0x97, 0x90];
 pub(crate) const SUBSCRIBE_REFUSAL_CODES: [u8; 3] = [0x87, 0x8F, 0x97];
 /// What a hit limit did, for `mqtt.limits.hits` (by slot, then this).
 pub(crate) const LIMIT_ACTIONS: [&str; 2] = ["delayed", "refused"];
+/// How a re-authentication ended, for `mqtt.reauthentications`.
+pub(crate) const REAUTH_RESULTS: [&str; 2] = ["succeeded", "failed"];
 
 /// One upstream of a connection.
 #[derive(Debug)]
@@ -102,6 +104,8 @@ pub(crate) struct ConnectionBlock {
     pub(crate) limit_hits: Box<[Counter]>,
     /// By position in `Shape::exits`.
     pub(crate) upstreams: Box<[UpstreamCells]>,
+    /// By position in `REAUTH_RESULTS`.
+    pub(crate) reauthentications: [Counter; 2],
 }
 
 /// Sums of connection blocks.
@@ -128,6 +132,7 @@ pub(crate) struct Totals {
     ack: Vec<HistogramValue>,
     takeovers: u64,
     wills: u64,
+    reauthentications: [u64; 2],
 }
 
 fn add<const N: usize>(into: &mut [u64; N], from: &[u64; N]) {
@@ -180,6 +185,7 @@ impl Block for ConnectionBlock {
                     ack: histogram(),
                 })
                 .collect(),
+            reauthentications: Default::default(),
         }
     }
 
@@ -209,6 +215,7 @@ impl Block for ConnectionBlock {
                 .map(|_| HistogramValue::new(&DURATION_BUCKETS))
                 .collect(),
             takeovers: 0,
+            reauthentications: [0; 2],
             wills: 0,
         }
     }
@@ -263,6 +270,7 @@ impl Block for ConnectionBlock {
         }
         totals.takeovers += u64::from(self.taken_over.load(Relaxed));
         totals.wills += u64::from(self.will_released.load(Relaxed));
+        add_counters(&mut totals.reauthentications, &self.reauthentications);
     }
 
     fn merge(_: &Shape, into: &mut Totals, from: &Totals) {
@@ -307,6 +315,7 @@ impl Block for ConnectionBlock {
         }
         into.takeovers += from.takeovers;
         into.wills += from.wills;
+        add(&mut into.reauthentications, &from.reauthentications);
     }
 
     fn report(shape: &Shape, totals: &Totals, out: &mut Report<'_>) {
@@ -386,6 +395,9 @@ impl Block for ConnectionBlock {
         out.counter(&m[MESSAGES_QUEUED], &["to_client"], totals.queued[1]);
         out.counter(&m[TAKEOVERS], &[], totals.takeovers);
         out.counter(&m[WILLS_RELEASED], &[], totals.wills);
+        for (result, &count) in REAUTH_RESULTS.iter().zip(&totals.reauthentications) {
+            out.counter(&m[REAUTHENTICATIONS], &[result], count);
+        }
         // Every configured limit and action from the first scrape, so a
         // rate of hits has a series to start from.
         for (slot, (key, limit)) in shape.limits.iter().enumerate() {

@@ -59,7 +59,7 @@ use MetricKind::{Counter, Gauge, Histogram};
 use Unit::{Bytes, Count, Seconds};
 
 /// Every `mqtt.*` metric; the positions are the constants below.
-pub(crate) static MQTT_METRICS: [Metric; 19] = [
+pub(crate) static MQTT_METRICS: [Metric; 20] = [
     metric("mqtt.sessions.active", Gauge, Count, &[],
         "MQTT sessions admitted (CONNACK 0x00 sent) and not yet ended"),
     metric("mqtt.connects", Counter, Count, &["reason_code", "reason"],
@@ -98,6 +98,8 @@ pub(crate) static MQTT_METRICS: [Metric; 19] = [
         "Time from a QoS 1/2 publish sent to a broker to its PUBACK (QoS 1) or PUBCOMP (QoS 2), by exit"),
     metric("mqtt.limits.hits", Counter, Count, &["key", "limit", "action"],
         "Limits of options.limits hit, by key (as configured) and limit: delayed (a publish waited for tokens) or refused (CONNACK, PUBACK/PUBREC, SUBACK code, QoS 0 dropped, 3.1.1 connection closed)"),
+    metric("mqtt.reauthentications", Counter, Count, &["result"],
+        "MQTT 5 re-authentications (AUTH 0x19) decided: succeeded (AUTH 0x00 sent) or failed (the session ended: 0x87 or 0x8C)"),
 ];
 
 register_metrics!(MetricGroup {
@@ -125,6 +127,7 @@ pub(crate) const TAKEOVERS: usize = 15;
 pub(crate) const WILLS_RELEASED: usize = 16;
 pub(crate) const PUBLISH_ACK_DURATION: usize = 17;
 pub(crate) const LIMIT_HITS: usize = 18;
+pub(crate) const REAUTHENTICATIONS: usize = 19;
 
 /// The connection blocks of one mqtt server, if it records any `mqtt.*` metric.
 pub(crate) type MqttFamily = Option<Arc<Family<ConnectionBlock>>>;

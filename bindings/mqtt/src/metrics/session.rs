@@ -33,7 +33,7 @@ pub(crate) enum AuthFailure {
     Invalid,
     /// The guard could not decide (e.g. its keys are unreachable).
     Unavailable,
-    /// MQTT 5 enhanced authentication, which the proxy does not offer.
+    /// An MQTT 5 Authentication Method the server's guard does not name.
     UnsupportedMethod,
 }
 
@@ -275,6 +275,13 @@ impl SessionMetrics {
         }
     }
 
+    /// A re-authentication was decided: `succeeded`, or it ended the session.
+    pub(crate) fn reauthenticated(&self, succeeded: bool) {
+        if let Some(m) = &self.0 {
+            m.block.reauthentications[usize::from(!succeeded)].increment();
+        }
+    }
+
     /// The limit in `mqtt.limits.hits` slot `slot` was hit and did `action`.
     pub(crate) fn limit_hit(&self, slot: Option<usize>, action: Action) {
         let (Some(m), Some(slot)) = (&self.0, slot) else {
@@ -348,6 +355,15 @@ impl SessionMetrics {
         m.block.subscriptions.set(m.subscribed.len() as i64);
     }
 
+    /// The proxy ended the subscription to `filter` (a refreshed token no
+    /// longer allows it).
+    pub(crate) fn revoked(&mut self, filter: &str) {
+        let Some(m) = &mut self.0 else { return };
+        if m.subscribed.remove(filter) {
+            m.block.subscriptions.set(m.subscribed.len() as i64);
+        }
+    }
+
     /// The session ends for `end`.
     pub(crate) fn session_ended(&mut self, end: &End) {
         let Some(m) = &mut self.0 else { return };
@@ -360,9 +376,15 @@ impl SessionMetrics {
             End::Expired => Some(DisconnectReasonCode::MaximumConnectTime),
             End::Draining => Some(DisconnectReasonCode::ServerShuttingDown),
             End::ClientDisconnected | End::ClientLost(_) | End::UpstreamDisconnected(..) => None,
+            // 0x8C has no name in the codec crate: stored as its code below.
+            End::BadAuthenticationMethod(_) => None,
         };
-        if let Some(code) = refusal {
-            block.disconnect.store(u16::from(code as u8) + 1, Relaxed);
+        let code = match end {
+            End::BadAuthenticationMethod(_) => Some(crate::codec::BAD_AUTHENTICATION_METHOD),
+            _ => refusal.map(|code| code as u8),
+        };
+        if let Some(code) = code {
+            block.disconnect.store(u16::from(code) + 1, Relaxed);
         }
         let failed = match end {
             End::UpstreamLost(index, _) => Some((*index, UPSTREAM_LOST)),

@@ -190,14 +190,12 @@ pub(crate) fn credentials(
     let version = request.version;
     let connect = &mut request.connect;
     let refuse = |code, why: &str, id: &str| Err(refusal(version, code, why.to_owned(), id));
-    if connect
-        .properties
-        .as_ref()
-        .is_some_and(|p| p.authentication_method.is_some())
-    {
+    let method = (connect.properties.as_ref()).and_then(|p| p.authentication_method.as_deref());
+    let agreed = (config.authorization.as_ref()).and_then(|a| a.method.as_deref());
+    if let Some(method) = method.filter(|method| Some(*method) != agreed) {
         return refuse(
             ConnectReturnCode::BadAuthenticationMethod,
-            "enhanced authentication (AUTH) is not supported",
+            &format!("the Authentication Method {method:?} is not supported"),
             &connect.client_id,
         );
     }
@@ -223,6 +221,18 @@ pub(crate) fn credentials(
     let Some(authorization) = &config.authorization else {
         return Ok(None);
     };
+    if method.is_some() {
+        // The method names the server's guard: its token is the
+        // Authentication Data, and a user name is not read as one.
+        return match enhanced_token(connect) {
+            Some(token) => Ok(Some(token)),
+            None => refuse(
+                ConnectReturnCode::BadUserNamePassword,
+                "the Authentication Data holds no token (text) for the Authentication Method",
+                &connect.client_id,
+            ),
+        };
+    }
     let own_guard = &*authorization.guard_name;
     let other_grant = (origin.granted.iter()).any(|granted| &*granted.guard != own_guard);
     let pattern = &authorization.pattern;
@@ -262,6 +272,14 @@ pub(crate) fn credentials(
             &connect.client_id,
         ),
     }
+}
+
+/// The token in the Authentication Data of a CONNECT that names the
+/// server's Authentication Method: text, not empty.
+fn enhanced_token(connect: &Connect) -> Option<String> {
+    let data = connect.properties.as_ref()?.authentication_data.as_ref()?;
+    let token = std::str::from_utf8(data).ok()?;
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// The limits on CONNECTs per client id and per source address, checked
@@ -308,6 +326,10 @@ pub(crate) struct Admission {
     /// When the first of its guard sessions expires (a token's `exp`, a
     /// certificate's notAfter): the session ends then.
     pub(crate) expires_at: Option<SystemTime>,
+    /// When the first grant of another guard than the server's expires (a
+    /// certificate's notAfter): a re-authentication cannot move the
+    /// session's end past it.
+    pub(crate) others_expire: Option<SystemTime>,
     /// What the guards decided, for the log: "guard authorized identity ...".
     pub(crate) authorized: Option<String>,
     /// What limits the session (its places in its keys' counts).
@@ -336,6 +358,7 @@ pub(crate) fn admit(
     let Authorized {
         authorizations,
         expires_at,
+        others_expire,
         authorized,
     } = authorize(config, verdict, origin)
         .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
@@ -424,6 +447,10 @@ pub(crate) fn admit(
         // collide on the one client connection, and the proxy reorders QoS 0
         // ahead of queued QoS 1/2 messages.
         properties.topic_alias_max = None;
+        // The method and its token were the proxy's: a broker never sees
+        // AUTH, nor a method it would have to agree.
+        properties.authentication_method = None;
+        properties.authentication_data = None;
     }
     let opens = exits
         .into_iter()
@@ -450,6 +477,7 @@ pub(crate) fn admit(
         router,
         opens,
         expires_at,
+        others_expire,
         authorized,
         limits,
     })
@@ -459,6 +487,8 @@ pub(crate) fn admit(
 struct Authorized {
     authorizations: Authorizations,
     expires_at: Option<SystemTime>,
+    /// When the first grant of another guard than the server's expires.
+    others_expire: Option<SystemTime>,
     authorized: Option<String>,
 }
 
@@ -478,6 +508,7 @@ fn authorize(
     let mut authorizations = Authorizations::new();
     let mut expires_at: Option<SystemTime> = None;
     let mut told = Vec::new();
+    let mut others_expire: Option<SystemTime> = None;
     let mut expire = |at: Option<SystemTime>| {
         expires_at = match (expires_at, at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -514,6 +545,10 @@ fn authorize(
             continue;
         }
         expire(granted.session.expires_at);
+        others_expire = match (others_expire, granted.session.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         told.push(format!(
             "{} granted identity {:?} at an earlier layer",
             granted.guard, granted.session.identity
@@ -523,6 +558,7 @@ fn authorize(
     Ok(Authorized {
         authorizations,
         expires_at,
+        others_expire,
         authorized: (!told.is_empty()).then(|| told.join("; ")),
     })
 }

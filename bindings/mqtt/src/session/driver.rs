@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use zilla_engine::{ByteStream, StreamInfo};
+use zilla_engine::{ByteStream, GuardRejection, GuardSession, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
 use super::end::{Closing, End};
@@ -210,6 +210,7 @@ async fn start(
         upstreams,
         turn: 0,
         registration,
+        verifying: None,
     };
     Some(driver)
 }
@@ -324,6 +325,9 @@ async fn send_connack(
     }
 }
 
+/// The guard's verdict on a re-authentication's token, on its way.
+type Verifying = Pin<Box<dyn Future<Output = Result<GuardSession, GuardRejection>> + Send>>;
+
 /// A running session with its sockets.
 struct Driver {
     config: Arc<ServerConfig>,
@@ -343,6 +347,9 @@ struct Driver {
     /// Its place among the connected client ids (and the id, for events),
     /// left in [`Driver::finish`].
     registration: Registration,
+    /// The guard verifying a re-authentication's token (AUTH 0x19), while
+    /// the relay goes on.
+    verifying: Option<Verifying>,
 }
 
 impl Driver {
@@ -363,6 +370,7 @@ impl Driver {
             if let Err(end) = self.resume() {
                 return end;
             }
+            self.start_verifying();
             if let Err(end) = self.flush().await {
                 return end;
             }
@@ -380,8 +388,13 @@ impl Driver {
                 turn,
                 client_last_read,
                 registration,
+                verifying,
                 ..
             } = self;
+            let verdict = poll_fn(|cx| match verifying.as_mut() {
+                Some(verifying) => verifying.as_mut().poll(cx),
+                None => Poll::Pending,
+            });
             let client_read = poll_fn(|cx| {
                 if !read_client {
                     return Poll::Pending;
@@ -431,6 +444,14 @@ impl Driver {
                 // the wrapper's 24 bytes out of every idle session.
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.unwrap_or_else(now))),
                     if deadline.is_some() => session.on_timeout(now()),
+                verdict = verdict => {
+                    *verifying = None;
+                    let now = now();
+                    let expires_at = verdict.as_ref().ok()
+                        .and_then(|granted| granted.expires_at)
+                        .map(|at| open::instant_of(at, now));
+                    session.on_reauth(now, verdict, expires_at)
+                }
                 _ = config.shutdown.draining() => Err(End::Draining),
                 _ = registration.taken_over().notified() => Err(End::TakenOver),
             };
@@ -438,6 +459,19 @@ impl Driver {
                 return end;
             }
         }
+    }
+
+    /// Asks the guard about the token of a re-authentication the session
+    /// took in, if it took one; the verdict is awaited beside the reads.
+    fn start_verifying(&mut self) {
+        let Some(token) = self.session.take_reauth() else {
+            return;
+        };
+        let Some(authorization) = &self.config.authorization else {
+            return;
+        };
+        let guard = authorization.guard.clone();
+        self.verifying = Some(Box::pin(async move { guard.authorize(&token).await }));
     }
 
     /// Feeds input that waited in the read buffers while the session's

@@ -26,6 +26,9 @@ pub(crate) enum End {
     TakenOver,
     /// The credentials the session was authorized with expired.
     Expired,
+    /// A re-authentication named another Authentication Method than the
+    /// CONNECT (DISCONNECT 0x8C, which the codec crate has no name for).
+    BadAuthenticationMethod(String),
     /// The engine is shutting down.
     Draining,
 }

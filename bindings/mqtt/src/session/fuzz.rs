@@ -195,6 +195,7 @@ pub fn server_session(data: &[u8]) {
         connack,
         carried: None,
         expires_at: None,
+        others_expire: None,
         limits: admission.limits,
     };
     let mut session = Session::new(config, start, now);

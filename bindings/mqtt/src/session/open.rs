@@ -59,7 +59,7 @@ fn assign_client_id() -> String {
     clippy::disallowed_methods,
     reason = "credentials expire at a wall-clock time; the session runs on a monotonic one"
 )]
-fn instant_of(at: SystemTime, now: Instant) -> Instant {
+pub(super) fn instant_of(at: SystemTime, now: Instant) -> Instant {
     admit::instant_at(at, SystemTime::now(), now)
 }
 
@@ -183,6 +183,7 @@ pub(super) async fn open_session(
         connack,
         carried,
         expires_at: admission.expires_at.map(|at| instant_of(at, admitted)),
+        others_expire: admission.others_expire.map(|at| instant_of(at, admitted)),
         limits: admission.limits,
     };
     Ok(Opened {

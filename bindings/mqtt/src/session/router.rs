@@ -38,6 +38,23 @@ impl Router {
             .position(|name| *name == resolved.exit.name)
     }
 
+    /// Authorizes the session's later operations with what guard `guard`
+    /// granted a refreshed token: its conditions bound again, and which
+    /// routes accept the session's client id decided again.
+    pub(crate) fn reauthorize(
+        &mut self,
+        guard: Arc<str>,
+        granted: zilla_engine::GuardSession,
+        client_id: &str,
+    ) {
+        self.authorizations.insert(guard, granted);
+        self.conditions = (self.config.templates.iter())
+            .map(|template| template.bind(&self.authorizations))
+            .collect();
+        let session = Operation::Session(client_id);
+        self.session_accepted = self.conditions.iter().map(|c| c.accepts(session)).collect();
+    }
+
     /// Whether some token could have been allowed `operation`: the difference
     /// between "not authorized" (0x87) and "not routable" (0x83).
     pub(crate) fn could_route(&self, operation: Operation<'_>) -> bool {

@@ -32,6 +32,7 @@ mod finish;
 mod from_client;
 mod from_upstream;
 mod limited;
+mod reauth;
 mod resent;
 
 use std::collections::VecDeque;
@@ -52,6 +53,7 @@ use crate::limits::SessionLimits;
 use crate::metrics::SessionMetrics;
 use crate::packet_ids::PacketIds;
 use crate::upstream::{KeepAlive, UpstreamLink};
+use reauth::Reauth;
 
 /// What a session starts from: the admitted CONNECT, the open upstreams and
 /// the CONNACK that answers the client.
@@ -67,6 +69,9 @@ pub(crate) struct Start {
     pub(crate) carried: Option<Carried>,
     /// When the credentials the session was authorized with expire.
     pub(crate) expires_at: Option<Instant>,
+    /// When the grants of other guards than the server's expire: a
+    /// re-authentication does not move the end past it.
+    pub(crate) others_expire: Option<Instant>,
     /// What limits the session, if anything does.
     pub(crate) limits: Option<Box<SessionLimits>>,
 }
@@ -135,6 +140,9 @@ pub(crate) struct Session {
     limited: Option<Box<SessionLimits>>,
     /// Whether an MQTT 5 client's resend was logged (once per session).
     resend_logged: bool,
+    /// The Authentication Method the CONNECT named, and what
+    /// re-authentication keeps; `None` for most sessions.
+    reauth: Option<Box<Reauth>>,
 }
 
 /// Where a client's QoS 1/2 publish is.
@@ -197,9 +205,28 @@ impl Session {
             connack,
             carried,
             expires_at,
+            others_expire,
             limits: session_limits,
         } = start;
         let connect_properties = connect.properties.as_ref();
+        // Admission let an Authentication Method through only when it names
+        // the server's guard.
+        let reauth = connect_properties
+            .and_then(|p| p.authentication_method.as_deref())
+            .zip(config.authorization.as_ref())
+            .map(|(method, authorization)| {
+                let guard = authorization.guard_name.clone();
+                let identity = (router.authorizations.get(&guard)).and_then(|g| g.identity.clone());
+                Box::new(Reauth::new(method.into(), guard, identity, others_expire))
+            });
+        let mut connack = connack;
+        if let Some(reauth) = &reauth {
+            // The CONNACK names the method it agrees (3.2.2.3.17).
+            connack
+                .properties
+                .get_or_insert_with(super::admit::empty_connack_properties)
+                .authentication_method = Some(reauth.method.to_string());
+        }
         let ack_properties = connack.properties.as_ref();
         // A 3.1.1 client cannot be told a server keep-alive: it keeps its own.
         let client_keep_alive = match version {
@@ -272,6 +299,7 @@ impl Session {
             metrics: SessionMetrics::default(),
             limited: session_limits,
             resend_logged: false,
+            reauth,
             config,
         };
         if let Some(carried) = carried {
@@ -367,11 +395,16 @@ impl Session {
             // The common PUBLISH goes its own way, without a `Packet` around it.
             match codec::take_publish(buf, &header, self.version) {
                 Some(publish) => self.client_publish(publish)?,
-                None => {
-                    let packet =
-                        codec::take_packet(buf, &header, self.version, true).map_err(refuse)?;
-                    self.on_client_packet(packet)?;
-                }
+                // AUTH, which the codec crate has no `Packet` for, goes its
+                // own way too (`state/reauth.rs`).
+                None => match codec::take_auth(buf, &header, self.version) {
+                    Some(auth) => self.client_auth(auth.map_err(refuse)?)?,
+                    None => {
+                        let packet =
+                            codec::take_packet(buf, &header, self.version, true).map_err(refuse)?;
+                        self.on_client_packet(packet)?;
+                    }
+                },
             }
         }
         if self.holds_publish() {

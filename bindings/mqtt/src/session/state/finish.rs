@@ -127,6 +127,18 @@ impl Session {
                 }
                 Closing::CloseClient
             }
+            End::BadAuthenticationMethod(why) => {
+                events.warn(
+                    "MQTT_SESSION_REFUSED",
+                    format!("client {peer} id {client_id}: {why}; DISCONNECT 0x8C"),
+                );
+                codec::write_disconnect(
+                    codec::BAD_AUTHENTICATION_METHOD,
+                    Some(&why),
+                    &mut self.client_out,
+                );
+                Closing::CloseClient
+            }
             End::Draining => {
                 for link in &mut self.upstreams {
                     // The client did not choose to leave: its will is due.

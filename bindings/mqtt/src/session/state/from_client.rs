@@ -391,7 +391,10 @@ impl Session {
                 Some(_) if !self.subscription_fits(subscribe.pkid, position, &filter.path) => {
                     codes[position] = Some(SubscribeReasonCode::QuotaExceeded);
                 }
-                Some(index) => groups.entry(index).or_default().push((position, filter)),
+                Some(index) => {
+                    self.subscribed(&filter.path, index);
+                    groups.entry(index).or_default().push((position, filter));
+                }
                 None if self.router.could_route(Operation::Subscribe(&filter.path)) => {
                     self.config.events.warn(
                         "MQTT_SUBSCRIBE_REJECTED",
@@ -441,6 +444,7 @@ impl Session {
         let mut codes = vec![None; unsubscribe.filters.len()];
         let mut groups: BTreeMap<usize, Vec<(usize, String)>> = BTreeMap::new();
         for (position, filter) in unsubscribe.filters.into_iter().enumerate() {
+            self.unsubscribed(&filter);
             match self.router.route(Operation::Subscribe(&filter)) {
                 Some(index) => groups.entry(index).or_default().push((position, filter)),
                 // Nothing could have been subscribed there.

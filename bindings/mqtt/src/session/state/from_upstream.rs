@@ -134,11 +134,12 @@ impl Session {
         let taken = self.upstreams[index]
             .ids
             .take_if(pkid, |origin| match origin {
-                Origin::Subscribe(p) if subscribe => Some(*p),
-                Origin::Unsubscribe(p) if !subscribe => Some(*p),
+                Origin::Subscribe(p) if subscribe => Some(Some(*p)),
+                Origin::Unsubscribe(p) if !subscribe => Some(Some(*p)),
+                Origin::Revoked if !subscribe => Some(None),
                 _ => None,
             });
-        let Some(client_pkid) = taken else {
+        let Some(Some(client_pkid)) = taken else {
             return;
         };
         if let Some(pending) = self.pending_acks.get_mut(&client_pkid) {

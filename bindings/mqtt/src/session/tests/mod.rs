@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod quotas;
 mod rates;
+mod reauth;
 mod replicas;
 mod resends;
 mod routing_answers;
@@ -187,6 +188,8 @@ pub(super) struct Server {
     pub(super) limit_wait: Option<u32>,
     /// `options.client-id`, e.g. `${guarded['x509_0'].identity}`.
     pub(super) client_id: Option<&'static str>,
+    /// `credentials.authentication.method` of `jwt0`.
+    pub(super) method: Option<Arc<str>>,
 }
 
 impl Default for Server {
@@ -205,6 +208,7 @@ impl Default for Server {
             limits: "[]",
             limit_wait: None,
             client_id: None,
+            method: None,
         }
     }
 }
@@ -256,6 +260,7 @@ impl Server {
                 }
             })
             .expect("pattern"),
+            method: self.method.clone(),
         });
         let topics = self
             .validate
@@ -580,6 +585,7 @@ impl Opening {
             // clock of these tests.
             expires_at: (self.expires_in.map(|d| now + d))
                 .or_else(|| (admission.expires_at).map(|at| admit::instant_at(at, wall(), now))),
+            others_expire: (admission.others_expire).map(|at| admit::instant_at(at, wall(), now)),
             limits: admission.limits,
         };
         Harness {
@@ -726,6 +732,11 @@ fn the_state_machine_touches_no_socket_runtime_or_clock() {
             "session/state/resent.rs",
             include_str!("../state/resent.rs"),
         ),
+        (
+            "session/state/reauth.rs",
+            include_str!("../state/reauth.rs"),
+        ),
+        ("codec/auth.rs", include_str!("../../codec/auth.rs")),
         ("limits/mod.rs", include_str!("../../limits/mod.rs")),
         ("limits/bucket.rs", include_str!("../../limits/bucket.rs")),
         ("limits/hits.rs", include_str!("../../limits/hits.rs")),
