@@ -372,3 +372,83 @@ fn a_server_url_that_matches_no_document_server_names_both() {
         ],
     );
 }
+
+/// An mqtt server whose `options.authorization` is `authorization` (guards
+/// `jwt_a` and `jwt_b`, both declared).
+fn authorization_config(authorization: &str) -> String {
+    let guard = |name: &str| {
+        format!(
+            "  {name}:
+    type: jwt
+    options:
+      issuer: https://auth.example.com
+      audience: https://api.example.com
+      keys:
+        - {{kty: oct, k: c2VjcmV0, alg: HS256, kid: k1}}
+"
+        )
+    };
+    format!(
+        "name: t
+guards:
+{}{}bindings:
+  north_tcp_server:
+    type: tcp
+    kind: server
+    options: {{ port: 0 }}
+    exit: north_mqtt_server
+  north_mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      authorization:
+{authorization}
+    exit: north_mqtt_client
+  north_mqtt_client:
+    type: mqtt
+    kind: client
+    exit: south_tcp_client
+  south_tcp_client:
+    type: tcp
+    kind: client
+    options: {{ host: 127.0.0.1, port: 1883 }}
+",
+        guard("jwt_a"),
+        guard("jwt_b")
+    )
+}
+
+#[test]
+fn several_mqtt_guards_each_name_their_own_method() {
+    // Two guards, each with its own method (and one with `connect`): fine.
+    let fine = authorization_config(
+        "        jwt_a:
+          credentials:
+            connect: {username: \"Bearer {credentials}\"}
+            authentication: {method: jwt}
+        jwt_b:
+          credentials:
+            authentication: {method: CUSTOM-JWT}",
+    );
+    Engine::from_yaml(&fine)
+        .build()
+        .expect("two guards with two methods");
+    assert_reports(
+        &authorization_config(
+            "        jwt_a:
+          credentials:
+            authentication: {method: jwt}
+        jwt_b:
+          credentials:
+            authentication: {method: jwt}",
+        ),
+        &["bindings.north_mqtt_server.options.authorization.jwt_b.credentials.authentication.method: the Authentication Method \"jwt\" is already guard jwt_a's"],
+    );
+    assert_reports(
+        &authorization_config(
+            "        jwt_a:
+          credentials: {}",
+        ),
+        &["bindings.north_mqtt_server.options.authorization.jwt_a.credentials: name `connect` credentials, an `authentication` method, or both"],
+    );
+}

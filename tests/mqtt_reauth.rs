@@ -23,6 +23,10 @@ use zilla_testkit::proxy::{mqtt_proxy_yaml, wait_for_event, Proxy};
 use zilla_testkit::seed::{guards_yaml, sign};
 use zilla_testkit::Mosquitto;
 
+#[path = "support/reauth_client.rs"]
+mod reauth_client;
+use reauth_client::*;
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now() -> u64 {
@@ -35,8 +39,13 @@ fn now() -> u64 {
 /// A seed token for `sub` with `scope`, living `lives` seconds (negative:
 /// expired).
 fn token(sub: &str, scope: &str, lives: i64) -> String {
+    token_of("https://auth.example.com", sub, scope, lives)
+}
+
+/// A token of issuer `iss`, signed with the seed's key.
+fn token_of(iss: &str, sub: &str, scope: &str, lives: i64) -> String {
     let claims = json!({
-        "iss": "https://auth.example.com",
+        "iss": iss,
         "aud": "https://api.example.com",
         "sub": sub,
         "exp": (now() as i64 + lives),
@@ -77,6 +86,30 @@ async fn proxy(broker: &Mosquitto) -> Proxy {
     Proxy::start(&yaml).await
 }
 
+/// A mosquitto that logs every connection it accepts to `broker.log` in
+/// `dir`: what the broker itself saw, beside the proxy's events.
+fn logging_broker(dir: &tempfile::TempDir) -> Mosquitto {
+    let log = dir.path().join("broker.log");
+    // mosquitto started as root runs as the user `mosquitto`: the
+    // directory must let it write.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    Mosquitto::start_with(&format!(
+        "log_dest file {}\nconnection_messages true\n",
+        log.display()
+    ))
+    .unwrap()
+}
+
+/// How many connections with client id `id` the broker logged in `dir`.
+fn broker_connections(dir: &tempfile::TempDir, id: &str) -> usize {
+    let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default();
+    let needle = format!(" as {id} ");
+    (log.lines())
+        .filter(|line| line.contains("New client connected") && line.contains(&needle))
+        .count()
+}
+
 /// What the proxy sent, as this test reads it.
 #[derive(Debug)]
 enum Frame {
@@ -85,180 +118,6 @@ enum Frame {
     /// DISCONNECT: its reason code (any, 0x8C and 0xA0 included).
     Disconnect(u8),
     Packet(Box<Packet>),
-}
-
-/// A raw MQTT 5 client.
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Client {
-    /// Connects as `id` with `token`: as the Authentication Data of method
-    /// `method`, or as a `Bearer` user name without one.
-    async fn connect(port: u16, id: &str, method: Option<&str>, token: &str) -> (Self, ConnAck) {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut client = Self {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let properties = method.map(|method| ConnectProperties {
-            session_expiry_interval: None,
-            receive_maximum: None,
-            max_packet_size: None,
-            topic_alias_max: None,
-            request_response_info: None,
-            request_problem_info: None,
-            user_properties: Vec::new(),
-            authentication_method: Some(method.into()),
-            authentication_data: Some(Bytes::copy_from_slice(token.as_bytes())),
-        });
-        let login = method.is_none().then(|| Login {
-            username: format!("Bearer {token}"),
-            password: String::new(),
-        });
-        let connect = Connect {
-            keep_alive: 30,
-            client_id: id.into(),
-            clean_start: true,
-            properties,
-        };
-        client.send(&Packet::Connect(connect, None, login)).await;
-        match client.recv().await {
-            Some(Frame::Packet(packet)) => match *packet {
-                Packet::ConnAck(ack) => (client, ack),
-                other => panic!("expected CONNACK, got {other:?}"),
-            },
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, packet: &Packet) {
-        let mut out = BytesMut::new();
-        packet.write(&mut out).unwrap();
-        let _ = self.stream.write_all(&out).await;
-    }
-
-    /// AUTH with `reason`, `method` and `token` (each property if given).
-    async fn auth(&mut self, reason: u8, method: Option<&str>, token: Option<&str>) {
-        let mut properties = Vec::new();
-        for (id, value) in [(0x15u8, method), (0x16, token)] {
-            if let Some(value) = value {
-                properties.push(id);
-                properties.extend_from_slice(&(value.len() as u16).to_be_bytes());
-                properties.extend_from_slice(value.as_bytes());
-            }
-        }
-        let mut body = vec![reason];
-        varint(properties.len(), &mut body);
-        body.extend_from_slice(&properties);
-        let mut frame = vec![0xF0];
-        varint(body.len(), &mut frame);
-        frame.extend_from_slice(&body);
-        let _ = self.stream.write_all(&frame).await;
-    }
-
-    /// AUTH 0x19 with the method `jwt` and `token`.
-    async fn refresh(&mut self, token: &str) {
-        self.auth(0x19, Some("jwt"), Some(token)).await;
-    }
-
-    /// The next frame, or `None` once the connection is closed.
-    async fn recv(&mut self) -> Option<Frame> {
-        tokio::time::timeout(TIMEOUT, self.recv_inner())
-            .await
-            .expect("a packet or the end of the connection in time")
-    }
-
-    async fn recv_inner(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((header, len)) = frame_len(&self.buf) {
-                if self.buf.len() >= header + len {
-                    let byte1 = self.buf[0];
-                    let body = self.buf[header..header + len].to_vec();
-                    return Some(match byte1 >> 4 {
-                        15 => {
-                            self.buf.advance(header + len);
-                            Frame::Auth(body.first().copied().unwrap_or(0), auth_method(&body))
-                        }
-                        14 => {
-                            self.buf.advance(header + len);
-                            Frame::Disconnect(body.first().copied().unwrap_or(0))
-                        }
-                        _ => Frame::Packet(Box::new(Packet::read(&mut self.buf, None).unwrap())),
-                    });
-                }
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next frame, which must be a packet.
-    async fn packet(&mut self) -> Packet {
-        match self.recv().await {
-            Some(Frame::Packet(packet)) => *packet,
-            other => panic!("expected a packet, got {other:?}"),
-        }
-    }
-
-    /// The DISCONNECT reason the session ends with (the connection closes).
-    async fn disconnected(&mut self) -> u8 {
-        let code = loop {
-            match self.recv().await {
-                Some(Frame::Disconnect(code)) => break code,
-                Some(_) => {}
-                None => panic!("closed without DISCONNECT"),
-            }
-        };
-        assert!(self.recv().await.is_none(), "closed after DISCONNECT");
-        code
-    }
-}
-
-fn varint(mut value: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (value % 128) as u8;
-        value /= 128;
-        if value > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if value == 0 {
-            return;
-        }
-    }
-}
-
-/// The fixed header's length and the remaining length, once both arrived.
-fn frame_len(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut len = 0usize;
-    for (index, byte) in buf.iter().skip(1).take(4).enumerate() {
-        len |= usize::from(byte & 0x7F) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((index + 2, len));
-        }
-    }
-    None
-}
-
-/// The Authentication Method of an AUTH body (reason, properties).
-fn auth_method(body: &[u8]) -> Option<String> {
-    // Property lengths of these tests are under 128: one byte.
-    let properties = body.get(2..)?;
-    let mut at = 0;
-    while at < properties.len() {
-        let id = properties[at];
-        let len = usize::from(u16::from_be_bytes([properties[at + 1], properties[at + 2]]));
-        let value = &properties[at + 3..at + 3 + len];
-        if id == 0x15 {
-            return Some(String::from_utf8_lossy(value).into_owned());
-        }
-        at += 3 + len;
-    }
-    None
 }
 
 /// Waits for the wall clock's next whole second (plus a little, so that
@@ -295,7 +154,8 @@ async fn on_broker(broker: &Mosquitto, filter: &str) -> zilla_testkit::mqtt::Raw
 
 #[tokio::test]
 async fn refreshed_tokens_keep_one_session_alive_past_their_lifetimes() {
-    let broker = Mosquitto::start().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let broker = logging_broker(&logs);
     let proxy = proxy(&broker).await;
     let mut watcher = on_broker(&broker, "data/#").await;
     // A token's `exp` is in whole seconds: starting on a second's boundary
@@ -368,6 +228,12 @@ async fn refreshed_tokens_keep_one_session_alive_past_their_lifetimes() {
         .filter(|e| e.contains("MQTT_SESSION_STARTED") && e.contains("\"refresher\""))
         .count();
     assert_eq!(started_events, 1, "no reconnect");
+    // And at the broker: one connection of the client's, in its log.
+    assert_eq!(
+        broker_connections(&logs, "refresher"),
+        1,
+        "the broker saw one connection"
+    );
     let refreshed = events
         .iter()
         .filter(|e| e.contains("MQTT_REAUTHENTICATED") && e.contains("\"refresher\""))
@@ -529,7 +395,8 @@ async fn user_name_tokens_work_as_before() {
 #[tokio::test]
 async fn mqttjs_refreshes_its_token_in_its_session() {
     use zilla_testkit::clients::{run_script, Library};
-    let broker = Mosquitto::start().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let broker = logging_broker(&logs);
     let proxy = proxy(&broker).await;
     let key = zilla_testkit::seed::dir().join("private.pem");
     let args = [
@@ -569,5 +436,252 @@ async fn mqttjs_refreshes_its_token_in_its_session() {
     };
     assert_eq!(count("MQTT_SESSION_STARTED"), 1, "no reconnect");
     assert_eq!(count("MQTT_REAUTHENTICATED"), 6);
+    assert_eq!(
+        broker_connections(&logs, "mqttjs-refresher"),
+        1,
+        "the broker saw one connection"
+    );
+    proxy.engine.shutdown().await;
+}
+
+/// The proxy in front of `broker` with two guards: the seed's `authn_jwt`
+/// (issuer `auth.example.com`: `Bearer` user names and the method `jwt`)
+/// and `authn_azure` (issuer `azure.example.com`, the same keys: the
+/// method `CUSTOM-JWT` only). `data/#` is for `authn_jwt`'s roles,
+/// `azure/#` for `authn_azure`'s.
+async fn two_guard_proxy(broker: &Mosquitto) -> Proxy {
+    let server = r#"
+    options:
+      authorization:
+        authn_jwt:
+          credentials:
+            connect:
+              username: Bearer {credentials}
+            authentication:
+              method: jwt
+        authn_azure:
+          credentials:
+            authentication:
+              method: CUSTOM-JWT
+    routes:
+      - guarded:
+          authn_jwt: [sub]
+        when:
+          - subscribe: [{topic: "data/#"}]
+        exit: mqtt_client_a
+      - guarded:
+          authn_jwt: [pub]
+        when:
+          - publish: [{topic: "data/#"}]
+        exit: mqtt_client_a
+      - guarded:
+          authn_azure: [sub]
+        when:
+          - subscribe: [{topic: "azure/#"}]
+        exit: mqtt_client_a
+      - guarded:
+          authn_azure: [pub]
+        when:
+          - publish: [{topic: "azure/#"}]
+        exit: mqtt_client_a"#;
+    let jwt = guards_yaml();
+    let azure = jwt
+        .replacen("authn_jwt:", "authn_azure:", 1)
+        .replace("https://auth.example.com", "https://azure.example.com");
+    let yaml = mqtt_proxy_yaml(server, &[("a", broker.port())]).replacen(
+        "\nbindings:\n",
+        &format!("\nguards:\n{jwt}{azure}bindings:\n"),
+        1,
+    );
+    Proxy::start(&yaml).await
+}
+
+#[tokio::test]
+async fn two_guards_each_take_their_own_method_and_refresh_through_it() {
+    const AZURE: &str = "https://azure.example.com";
+    let broker = Mosquitto::start().unwrap();
+    let proxy = two_guard_proxy(&broker).await;
+    // CUSTOM-JWT goes to authn_azure: its topics, not authn_jwt's.
+    let (mut azure, ack) = Client::connect(
+        proxy.port,
+        "azure-device",
+        Some("CUSTOM-JWT"),
+        &token_of(AZURE, "d1", "sub pub", 60),
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    let method = ack.properties.and_then(|p| p.authentication_method);
+    assert_eq!(method.as_deref(), Some("CUSTOM-JWT"));
+    azure.send(&publish("azure/up", 1, b"a")).await;
+    assert!(
+        matches!(azure.packet().await, Packet::PubAck(a) if a.reason != PubAckReason::NotAuthorized)
+    );
+    azure.send(&publish("data/up", 2, b"a")).await;
+    assert!(
+        matches!(azure.packet().await, Packet::PubAck(a) if a.reason == PubAckReason::NotAuthorized)
+    );
+    // Refreshed through the CONNECT's guard and method.
+    azure
+        .auth(
+            0x19,
+            Some("CUSTOM-JWT"),
+            Some(&token_of(AZURE, "d1", "pub", 60)),
+        )
+        .await;
+    match azure.recv().await {
+        Some(Frame::Auth(0x00, method)) => assert_eq!(method.as_deref(), Some("CUSTOM-JWT")),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    // Another guard's method, even one a guard names, is not the CONNECT's.
+    azure
+        .auth(0x19, Some("jwt"), Some(&token("d1", "sub pub", 60)))
+        .await;
+    assert_eq!(azure.disconnected().await, 0x8C);
+    // A token of the other issuer under CUSTOM-JWT: authn_azure refuses it.
+    let (_, ack) = Client::connect(
+        proxy.port,
+        "wrong-issuer",
+        Some("CUSTOM-JWT"),
+        &token("d1", "sub pub", 60),
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::BadUserNamePassword);
+    // The method jwt and a Bearer user name go to authn_jwt, as before.
+    for (id, method) in [("jwt-method", Some("jwt")), ("bearer", None)] {
+        let (mut client, ack) =
+            Client::connect(proxy.port, id, method, &token("d1", "sub pub", 60)).await;
+        assert_eq!(ack.code, ConnectReturnCode::Success, "{id}");
+        client.send(&publish("data/up", 1, b"j")).await;
+        assert!(
+            matches!(client.packet().await, Packet::PubAck(a) if a.reason != PubAckReason::NotAuthorized),
+            "{id}"
+        );
+        client.send(&publish("azure/up", 2, b"j")).await;
+        assert!(
+            matches!(client.packet().await, Packet::PubAck(a) if a.reason == PubAckReason::NotAuthorized),
+            "{id}"
+        );
+    }
+    proxy.engine.shutdown().await;
+}
+
+/// [`proxy`]'s configuration behind WebSocket: `tcp -> http -> ws -> mqtt`,
+/// the http server taking the `access_token` query parameter for the same
+/// guard (as `examples/mqtt.proxy.ws` does).
+async fn ws_proxy(broker: &Mosquitto) -> Proxy {
+    let server = r#"
+    options:
+      authorization:
+        authn_jwt:
+          credentials:
+            connect:
+              username: Bearer {credentials}
+            authentication:
+              method: jwt
+    routes:
+      - guarded:
+          authn_jwt: [sub]
+        when:
+          - subscribe: [{topic: "data/#"}]
+        exit: mqtt_client_a
+      - guarded:
+          authn_jwt: [pub]
+        when:
+          - publish: [{topic: "data/#"}]
+        exit: mqtt_client_a"#;
+    let websocket = r#"    exit: north_http_server
+  north_http_server:
+    type: http
+    kind: server
+    options:
+      versions: [http/1.1]
+      authorization:
+        authn_jwt:
+          credentials:
+            query:
+              access_token: "{credentials}"
+    routes:
+      - when:
+          - headers:
+              upgrade: websocket
+        exit: north_ws_server
+  north_ws_server:
+    type: ws
+    kind: server
+    routes:
+      - when:
+          - protocol: mqtt
+          - protocol: mqttv3.1
+        exit: north_mqtt_server
+"#;
+    let yaml = mqtt_proxy_yaml(server, &[("a", broker.port())])
+        .replacen("    exit: north_mqtt_server\n", websocket, 1)
+        .replacen(
+            "\nbindings:\n",
+            &format!("\nguards:\n{}bindings:\n", guards_yaml()),
+            1,
+        );
+    Proxy::start(&yaml).await
+}
+
+/// Over WebSocket, with a 3 s token in the upgrade request's query and
+/// another as the CONNECT's Authentication Data: MQTT.js refreshes its token
+/// by AUTH every 2 s and its session outlives both first tokens (the upgrade
+/// grant of the session's own guard is replaced by the CONNECT's token, so
+/// its `exp` does not end the session), ending only when it stops
+/// refreshing; the broker saw one connection.
+#[tokio::test]
+async fn mqttjs_over_websocket_refreshes_its_token_past_the_first_one() {
+    use zilla_testkit::clients::{run_script, Library};
+    let logs = tempfile::tempdir().unwrap();
+    let broker = logging_broker(&logs);
+    let proxy = ws_proxy(&broker).await;
+    let key = zilla_testkit::seed::dir().join("private.pem");
+    let url = format!(
+        "ws://127.0.0.1:{}/mqtt?access_token={}",
+        proxy.port,
+        token("device1", "sub pub", 3)
+    );
+    let args = [
+        "--url",
+        &url,
+        "--key",
+        &key.display().to_string(),
+        "--sub",
+        "device1",
+        "--lifetime",
+        "3",
+        "--every",
+        "2",
+        "--rounds",
+        "6",
+        "--prefix",
+        "mqttjs-ws",
+    ]
+    .map(str::to_owned);
+    let command = Library::MqttJs
+        .command("reauth", &args)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let run = run_script(command, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(run.failures().is_empty(), "{}", run.transcript());
+    let mut expected = vec!["connect".to_owned(), "subscribe".to_owned()];
+    expected.extend((1..=6).map(|round| format!("refresh_{round}")));
+    expected.push("expiry".into());
+    assert_eq!(run.checks(), expected, "{}", run.transcript());
+    let events = zilla_testkit::proxy::captured_events();
+    let count = |kind: &str| {
+        (events.iter())
+            .filter(|e| e.contains(kind) && e.contains("\"mqttjs-ws-refresher\""))
+            .count()
+    };
+    assert_eq!(count("MQTT_SESSION_STARTED"), 1, "no reconnect");
+    assert_eq!(count("MQTT_REAUTHENTICATED"), 6);
+    assert_eq!(
+        broker_connections(&logs, "mqttjs-ws-refresher"),
+        1,
+        "the broker saw one connection"
+    );
     proxy.engine.shutdown().await;
 }

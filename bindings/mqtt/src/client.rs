@@ -48,13 +48,15 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
                     "enhanced authentication is for an mqtt server; a client forwards `connect` credentials",
                 ));
             }
+            let path = format!("options.authorization.{name}.credentials.connect");
+            let Some(connect) = &authorization.credentials.connect else {
+                return Err(cx.error(
+                    &path,
+                    "an mqtt client forwards `connect` credentials: name where",
+                ));
+            };
             let pattern =
-                CredentialsPattern::new(&authorization.credentials.connect).map_err(|message| {
-                    cx.error(
-                        &format!("options.authorization.{name}.credentials.connect"),
-                        message,
-                    )
-                })?;
+                CredentialsPattern::new(connect).map_err(|message| cx.error(&path, message))?;
             Some(pattern)
         }
         _ => return Err(cx.error("options.authorization", "name exactly one guard")),

@@ -35,8 +35,10 @@ pub(crate) struct ServerConfig {
     pub(crate) templates: Vec<RouteTemplate>,
     /// The conditions with params unbound: what some token could be allowed.
     pub(crate) unbound: Vec<RouteConditions>,
-    /// The guard that authorizes sessions, if any.
-    pub(crate) authorization: Option<ServerAuthorization>,
+    /// The guards that authorize sessions, in configuration order (none:
+    /// sessions need no credentials). A CONNECT's credentials go to one of
+    /// them, the session's own guard (see `admit::credentials`).
+    pub(crate) guards: Vec<ServerAuthorization>,
     /// `options.client-id`: the guarded value a session's client id must
     /// be (and an empty one is given).
     pub(crate) client_id: Option<ParamSource>,
@@ -64,14 +66,28 @@ pub(crate) struct TopicValidation {
     pub(crate) on_invalid: OnInvalid,
 }
 
-/// The guard of `options.authorization` and where the credentials are.
+/// A guard of `options.authorization` and where its credentials are.
 pub(crate) struct ServerAuthorization {
     pub(crate) guard_name: Arc<str>,
     pub(crate) guard: Arc<dyn Guard>,
-    pub(crate) pattern: CredentialsPattern,
+    /// Where a user-name or password token for this guard is
+    /// (`credentials.connect`), if it takes one.
+    pub(crate) pattern: Option<CredentialsPattern>,
     /// The Authentication Method whose Authentication Data is a token for
     /// this guard (`credentials.authentication.method`), if any.
     pub(crate) method: Option<Arc<str>>,
+}
+
+impl ServerConfig {
+    /// The guard whose Authentication Method is `method`.
+    pub(crate) fn guard_of_method(&self, method: &str) -> Option<&ServerAuthorization> {
+        (self.guards.iter()).find(|g| g.method.as_deref() == Some(method))
+    }
+
+    /// The guard named `name`.
+    pub(crate) fn guard_named(&self, name: &str) -> Option<&ServerAuthorization> {
+        self.guards.iter().find(|g| &*g.guard_name == name)
+    }
 }
 
 /// Why a publish fails a topic's models: the model that failed (for

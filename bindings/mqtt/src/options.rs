@@ -30,8 +30,10 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub connect_timeout: Option<u16>,
-    /// The guard that authorizes sessions (server), or where the client's
-    /// credentials are forwarded upstream (client).
+    /// The guards that authorize sessions, each with where its credentials
+    /// are. Zilla takes one; several (beyond Zilla) each name their own
+    /// Authentication Method, and a CONNECT's user name or password goes to
+    /// the first, in this order, whose `connect` pattern it matches.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub authorization: IndexMap<String, AuthorizationOptions>,
     /// The store (a `stores` entry) that holds session ownership: servers
@@ -166,8 +168,11 @@ pub struct AuthorizationOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsOptions {
-    /// In the CONNECT packet.
-    pub connect: ConnectCredentials,
+    /// In the CONNECT packet's user name or password. Zilla requires it;
+    /// an mqtt server's guard may go without it when it names an
+    /// `authentication` method (beyond Zilla), an mqtt client's may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectCredentials>,
     /// MQTT 5 enhanced authentication (server only): a CONNECT whose
     /// Authentication Method is `method` carries the token in its
     /// Authentication Data, and AUTH 0x19 refreshes it in the session.

@@ -36,30 +36,53 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
     // Looked up now, so that a missing store is reported together with the
     // problems found below rather than hiding them.
     let registries = registries(cx, options.store.as_deref());
-    let authorization = match options.authorization.len() {
-        0 => None,
-        1 => {
-            let (name, authorization) = options.authorization.iter().next().expect("one entry");
-            let path = format!("options.authorization.{name}");
-            let guard = cx.guard(name, &path)?;
-            let pattern = CredentialsPattern::new(&authorization.credentials.connect)
-                .map_err(|message| cx.error(&format!("{path}.credentials.connect"), message))?;
-            let method = authorization.credentials.authentication.as_ref();
-            if method.is_some_and(|m| m.method.is_empty()) {
-                return Err(cx.error(
-                    &format!("{path}.credentials.authentication.method"),
-                    "the Authentication Method must not be empty",
-                ));
-            }
-            Some(ServerAuthorization {
-                guard_name: name.as_str().into(),
-                guard,
-                pattern,
-                method: method.map(|m| m.method.as_str().into()),
-            })
+    let mut guards: Vec<ServerAuthorization> = Vec::new();
+    for (name, authorization) in &options.authorization {
+        let path = format!("options.authorization.{name}");
+        let guard = cx.guard(name, &path)?;
+        let credentials = &authorization.credentials;
+        let pattern = match &credentials.connect {
+            Some(connect) => Some(
+                CredentialsPattern::new(connect)
+                    .map_err(|message| cx.error(&format!("{path}.credentials.connect"), message))?,
+            ),
+            None => None,
+        };
+        let method = credentials
+            .authentication
+            .as_ref()
+            .map(|m| m.method.as_str());
+        if pattern.is_none() && method.is_none() {
+            return Err(cx.error(
+                &format!("{path}.credentials"),
+                "name `connect` credentials, an `authentication` method, or both",
+            ));
         }
-        _ => return Err(cx.error("options.authorization", "name exactly one guard")),
-    };
+        if method.is_some_and(str::is_empty) {
+            return Err(cx.error(
+                &format!("{path}.credentials.authentication.method"),
+                "the Authentication Method must not be empty",
+            ));
+        }
+        if let Some(other) =
+            method.and_then(|m| guards.iter().find(|g| g.method.as_deref() == Some(m)))
+        {
+            return Err(cx.error(
+                &format!("{path}.credentials.authentication.method"),
+                format!(
+                    "the Authentication Method {:?} is already guard {}'s: each guard names its own",
+                    method.unwrap_or_default(),
+                    other.guard_name
+                ),
+            ));
+        }
+        guards.push(ServerAuthorization {
+            guard_name: name.as_str().into(),
+            guard,
+            pattern,
+            method: method.map(Into::into),
+        });
+    }
     let client_id = match &options.client_id {
         Some(expression) => {
             let source = ParamSource::parse(expression)
@@ -155,7 +178,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             routes,
             templates,
             unbound,
-            authorization,
+            guards,
             client_id,
             topics,
             events: cx.events(),

@@ -196,8 +196,9 @@ pub(crate) struct KeyValues<'a> {
     /// Empty while `options.client-id` has yet to give a CONNECT without
     /// one its id: then it has no `client-id` value.
     pub(crate) client_id: &'a str,
-    /// The guard session the `identity` and claim keys read: the server's
-    /// own guard's, else one granted at an earlier layer (see
+    /// The guard session the `identity` and claim keys read: the session's
+    /// own guard's (the one of `options.authorization` its CONNECT's
+    /// credentials went to), else one granted at an earlier layer (see
     /// `admit::limited_as`).
     pub(crate) guarded: Option<&'a GuardSession>,
     /// The client's address (the one a PROXY protocol header carried, if any).

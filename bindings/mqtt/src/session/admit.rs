@@ -23,10 +23,10 @@ use zilla_engine::{Authorizations, Granted, GuardRejection, GuardSession, Stream
 
 use super::router::Router;
 use crate::codec::{CodecError, Version};
-use crate::config::ServerConfig;
+use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials::Login;
 use crate::limits::{KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
-use crate::options::{Operation, ParamSource, RouteConditions};
+use crate::options::{CredentialsPattern, Operation, ParamSource, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 
 /// Topic aliases a client may use toward the proxy; resolved by the proxy,
@@ -163,36 +163,68 @@ pub(crate) struct Request {
     pub(crate) login: Option<Login>,
     /// The client id the proxy gave a client that sent none.
     pub(crate) assigned: Option<String>,
+    /// The session's own guard: the index in `ServerConfig::guards` of the
+    /// guard the CONNECT's credentials go to ([`credentials`] finds it).
+    pub(crate) guard: Option<usize>,
 }
 
-/// What the server's own guard granted at an earlier layer (a token in the
-/// WebSocket upgrade request), if it has a guard.
-pub(crate) fn own_grant<'a>(config: &ServerConfig, origin: &'a StreamInfo) -> Option<&'a Granted> {
-    (config.authorization.as_ref()).and_then(|a| origin.granted(&a.guard_name))
+impl Request {
+    /// The session's own guard, once [`credentials`] found it.
+    pub(crate) fn own_guard<'a>(
+        &self,
+        config: &'a ServerConfig,
+    ) -> Option<&'a ServerAuthorization> {
+        self.guard.and_then(|index| config.guards.get(index))
+    }
+}
+
+/// What the session's own guard (`request`'s) granted at an earlier layer
+/// (a token in the WebSocket upgrade request), if it has one.
+pub(crate) fn own_grant<'a>(
+    config: &ServerConfig,
+    request: &Request,
+    origin: &'a StreamInfo,
+) -> Option<&'a Granted> {
+    (request.own_guard(config)).and_then(|a| origin.granted(&a.guard_name))
+}
+
+/// The first of the server's guards, in configuration order, that granted
+/// a session at an earlier layer, with its index.
+fn earlier_grant<'a>(
+    config: &ServerConfig,
+    origin: &'a StreamInfo,
+) -> Option<(usize, &'a Granted)> {
+    (config.guards.iter().enumerate())
+        .find_map(|(index, g)| Some((index, origin.granted(&g.guard_name)?)))
 }
 
 /// Checks what the proxy itself requires of a CONNECT, gives a client without
 /// an id one (`assign`; with `options.client-id`, [`admit`] gives it the
-/// bound value once the guards decided), and finds the credentials the
-/// server's guard is to decide on: `Some(token)` when the server has a guard
-/// and there are any. Credentials in the CONNECT win; without them, what the
-/// same guard granted at an earlier layer (a token in the WebSocket upgrade
-/// request) stands in, and a session another guard granted at an earlier
-/// layer (a tls server's x509 guard, for a client certificate) is admitted
-/// without any (`None`): that guard authenticated the client.
+/// bound value once the guards decided), and finds the session's own guard
+/// (`request.guard`) and the credentials it is to decide on: `Some(token)`
+/// when the server has guards and there are any. A CONNECT with an
+/// Authentication Method goes to the guard naming that method (none does:
+/// 0x8C); otherwise its user name or password goes to the first guard, in
+/// configuration order, whose `connect` pattern it matches. Credentials in
+/// the CONNECT win; without them, what one of the server's guards (the
+/// first in configuration order) granted at an earlier layer (a token in
+/// the WebSocket upgrade request) stands in, and a session another guard
+/// granted at an earlier layer (a tls server's x509 guard, for a client
+/// certificate) is admitted without any (`None`): that guard authenticated
+/// the client.
 pub(crate) fn credentials(
     config: &ServerConfig,
     request: &mut Request,
     assign: impl FnOnce() -> String,
     origin: &StreamInfo,
 ) -> Result<Option<String>, Refusal> {
-    let granted = own_grant(config, origin);
     let version = request.version;
     let connect = &mut request.connect;
     let refuse = |code, why: &str, id: &str| Err(refusal(version, code, why.to_owned(), id));
     let method = (connect.properties.as_ref()).and_then(|p| p.authentication_method.as_deref());
-    let agreed = (config.authorization.as_ref()).and_then(|a| a.method.as_deref());
-    if let Some(method) = method.filter(|method| Some(*method) != agreed) {
+    let by_method = method
+        .map(|method| (config.guards.iter()).position(|g| g.method.as_deref() == Some(method)));
+    if let (Some(method), Some(None)) = (method, by_method) {
         return refuse(
             ConnectReturnCode::BadAuthenticationMethod,
             &format!("the Authentication Method {method:?} is not supported"),
@@ -218,12 +250,13 @@ pub(crate) fn credentials(
             request.assigned = Some(id);
         }
     }
-    let Some(authorization) = &config.authorization else {
+    if config.guards.is_empty() {
         return Ok(None);
-    };
-    if method.is_some() {
-        // The method names the server's guard: its token is the
-        // Authentication Data, and a user name is not read as one.
+    }
+    if let Some(Some(index)) = by_method {
+        // The method names this guard: its token is the Authentication
+        // Data, and a user name is not read as one.
+        request.guard = Some(index);
         return match enhanced_token(connect) {
             Some(token) => Ok(Some(token)),
             None => refuse(
@@ -233,35 +266,57 @@ pub(crate) fn credentials(
             ),
         };
     }
-    let own_guard = &*authorization.guard_name;
-    let other_grant = (origin.granted.iter()).any(|granted| &*granted.guard != own_guard);
-    let pattern = &authorization.pattern;
+    let field = |pattern: &CredentialsPattern| {
+        request.login.as_ref().map(|l| {
+            if pattern.in_password {
+                // A password is binary data; credentials in it must be text.
+                l.password_text()
+            } else {
+                Some(l.username.as_str())
+            }
+        })
+    };
+    let patterns = (config.guards.iter().enumerate())
+        .filter_map(|(index, g)| Some((index, g.pattern.as_ref()?)));
+    for (index, pattern) in patterns {
+        if let Some(token) = field(pattern)
+            .flatten()
+            .and_then(|text| pattern.extract(text))
+        {
+            request.guard = Some(index);
+            return Ok(Some(token.to_owned()));
+        }
+    }
+    if let Some((index, granted)) = earlier_grant(config, origin) {
+        request.guard = Some(index);
+        return Ok(Some(granted.credentials.clone()));
+    }
+    if !origin.granted.is_empty() {
+        // Authenticated at an earlier layer by another guard (a client
+        // certificate): admitted without a session of the server's
+        // guards, so routes guarded by them stay closed to this client.
+        return Ok(None);
+    }
+    // Told as the first guard with a `connect` pattern reads credentials.
+    let Some(pattern) = (config.guards.iter()).find_map(|g| g.pattern.as_ref()) else {
+        return refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            "no credentials: the CONNECT names no Authentication Method",
+            &connect.client_id,
+        );
+    };
     let position = if pattern.in_password {
         "password"
     } else {
         "user name"
     };
-    let field = request.login.as_ref().map(|l| {
-        if pattern.in_password {
-            // A password is binary data; credentials in it must be text.
-            l.password_text()
-        } else {
-            Some(l.username.as_str())
-        }
-    });
-    match field.map(|text| text.map(|text| pattern.extract(text))) {
-        Some(Some(Some(token))) => Ok(Some(token.to_owned())),
-        _ if granted.is_some() => Ok(granted.map(|granted| granted.credentials.clone())),
-        // Authenticated at an earlier layer by another guard (a client
-        // certificate): admitted without a session of the server's own
-        // guard, so routes guarded by it stay closed to this client.
-        _ if other_grant => Ok(None),
+    match field(pattern) {
         Some(None) => refuse(
             ConnectReturnCode::BadUserNamePassword,
             "the CONNECT password is binary, not the text the credentials need",
             &connect.client_id,
         ),
-        Some(Some(None)) => refuse(
+        Some(Some(_)) => refuse(
             ConnectReturnCode::BadUserNamePassword,
             &format!("the CONNECT {position} does not hold credentials in the expected form"),
             &connect.client_id,
@@ -348,26 +403,28 @@ pub(crate) fn admit(
     origin: &StreamInfo,
     now: Instant,
 ) -> Result<Admission, Refusal> {
+    let own_guard = request.own_guard(config).map(|g| &g.guard_name);
     let Request {
         version,
         mut connect,
         will,
         mut login,
         mut assigned,
+        guard: _,
     } = request;
     let Authorized {
         authorizations,
         expires_at,
         others_expire,
         authorized,
-    } = authorize(config, verdict, origin)
+    } = authorize(own_guard, verdict, origin)
         .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
-    if config.authorization.is_some() {
+    if !config.guards.is_empty() {
         // Credentials were for the proxy; they go upstream only where an
         // mqtt client forwards them.
         login = None;
     }
-    let upstream_origin = upstream_origin(config, origin, &authorizations, token.as_deref());
+    let upstream_origin = upstream_origin(own_guard, origin, &authorizations, token.as_deref());
     if let Some(source) = &config.client_id {
         bind_client_id(source, &mut connect, &mut assigned, &authorizations)
             .map_err(|(code, why)| refusal(version, code, why, &connect.client_id))?;
@@ -430,7 +487,7 @@ pub(crate) fn admit(
     };
     let keys = KeyValues {
         client_id: &connect.client_id,
-        guarded: limited_as(config, &router.authorizations, origin),
+        guarded: limited_as(own_guard, &router.authorizations, origin),
         source: origin.peer.map(|peer| peer.ip()),
     };
     let holds = match config.limits.connect(Phase::AfterGuard, &keys, now) {
@@ -500,11 +557,10 @@ struct Authorized {
 /// first of them expires. The server's own guard's grant went through the
 /// verdict, where the CONNECT's credentials win over it.
 fn authorize(
-    config: &ServerConfig,
+    own_guard: Option<&Arc<str>>,
     verdict: Option<Result<GuardSession, GuardRejection>>,
     origin: &StreamInfo,
 ) -> Result<Authorized, (ConnectReturnCode, String)> {
-    let own_guard = config.authorization.as_ref().map(|a| &a.guard_name);
     let mut authorizations = Authorizations::new();
     let mut expires_at: Option<SystemTime> = None;
     let mut told = Vec::new();
@@ -572,14 +628,13 @@ fn authorize(
 /// certificate of any identity the session holds
 /// (`routes[].with.certificate`).
 fn upstream_origin(
-    config: &ServerConfig,
+    own_guard: Option<&Arc<str>>,
     origin: &StreamInfo,
     authorizations: &Authorizations,
     token: Option<&str>,
 ) -> StreamInfo {
     let mut upstream = origin.clone();
-    let own = (config.authorization.as_ref())
-        .and_then(|a| Some((&a.guard_name, authorizations.get(&a.guard_name)?)));
+    let own = own_guard.and_then(|guard| Some((guard, authorizations.get(guard)?)));
     if let Some((guard, session)) = own {
         upstream.granted.retain(|granted| granted.guard != *guard);
         upstream.granted.push(Granted {
@@ -598,12 +653,12 @@ fn upstream_origin(
 /// http server's token). One session, so that an identity and its claims
 /// always come from the same credentials.
 fn limited_as<'a>(
-    config: &ServerConfig,
+    own_guard: Option<&Arc<str>>,
     authorizations: &'a Authorizations,
     origin: &StreamInfo,
 ) -> Option<&'a GuardSession> {
-    (config.authorization.as_ref())
-        .and_then(|a| authorizations.get(&a.guard_name))
+    own_guard
+        .and_then(|guard| authorizations.get(guard))
         .or_else(|| (origin.granted.iter()).find_map(|granted| authorizations.get(&granted.guard)))
 }
 

@@ -285,6 +285,7 @@ async fn read_connect(
                     will,
                     login,
                     assigned: None,
+                    guard: None,
                 }))
             }
             Ok(None) => {}
@@ -467,7 +468,10 @@ impl Driver {
         let Some(token) = self.session.take_reauth() else {
             return;
         };
-        let Some(authorization) = &self.config.authorization else {
+        // The CONNECT's guard: the one naming its Authentication Method.
+        let Some(authorization) =
+            (self.session.reauth_guard()).and_then(|g| self.config.guard_named(g))
+        else {
             return;
         };
         let guard = authorization.guard.clone();

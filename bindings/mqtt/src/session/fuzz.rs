@@ -3,6 +3,14 @@
 //! decoding, admission, the session state machine and its end, in front of
 //! two brokers that answer everything they are sent (acks, SUBACKs, and a
 //! delivery back for each QoS 1 publish). Not an API: `#[doc(hidden)]`.
+//!
+//! With the first byte's top bit set, the server has two guards (`jwt0`:
+//! `Bearer {credentials}` user names and the method `jwt`; `jwt1`: the
+//! method `CUSTOM-JWT`) whose verdicts the tokens themselves choose (see
+//! [`fuzz_verdict`]), and re-authentications (AUTH 0x19) are answered with
+//! the verdict on their token after as many rounds as the token says: the
+//! input picks success with another expiry or roles, another identity, a
+//! refusal, and when each arrives among the client's packets.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,17 +20,21 @@ use mqtt_bytes_v5::{
     ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
     PubRec, PubRecReason, QoS, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use zilla_engine::{async_trait, Events, Exit, Route, Routes, Shutdown, StreamInfo};
+use zilla_engine::route::GuardRequirement;
+use zilla_engine::{
+    async_trait, Events, Exit, Guard, GuardRejection, GuardSession, Route, Routes, Shutdown,
+    StreamInfo,
+};
 
 use super::admit::{self, Request};
 use super::end::End;
 use super::state::{Session, Start};
 use crate::codec::{self, Version};
-use crate::config::ServerConfig;
+use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials;
 use crate::flow::Flow;
 use crate::limits::Limits;
-use crate::options::{MqttCondition, RouteTemplate};
+use crate::options::{ConnectCredentials, CredentialsPattern, MqttCondition, RouteTemplate};
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 use crate::upstream::UpstreamLink;
 
@@ -34,6 +46,54 @@ impl MqttSessions for NoBroker {
     async fn open(&self, _: OpenSession) -> Result<Upstream, OpenError> {
         Err(OpenError::Failed("the fuzz entry opens no broker".into()))
     }
+}
+
+/// The guard of the guarded configuration: [`fuzz_verdict`] on the token
+/// (never asked: the entry feeds verdicts itself, synchronously).
+struct FuzzGuard;
+
+#[async_trait]
+impl Guard for FuzzGuard {
+    async fn authorize(&self, token: &str) -> Result<GuardSession, GuardRejection> {
+        fuzz_verdict(token).0
+    }
+}
+
+/// A verdict, the token's lifetime on the fake clock, and after how many
+/// rounds it arrives.
+type Verdict = (Result<GuardSession, GuardRejection>, Option<Duration>, u32);
+
+/// The verdict on `token`, which reads
+/// `identity[:role,role][+lifetime seconds][~rounds]`: `bad` is refused,
+/// `down` is unavailable, anything else is the identity with its roles.
+fn fuzz_verdict(token: &str) -> Verdict {
+    fn number(token: &str, separator: char) -> (&str, Option<u32>) {
+        match token.rsplit_once(separator) {
+            Some((head, n)) => match n.parse::<u32>() {
+                Ok(n) => (head, Some(n.min(1000))),
+                Err(_) => (token, None),
+            },
+            None => (token, None),
+        }
+    }
+    let (token, rounds) = number(token, '~');
+    let (token, lives) = number(token, '+');
+    let verdict = match token {
+        "bad" => Err(GuardRejection::InvalidCredentials("fuzz".into())),
+        "down" => Err(GuardRejection::Unavailable("fuzz".into())),
+        token => {
+            let (identity, roles) = token.split_once(':').unwrap_or((token, ""));
+            Ok(GuardSession {
+                identity: Some(identity.to_owned()),
+                roles: (roles.split(',').filter(|r| !r.is_empty()))
+                    .map(str::to_owned)
+                    .collect(),
+                ..GuardSession::default()
+            })
+        }
+    };
+    let lives = lives.map(|s| Duration::from_secs(u64::from(s)));
+    (verdict, lives, rounds.unwrap_or(0))
 }
 
 /// Limits of each session only (no key shared between inputs, so a run
@@ -51,11 +111,16 @@ fn fuzz_limits() -> Limits {
 }
 
 /// `north/#` goes to `north`, everything else to the default exit `south`;
-/// small windows and buffers, so that flow control takes part.
-fn config() -> Arc<ServerConfig> {
+/// small windows and buffers, so that flow control takes part. `guarded`:
+/// `north/#` needs the role `north` of either guard (see the module's
+/// documentation).
+fn config(guarded: bool) -> Arc<ServerConfig> {
     static CONFIG: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    CONFIG
+    static GUARDED: OnceLock<Arc<ServerConfig>> = OnceLock::new();
+    let config = if guarded { &GUARDED } else { &CONFIG };
+    config
         .get_or_init(|| {
+            let guard: Arc<dyn Guard> = Arc::new(FuzzGuard);
             let port: Arc<dyn MqttSessions> = Arc::new(NoBroker);
             let exit = |name: &str| Exit {
                 name: name.into(),
@@ -65,12 +130,46 @@ fn config() -> Arc<ServerConfig> {
                 "- publish: [{topic: \"north/#\"}]\n  subscribe: [{topic: \"north/#\"}]",
             )
             .expect("a valid condition");
-            let templates = vec![RouteTemplate::new(&when).expect("a valid template")];
-            let route = Route {
-                when,
-                guarded: Vec::new(),
-                exit: exit("north"),
-                with: None,
+            let guard_names: &[&str] = if guarded { &["jwt0", "jwt1"] } else { &[""] };
+            let routes: Vec<Route<MqttCondition, dyn MqttSessions>> = (guard_names.iter())
+                .map(|name| Route {
+                    when: when.clone(),
+                    guarded: (!name.is_empty())
+                        .then(|| GuardRequirement {
+                            guard_name: (*name).into(),
+                            guard: guard.clone(),
+                            roles: vec!["north".into()],
+                        })
+                        .into_iter()
+                        .collect(),
+                    exit: exit("north"),
+                    with: None,
+                })
+                .collect();
+            let templates: Vec<RouteTemplate> = (routes.iter())
+                .map(|route| RouteTemplate::new(&route.when).expect("a valid template"))
+                .collect();
+            let guards = if guarded {
+                let bearer = ConnectCredentials {
+                    username: Some("Bearer {credentials}".into()),
+                    password: None,
+                };
+                vec![
+                    ServerAuthorization {
+                        guard_name: "jwt0".into(),
+                        guard: guard.clone(),
+                        pattern: Some(CredentialsPattern::new(&bearer).expect("a valid pattern")),
+                        method: Some("jwt".into()),
+                    },
+                    ServerAuthorization {
+                        guard_name: "jwt1".into(),
+                        guard: guard.clone(),
+                        pattern: None,
+                        method: Some("CUSTOM-JWT".into()),
+                    },
+                ]
+            } else {
+                Vec::new()
             };
             Arc::new(ServerConfig {
                 versions: vec![Version::V4, Version::V5],
@@ -86,8 +185,8 @@ fn config() -> Arc<ServerConfig> {
                 server_reference: None,
                 unbound: templates.iter().map(RouteTemplate::unbound).collect(),
                 templates,
-                routes: Routes::new(vec![route], Some(exit("south"))),
-                authorization: None,
+                routes: Routes::new(routes, Some(exit("south"))),
+                guards,
                 client_id: None,
                 topics: Vec::new(),
                 events: Events::new("fuzz", "mqtt_server0"),
@@ -109,19 +208,24 @@ fn origin() -> Instant {
 }
 
 /// Serves `data` as one client connection: its first byte chooses the
-/// chunk size the bytes arrive in (1 to 64) and the brokers' protocol
-/// version; the rest is what the client sends. Never panics on any input.
+/// chunk size the bytes arrive in (1 to 64), the brokers' protocol version
+/// and whether the server has guards; the rest is what the client sends.
+/// Never panics on any input.
 pub fn server_session(data: &[u8]) {
-    let Some((&control, data)) = data.split_first() else {
-        return;
-    };
+    let _ = serve(data);
+}
+
+/// [`server_session`], telling how the session ended (`End` as debugged),
+/// if it started.
+fn serve(data: &[u8]) -> Option<String> {
+    let (&control, data) = data.split_first()?;
     let chunk = usize::from(control & 0x3F) + 1;
     let upstream_version = if control & 0x40 == 0 {
         Version::V5
     } else {
         Version::V4
     };
-    let config = config();
+    let config = config(control & 0x80 != 0);
     let mut chunks = data.chunks(chunk);
     let mut buf = BytesMut::new();
     let version = loop {
@@ -129,12 +233,12 @@ pub fn server_session(data: &[u8]) {
             Ok(Some(Ok(version))) => break version,
             Ok(Some(Err(level))) => {
                 let _ = admit::version_refusal(Err(level));
-                return;
+                return None;
             }
             Ok(None) => {}
-            Err(_) => return,
+            Err(_) => return None,
         }
-        let Some(next) = chunks.next() else { return };
+        let next = chunks.next()?;
         buf.extend_from_slice(next);
     };
     let maximum = config.maximum_packet_size as usize;
@@ -144,10 +248,10 @@ pub fn server_session(data: &[u8]) {
             Ok(None) => {}
             Err(error) => {
                 let _ = admit::malformed_connect(version, &error);
-                return;
+                return None;
             }
         }
-        let Some(next) = chunks.next() else { return };
+        let next = chunks.next()?;
         buf.extend_from_slice(next);
     };
     let mut request = Request {
@@ -156,14 +260,22 @@ pub fn server_session(data: &[u8]) {
         will: packet.will,
         login: packet.login,
         assigned: None,
+        guard: None,
     };
     let info = StreamInfo::default();
     let Ok(token) = admit::credentials(&config, &mut request, || "zilla-fuzz".into(), &info) else {
-        return;
+        return None;
     };
     let now = origin();
-    let Ok(admission) = admit::admit(&config, request, token, None, &info, now) else {
-        return;
+    let (verdict, lives) = match (request.own_guard(&config), &token) {
+        (Some(_), Some(token)) => {
+            let (verdict, lives, _) = fuzz_verdict(token);
+            (Some(verdict), lives)
+        }
+        _ => (None, None),
+    };
+    let Ok(admission) = admit::admit(&config, request, token, verdict, &info, now) else {
+        return None;
     };
     let broker_ack = ConnAck {
         session_present: false,
@@ -194,16 +306,32 @@ pub fn server_session(data: &[u8]) {
         router: admission.router,
         connack,
         carried: None,
-        expires_at: None,
+        expires_at: lives.map(|lives| now + lives),
         others_expire: None,
         limits: admission.limits,
     };
     let mut session = Session::new(config, start, now);
     let mut brokers = vec![Broker::default(); upstreams];
     let mut clock = now;
+    // A re-authentication being verified: its verdict arrives when its
+    // rounds are down to 0, while the client's bytes go on.
+    let mut verifying: Option<Verdict> = None;
     let end = loop {
         if let Err(end) = session.on_client_bytes(clock, &mut buf) {
             break end;
+        }
+        if verifying.is_none() {
+            verifying = session.take_reauth().map(|token| fuzz_verdict(&token));
+        }
+        match verifying.as_mut() {
+            Some((_, _, rounds)) if *rounds > 0 => *rounds -= 1,
+            Some(_) => {
+                let (verdict, lives, _) = verifying.take().expect("verifying");
+                if let Err(end) = session.on_reauth(clock, verdict, lives.map(|d| clock + d)) {
+                    break end;
+                }
+            }
+            None => {}
         }
         session.client_transmit().clear();
         if let Err(end) = answer_brokers(&mut session, &mut brokers, upstream_version, clock) {
@@ -218,8 +346,10 @@ pub fn server_session(data: &[u8]) {
             None => break End::ClientLost("the input ended".into()),
         }
     };
+    let ended = format!("{end:?}");
     let _ = session.finish(end);
     let _ = session.carried(clock);
+    Some(ended)
 }
 
 /// A simulated broker's packet ids for its deliveries.
@@ -300,5 +430,87 @@ impl Broker {
             Packet::PingReq(_) => vec![Packet::PingResp(PingResp)],
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use mqtt_bytes_v5::{Connect, ConnectProperties, Filter, Packet, QoS, Subscribe};
+
+    use super::serve;
+    use crate::codec::auth::{self, Auth};
+    use crate::codec::{self, Version};
+
+    /// A guarded input, in 7-byte chunks: a CONNECT naming `method` with
+    /// `token`, a subscription to `north/a`, then AUTH 0x19 with each of
+    /// `refreshes` (a PINGREQ after each, so rounds pass).
+    fn input(method: &str, token: &str, refreshes: &[&str]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        let connect = Connect {
+            keep_alive: 0,
+            client_id: "fuzz".into(),
+            clean_start: true,
+            properties: Some(ConnectProperties {
+                authentication_method: Some(method.into()),
+                authentication_data: Some(Bytes::copy_from_slice(token.as_bytes())),
+                ..crate::session::tests::connect_properties()
+            }),
+        };
+        codec::write(&Packet::Connect(connect, None, None), Version::V5, &mut out).unwrap();
+        let subscribe = Subscribe {
+            pkid: 1,
+            filters: vec![Filter::new("north/a", QoS::AtLeastOnce)],
+            properties: None,
+        };
+        codec::write(&Packet::Subscribe(subscribe), Version::V5, &mut out).unwrap();
+        for token in refreshes {
+            auth::write(
+                &Auth {
+                    reason: auth::RE_AUTHENTICATE,
+                    method: Some(method.into()),
+                    data: Some(Bytes::copy_from_slice(token.as_bytes())),
+                    reason_string: None,
+                },
+                &mut out,
+            );
+            for _ in 0..8 {
+                codec::write(
+                    &Packet::PingReq(mqtt_bytes_v5::PingReq),
+                    Version::V5,
+                    &mut out,
+                )
+                .unwrap();
+            }
+        }
+        let mut data = vec![0x80 | 6];
+        data.extend_from_slice(&out);
+        data
+    }
+
+    #[test]
+    fn the_input_chooses_re_authentication_verdicts_and_when_they_arrive() {
+        // Refreshed twice (fewer roles, another lifetime), the second
+        // verdict a round late: the session lives until the input ends.
+        let end = serve(&input(
+            "CUSTOM-JWT",
+            "alice:north+60",
+            &["alice+30~1", "alice:north+90"],
+        ));
+        assert!(
+            end.as_deref().is_some_and(|e| e.starts_with("ClientLost")),
+            "{end:?}"
+        );
+        // Another identity, refused tokens: the session ends with 0x87.
+        for refresh in ["bob:north", "bad", "down~2"] {
+            let end = serve(&input("jwt", "alice:north", &[refresh]));
+            assert!(
+                end.as_deref().is_some_and(|e| e.contains("NotAuthorized")),
+                "{refresh}: {end:?}"
+            );
+        }
+        // An expiry the verdict moved: the session ends at the new one.
+        let end = serve(&input("jwt", "alice:north+100", &["alice:north+1"]));
+        assert_eq!(end.as_deref(), Some("Expired"));
     }
 }

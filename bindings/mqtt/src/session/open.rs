@@ -82,9 +82,9 @@ pub(super) async fn open_session(
     let has_login = request.login.is_some();
     let token = admit::credentials(config, &mut request, assign_client_id, info)
         .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
-    let granted = admit::own_grant(config, info);
+    let granted = admit::own_grant(config, &request, info);
     admit::before_guard(config, &request, info, now())?;
-    let verdict = match (&config.authorization, &token) {
+    let verdict = match (request.own_guard(config), &token) {
         (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
             Some(verdict) => Some(verdict),
             None => Some(authorization.guard.authorize(token).await),

@@ -210,10 +210,11 @@ impl Session {
         } = start;
         let connect_properties = connect.properties.as_ref();
         // Admission let an Authentication Method through only when it names
-        // the server's guard.
+        // one of the server's guards: the session's own, which verifies its
+        // re-authentications.
         let reauth = connect_properties
             .and_then(|p| p.authentication_method.as_deref())
-            .zip(config.authorization.as_ref())
+            .and_then(|method| Some((method, config.guard_of_method(method)?)))
             .map(|(method, authorization)| {
                 let guard = authorization.guard_name.clone();
                 let identity = (router.authorizations.get(&guard)).and_then(|g| g.identity.clone());

@@ -128,6 +128,12 @@ impl Session {
         }
     }
 
+    /// The guard that verifies the session's re-authentications (its
+    /// CONNECT's), if it may re-authenticate.
+    pub(crate) fn reauth_guard(&self) -> Option<&str> {
+        self.reauth.as_deref().map(|reauth| &*reauth.guard)
+    }
+
     /// The token of an AUTH 0x19 for the driver to have verified, once; the
     /// session is then verifying until [`on_reauth`](Self::on_reauth).
     pub(crate) fn take_reauth(&mut self) -> Option<String> {

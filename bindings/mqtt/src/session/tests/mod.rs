@@ -8,9 +8,11 @@ mod certificates;
 mod client_features;
 mod flow_control;
 mod flows;
+mod guards;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod packets;
 mod quotas;
 mod rates;
 mod reauth;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode,
-    DisconnectReasonCode, Filter, LastWill, Packet, Publish, QoS, RetainForwardRule, Subscribe,
+    DisconnectReasonCode, LastWill, Packet, Publish, QoS,
 };
 use serde::Deserialize;
 use zilla_engine::route::GuardRequirement;
@@ -50,6 +52,7 @@ use crate::options::{
 };
 use crate::port::{MqttSessions, OpenError, OpenSession, Upstream};
 use crate::upstream::UpstreamLink;
+pub(crate) use packets::*;
 
 /// The origin of the fake clock: the one clock read of these tests.
 #[expect(
@@ -190,6 +193,9 @@ pub(super) struct Server {
     pub(super) client_id: Option<&'static str>,
     /// `credentials.authentication.method` of `jwt0`.
     pub(super) method: Option<Arc<str>>,
+    /// More guards after `jwt0` (the test guard under other names), in
+    /// configuration order: name, `connect.username` pattern, method.
+    pub(super) more_guards: Vec<(&'static str, Option<&'static str>, Option<&'static str>)>,
 }
 
 impl Default for Server {
@@ -209,6 +215,7 @@ impl Default for Server {
             limit_wait: None,
             client_id: None,
             method: None,
+            more_guards: Vec::new(),
         }
     }
 }
@@ -245,23 +252,41 @@ impl Server {
             .iter()
             .map(|route| RouteTemplate::new(&route.when).expect("route template"))
             .collect();
-        let authorization = self.guard.then(|| ServerAuthorization {
+        let jwt0 = self.guard.then(|| ServerAuthorization {
             guard_name: "jwt0".into(),
             guard: guard.clone(),
-            pattern: CredentialsPattern::new(&if self.in_password {
-                ConnectCredentials {
-                    username: None,
-                    password: Some("{credentials}".into()),
-                }
-            } else {
-                ConnectCredentials {
-                    username: Some("Bearer {credentials}".into()),
-                    password: None,
-                }
-            })
-            .expect("pattern"),
+            pattern: Some(
+                CredentialsPattern::new(&if self.in_password {
+                    ConnectCredentials {
+                        username: None,
+                        password: Some("{credentials}".into()),
+                    }
+                } else {
+                    ConnectCredentials {
+                        username: Some("Bearer {credentials}".into()),
+                        password: None,
+                    }
+                })
+                .expect("pattern"),
+            ),
             method: self.method.clone(),
         });
+        let more = self
+            .more_guards
+            .iter()
+            .map(|&(name, username, method)| ServerAuthorization {
+                guard_name: name.into(),
+                guard: guard.clone(),
+                pattern: username.map(|pattern| {
+                    CredentialsPattern::new(&ConnectCredentials {
+                        username: Some(pattern.into()),
+                        password: None,
+                    })
+                    .expect("pattern")
+                }),
+                method: method.map(Into::into),
+            });
+        let guards = jwt0.into_iter().chain(more).collect();
         let topics = self
             .validate
             .into_iter()
@@ -287,7 +312,7 @@ impl Server {
             unbound: templates.iter().map(RouteTemplate::unbound).collect(),
             templates,
             routes: Routes::new(routes, self.exit.map(exit)),
-            authorization,
+            guards,
             client_id: self
                 .client_id
                 .map(|expression| ParamSource::parse(expression).expect("client-id")),
@@ -323,120 +348,6 @@ pub(super) fn started(version: Version) -> Harness {
     let mut h = Opening::new(Server::default().build(), version).start();
     h.connack();
     h
-}
-
-/// A successful PUBREC for `pkid`.
-pub(super) fn pubrec(pkid: u16) -> Packet {
-    pubrec_with(pkid, mqtt_bytes_v5::PubRecReason::Success)
-}
-
-pub(super) fn pubrec_with(pkid: u16, reason: mqtt_bytes_v5::PubRecReason) -> Packet {
-    Packet::PubRec(mqtt_bytes_v5::PubRec {
-        pkid,
-        reason,
-        properties: None,
-    })
-}
-
-/// A successful PUBREL for `pkid`.
-pub(super) fn pubrel(pkid: u16) -> Packet {
-    Packet::PubRel(mqtt_bytes_v5::PubRel {
-        pkid,
-        reason: mqtt_bytes_v5::PubRelReason::Success,
-        properties: None,
-    })
-}
-
-/// A successful PUBCOMP for `pkid`.
-pub(super) fn pubcomp(pkid: u16) -> Packet {
-    pubcomp_with(pkid, mqtt_bytes_v5::PubCompReason::Success)
-}
-
-pub(super) fn pubcomp_with(pkid: u16, reason: mqtt_bytes_v5::PubCompReason) -> Packet {
-    Packet::PubComp(mqtt_bytes_v5::PubComp {
-        pkid,
-        reason,
-        properties: None,
-    })
-}
-
-/// A successful PUBACK for `pkid`.
-pub(super) fn puback(pkid: u16) -> Packet {
-    Packet::PubAck(mqtt_bytes_v5::PubAck {
-        pkid,
-        reason: mqtt_bytes_v5::PubAckReason::Success,
-        properties: None,
-    })
-}
-
-/// A CONNECT from client `id`: clean start, keep-alive 60 s, no properties.
-pub(super) fn connect(id: &str) -> Connect {
-    Connect {
-        keep_alive: 60,
-        client_id: id.into(),
-        clean_start: true,
-        properties: None,
-    }
-}
-
-/// CONNECT properties with every field unset.
-pub(super) fn connect_properties() -> ConnectProperties {
-    ConnectProperties {
-        session_expiry_interval: None,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: Vec::new(),
-        authentication_method: None,
-        authentication_data: None,
-    }
-}
-
-/// A broker's successful CONNACK with `properties` (see [`broker_properties`]).
-pub(super) fn broker_ack(properties: Option<ConnAckProperties>) -> ConnAck {
-    ConnAck {
-        session_present: false,
-        code: ConnectReturnCode::Success,
-        properties,
-    }
-}
-
-/// CONNACK properties with every field unset.
-pub(super) fn broker_properties() -> ConnAckProperties {
-    admit::empty_connack_properties()
-}
-
-/// A publish to `topic` with packet id `pkid` (ignored for QoS 0).
-pub(super) fn publish(topic: &str, qos: QoS, pkid: u16, payload: &'static [u8]) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
-        payload: Bytes::from_static(payload),
-        properties: None,
-    }
-}
-
-/// A SUBSCRIBE of `filters` at QoS 1.
-pub(super) fn subscribe(pkid: u16, filters: &[&str]) -> Packet {
-    Packet::Subscribe(Subscribe {
-        pkid,
-        filters: filters
-            .iter()
-            .map(|path| Filter {
-                path: (*path).into(),
-                qos: QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            })
-            .collect(),
-        properties: None,
-    })
 }
 
 /// What a test opens a session with; [`Opening::start`] admits it (without
@@ -529,6 +440,7 @@ impl Opening {
             will: self.will.clone(),
             login: self.login.clone(),
             assigned: None,
+            guard: None,
         };
         let token = admit::credentials(
             &self.config,
@@ -536,7 +448,7 @@ impl Opening {
             || "zilla-assigned".into(),
             &self.origin,
         )?;
-        let granted = admit::own_grant(&self.config, &self.origin);
+        let granted = admit::own_grant(&self.config, &request, &self.origin);
         admit::before_guard(&self.config, &request, &self.origin, now)?;
         let verdict = admit::granted_verdict(granted, token.as_deref())
             .or_else(|| token.as_deref().map(verdict));
