@@ -25,6 +25,11 @@
 //! with TLS terminated in front of its mqtt server (`proxy-tls`) beside the
 //! plain-TCP `proxy`, on the same broker: see [`crate::bench_tls`].
 //!
+//! The `mtls` scenarios (full mutual-TLS handshakes with a CRL, through
+//! the proxy and through HAProxy terminating the same TLS) run before the
+//! others, on a broker, proxy and HAProxy of their own: see
+//! [`crate::bench_mtls`]; `--only mtls` runs them alone.
+//!
 //! The `storm` scenario (a broker restart under `--storm N` sessions) runs
 //! on a broker, proxies and HAProxy of its own: see [`crate::bench_storm`].
 //!
@@ -34,27 +39,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use crate::bench_configs::{haproxy_cfg, proxy_ws_yaml, proxy_yaml, with_every_metric};
+use crate::bench_mtls::MTLS_SCENARIOS;
+use crate::bench_proc::{
+    cpu_seconds, ended_children_cpu_seconds, ensure_haproxy, start_haproxy, BENCH_DIR, LOADGEN,
+    LOADGEN_CPU, MOSQUITTO_TUNING,
+};
 use crate::bench_report::{machine, report, Sample};
 use crate::bench_tls::{start_tls_path, TLS_PROXY, TLS_SCENARIOS};
-use crate::{cargo, run, token, which};
-
-pub(crate) const BENCH_DIR: &str = "target/bench";
-pub(crate) const LOADGEN: &str = "target/release/mqtt-bench";
-
-/// mosquitto for benchmarks, as users run it (Nagle on its sockets, its
-/// default) with room for a QoS 1 window and no queue limit that would drop
-/// messages mid-run.
-pub(crate) const MOSQUITTO_TUNING: &str = "max_inflight_messages 100
-max_queued_messages 1000000
-max_connections -1
-";
+use crate::{cargo, run, token};
 
 /// The latency scenario's broker also sends without Nagle's delay, which
 /// would otherwise add milliseconds to every path alike and hide what the
@@ -79,68 +78,6 @@ struct Target {
     front: Option<&'static str>,
     /// MQTT over WebSocket, with this request path (plain TCP when none).
     ws_path: Option<&'static str>,
-}
-
-/// CPU seconds (user + system) a process has used so far.
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    // utime and stime are fields 14 and 15 of the line; 12 and 13 after `)` and the state.
-    stat_seconds(&format!("/proc/{pid}/stat"), 11)
-}
-
-/// The process name the load generator's CPU is sampled under.
-pub(crate) const LOADGEN_CPU: &str = "mqtt-bench";
-
-/// CPU seconds (user + system) of this process's children that have ended
-/// and been waited for: around one run, the load generator's.
-pub(crate) fn ended_children_cpu_seconds() -> f64 {
-    // cutime and cstime, fields 16 and 17.
-    stat_seconds("/proc/self/stat", 13)
-}
-
-/// Two fields of a `/proc/*/stat` line, from the `index`th after the state, in seconds.
-fn stat_seconds(path: &str, index: usize) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(index) + ticks(index + 1)) / clock_ticks()
-}
-
-/// Asked once: every `getconf` run would be a child whose CPU counts as the
-/// load generator's.
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-pub(crate) fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The running processes whose CPU is measured, by name.
@@ -283,6 +220,9 @@ struct Settings {
     /// Another build of the host, measured beside this one as `proxy-baseline`
     /// (e.g. the commit before an optimisation).
     baseline: Option<PathBuf>,
+    /// The build of the host measured as `proxy` (`--host`), instead of
+    /// building `target/release/zilla` from the working tree.
+    host: Option<PathBuf>,
     rounds: usize,
     qos0_messages: u64,
     qos1_messages: u64,
@@ -301,11 +241,13 @@ impl Settings {
     }
 
     /// Whether to run `scenario`, which `websocket` selects too when it is
-    /// one of [`WEBSOCKET_SCENARIOS`], and `tls` when one of `TLS_SCENARIOS`.
+    /// one of [`WEBSOCKET_SCENARIOS`], `tls` when one of `TLS_SCENARIOS`,
+    /// and `mtls` when one of `MTLS_SCENARIOS`.
     fn runs(&self, scenario: &str) -> bool {
         self.wants(scenario)
             || (WEBSOCKET_SCENARIOS.contains(&scenario) && self.wants("websocket"))
             || (TLS_SCENARIOS.contains(&scenario) && self.wants("tls"))
+            || (MTLS_SCENARIOS.contains(&scenario) && self.wants("mtls"))
     }
 
     fn parse(args: &[String]) -> Result<Self> {
@@ -314,6 +256,7 @@ impl Settings {
             Self {
                 only: Vec::new(),
                 baseline: None,
+                host: None,
                 rounds: 1,
                 qos0_messages: 100_000,
                 qos1_messages: 50_000,
@@ -327,6 +270,7 @@ impl Settings {
             Self {
                 only: Vec::new(),
                 baseline: None,
+                host: None,
                 rounds: 3,
                 qos0_messages: 1_000_000,
                 qos1_messages: 300_000,
@@ -349,6 +293,10 @@ impl Settings {
                 settings.baseline = Some(iter.next().context("--baseline needs a path")?.into());
                 continue;
             }
+            if flag == "--host" {
+                settings.host = Some(iter.next().context("--host needs a path")?.into());
+                continue;
+            }
             if flag == "--only" {
                 let list = iter.next().context("--only needs a list")?;
                 settings.only = list.split(',').map(str::to_owned).collect();
@@ -360,8 +308,9 @@ impl Settings {
                 "--idle" => settings.idle = value()?,
                 "--sharded-idle" => settings.sharded_idle = value()?,
                 "--storm" => settings.storm = value()?,
+                "--connects" => settings.connects = value()?,
                 other => bail!(
-                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --only a,b, --baseline ZILLA)"
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --connects N, --only a,b, --baseline ZILLA, --host ZILLA)"
                 ),
             }
         }
@@ -369,56 +318,24 @@ impl Settings {
     }
 }
 
-fn ensure_haproxy() -> Result<PathBuf> {
-    if !which("haproxy") && which("apt-get") {
-        run(
-            "install haproxy",
-            Command::new("apt-get").args(["install", "-y", "-qq", "haproxy"]),
-        )?;
-    }
-    if !which("haproxy") {
-        bail!("haproxy is not installed: apt-get install -y haproxy");
-    }
-    Ok(PathBuf::from("haproxy"))
-}
-
-pub(crate) fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Child> {
-    let child = Command::new(binary)
-        .arg("-db")
-        .arg("-f")
-        .arg(config)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting haproxy")?;
-    let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", l4)).is_err() {
-        if std::time::SystemTime::now() > deadline {
-            bail!("haproxy did not listen on {l4}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(child)
-}
-
 /// Runs every scenario and writes `target/bench/report.md`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let settings = Settings::parse(args)?;
+    // The host to measure: `--host`, or built here from the working tree.
+    let packages: &[&str] = match &settings.host {
+        Some(_) => &["-p", "zilla-mqtt-bench"],
+        None => &["-p", "zilla", "-p", "zilla-mqtt-bench"],
+    };
     run(
         "build the host and the load generator",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "zilla",
-            "-p",
-            "zilla-mqtt-bench",
-        ]),
+        cargo().args(["build", "--release"]).args(packages),
     )?;
+    let host = (settings.host.clone()).unwrap_or_else(|| PathBuf::from("target/release/zilla"));
     crate::ensure_mosquitto()?;
     std::fs::create_dir_all(BENCH_DIR)?;
     let fleet = crate::bench_fleet::Fleet {
         dir: Path::new(BENCH_DIR),
-        host: Path::new("target/release/zilla"),
+        host: &host,
         guards: &zilla_testkit::seed::guards_yaml(),
         tuning: MOSQUITTO_TUNING,
         qos0_messages: settings.qos0_messages,
@@ -431,6 +348,25 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         return Ok(());
     }
     let haproxy = ensure_haproxy()?;
+    let mtls = crate::bench_mtls::Mtls {
+        dir: Path::new(BENCH_DIR),
+        host: &host,
+        haproxy: &haproxy,
+        connects: settings.connects,
+        rounds: settings.rounds,
+        revoked: 1_000,
+    };
+    let mtls = crate::bench_mtls::mtls(&mtls, |s| settings.runs(s))?
+        .map(|tables| format!("Machine: {}.\n{tables}", machine()));
+    if let Some(report) = &mtls {
+        let path = Path::new(BENCH_DIR).join("mtls.md");
+        std::fs::write(&path, report)?;
+        println!("\n{report}\n== written to {}", path.display());
+    }
+    let apart = |s: &String| fleet_only(s) || s == "mtls" || MTLS_SCENARIOS.contains(&s.as_str());
+    if !settings.only.is_empty() && settings.only.iter().all(apart) {
+        return Ok(());
+    }
     // Room for many connections from one address; best effort (needs root).
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "10240 65000");
     std::fs::create_dir_all(BENCH_DIR)?;
@@ -441,7 +377,6 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     let guards = zilla_testkit::seed::guards_yaml();
     let mut proxies = Vec::new();
-    let host = PathBuf::from("target/release/zilla");
     let baseline = settings.baseline.clone().unwrap_or_else(|| host.clone());
     // `proxy-latency-w1` is the latency path with one worker thread
     // (`zilla start -w 1`): on a machine where the brokers, the proxies and
@@ -785,7 +720,8 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let _ = haproxy_process.kill();
     let _ = haproxy_process.wait();
 
-    let report = report(settings.rounds, settings.idle, &samples, &idle, sharded);
+    let mut report = report(settings.rounds, settings.idle, &samples, &idle, sharded);
+    report.push_str(mtls.as_deref().unwrap_or_default());
     let path = dir.join("report.md");
     std::fs::write(&path, &report)?;
     println!("\n{report}\n== written to {}", path.display());

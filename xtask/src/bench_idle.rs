@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
-use crate::bench::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
 use crate::bench_configs::proxy_yaml;
+use crate::bench_proc::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
 
 /// Starts a load generator that opens `connections` idle sessions on `port`
 /// and waits until they are all open: the running generator (kill it to

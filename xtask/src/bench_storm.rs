@@ -26,8 +26,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{free_port, mosquitto_path, wait_for, ZillaProcess};
 
-use crate::bench::{cpu_seconds, start_haproxy, LOADGEN};
 use crate::bench_configs::{haproxy_cfg, proxy_yaml};
+use crate::bench_proc::{cpu_seconds, start_haproxy, LOADGEN};
 use crate::bench_report::Sample;
 
 /// What the scenario needs from the bench.

@@ -20,8 +20,8 @@ use anyhow::Result;
 use zilla_testkit::pki::TestCa;
 use zilla_testkit::ZillaProcess;
 
-use crate::bench::LOADGEN_CPU;
 use crate::bench_configs::proxy_yaml;
+use crate::bench_proc::LOADGEN_CPU;
 use crate::bench_report::{cpu_per_million, metric, ratio, Sample};
 
 /// What `--only tls` selects (all three run on the same two paths).

@@ -6,8 +6,9 @@
 //!   runs the seed example (`examples/mqtt.proxy.jwt`) in front of it, prints a
 //!   fresh token and the commands that work with it, and shows a message going
 //!   through.
-//! - `bench [--quick] [--rounds N] [--idle N] [--sharded-idle N] [--storm N] [--baseline ZILLA]
-//!   [--only qos0,qos1,fan-in,latency,connect,validation,idle,idle-sharded,storm,tls]`: the proxy against mosquitto
+//! - `bench [--quick] [--rounds N] [--idle N] [--sharded-idle N] [--storm N] [--connects N]
+//!   [--baseline ZILLA] [--host ZILLA]
+//!   [--only qos0,qos1,fan-in,latency,connect,validation,idle,idle-sharded,storm,tls,mtls]`: the proxy against mosquitto
 //!   direct and HAProxy on loopback; writes `target/bench/report.md`.
 //! - `token [--sub S] [--scope S] [--claim k=v]... [--expires-in SECONDS]
 //!   [--key PEM] [--kid KID] [--issuer I] [--audience A]`: prints a signed JWT.
@@ -20,6 +21,8 @@ mod bench;
 mod bench_configs;
 mod bench_fleet;
 mod bench_idle;
+mod bench_mtls;
+mod bench_proc;
 mod bench_report;
 mod bench_storm;
 mod bench_tls;

@@ -8,7 +8,8 @@
 //! `--ws-path /mqtt` makes the raw client speak MQTT over WebSocket
 //! (subprotocol `mqtt`) instead of plain TCP; `--tls-ca ca.pem` puts TLS
 //! under either (the `throughput`, `latency`, `connect` and `idle`
-//! scenarios, on the raw client). `storm` holds sessions through
+//! scenarios, on the raw client), with a client certificate for mutual TLS
+//! when `--tls-cert` and `--tls-key` name one. `storm` holds sessions through
 //! a broker restart and times their reconnection (see [`storm`]).
 
 mod raw;
@@ -78,6 +79,13 @@ struct Target {
     /// The server name sent (SNI) and verified with `--tls-ca`.
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     tls_server_name: String,
+    /// Mutual TLS: present the client certificate (chain, PEM, leaf first)
+    /// in this file, with `--tls-key`.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn ws_path(path: &str) -> Result<String, String> {
@@ -407,31 +415,48 @@ async fn connect_rate(args: ConnectArgs) -> Result<serde_json::Value> {
         let (total, sources) = (args.connections, args.sources);
         workers.push(tokio::spawn(async move {
             let mut failures = 0u64;
+            let mut tls = None;
+            let mut error = None;
             loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if index >= total {
-                    return failures;
+                    return (failures, tls, error);
                 }
                 let id = format!("{prefix}-{index}");
                 match Conn::connect(&target, &id, source(index, sources), 60).await {
-                    Ok(conn) => conn.disconnect().await,
-                    Err(_) => failures += 1,
+                    Ok(conn) => {
+                        if tls.is_none() {
+                            tls = conn.tls_summary();
+                        }
+                        conn.disconnect().await;
+                    }
+                    Err(why) => {
+                        failures += 1;
+                        error.get_or_insert_with(|| format!("{why:#}"));
+                    }
                 }
             }
         }));
     }
-    let mut failures = 0;
+    let (mut failures, mut tls, mut error) = (0, None, None);
     for worker in workers {
-        failures += worker.await?;
+        let (failed, negotiated, why) = worker.await?;
+        failures += failed;
+        tls = tls.or(negotiated);
+        error = error.or(why);
     }
     let seconds = start.elapsed().as_secs_f64();
     let connected = args.connections - failures;
+    // What TLS negotiated (the first connection that completed says) and the
+    // first failure's reason, when there are any.
     Ok(serde_json::json!({
         "scenario": "connect",
         "connections": args.connections,
         "failures": failures,
         "seconds": seconds,
         "rate": connected as f64 / seconds,
+        "tls": tls,
+        "first_failure": error,
     }))
 }
 

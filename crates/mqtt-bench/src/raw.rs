@@ -113,6 +113,11 @@ impl Conn {
         }
     }
 
+    /// What TLS negotiated on this connection, if it is TLS.
+    pub(crate) fn tls_summary(&self) -> Option<String> {
+        self.stream.tls_summary()
+    }
+
     async fn next(&mut self) -> Result<Packet> {
         loop {
             match Packet::read(&mut self.buf, None) {

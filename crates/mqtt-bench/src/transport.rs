@@ -1,5 +1,5 @@
 //! The byte streams the raw client speaks MQTT over: a TCP socket, TLS on
-//! one (`--tls-ca`), or a WebSocket (subprotocol `mqtt`, MQTT packets in
+//! one (`--tls-ca`, with a client certificate: `--tls-cert`), or a WebSocket (subprotocol `mqtt`, MQTT packets in
 //! binary frames) on either, layered in that order by [`open`].
 //!
 //! An enum rather than a trait object so that the TCP path stays what it
@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -96,7 +96,7 @@ pub(crate) async fn open(
         Some(ca) => {
             let name = ServerName::try_from(target.tls_server_name.clone())
                 .with_context(|| format!("`{}` is not a server name", target.tls_server_name))?;
-            let tls = connector(ca)?
+            let tls = connector(ca, target)?
                 .connect(name, stream)
                 .await
                 .with_context(|| format!("the TLS handshake with {addr}"))?;
@@ -113,17 +113,18 @@ pub(crate) async fn open(
 }
 
 /// The TLS client configuration, built once per process from the CA
-/// certificates in `ca` (a process runs against one target). Session
-/// resumption is off, so that every connection makes a full handshake.
-fn connector(ca: &Path) -> anyhow::Result<TlsConnector> {
+/// certificates in `ca` and the client certificate of `target`, if any (a
+/// process runs against one target). Session resumption is off, so that
+/// every connection makes a full handshake.
+fn connector(ca: &Path, target: &Target) -> anyhow::Result<TlsConnector> {
     static CONNECTOR: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
     CONNECTOR
-        .get_or_init(|| build_connector(ca).map_err(|error| format!("{error:#}")))
+        .get_or_init(|| build_connector(ca, target).map_err(|error| format!("{error:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build_connector(ca: &Path) -> anyhow::Result<TlsConnector> {
+fn build_connector(ca: &Path, target: &Target) -> anyhow::Result<TlsConnector> {
     let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -132,10 +133,24 @@ fn build_connector(ca: &Path) -> anyhow::Result<TlsConnector> {
     anyhow::ensure!(!roots.is_empty(), "no certificate in {}", ca.display());
     // The one crypto provider of the workspace (the proxy's tls binding too).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match (&target.tls_cert, &target.tls_key) {
+        (Some(cert), Some(key)) => {
+            let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let chain = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("a certificate in {}", cert.display()))?;
+            anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("a private key in {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and its key")?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     config.resumption = rustls::client::Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(config)))
 }
@@ -218,6 +233,28 @@ impl Transport {
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
         Ok(Self::Ws(Box::new(ws)))
+    }
+
+    /// What TLS negotiated, e.g. `TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519`
+    /// (none on plain TCP and WebSocket).
+    pub(crate) fn tls_summary(&self) -> Option<String> {
+        let Self::Tls(tls) = self else { return None };
+        let (_, connection) = tls.get_ref();
+        let name = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+        Some(format!(
+            "{} {} {}",
+            name(connection.protocol_version().map(|v| format!("{v:?}"))),
+            name(
+                connection
+                    .negotiated_cipher_suite()
+                    .map(|s| format!("{:?}", s.suite()))
+            ),
+            name(
+                connection
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name()))
+            ),
+        ))
     }
 
     /// Appends what arrives to `buf`; 0 when the peer closed.
