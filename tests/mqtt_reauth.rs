@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zilla as _;
+use zilla_testkit::clients::{run_script, Library};
 use zilla_testkit::mqtt::packets::{
     ConnAck, Connect, ConnectProperties, ConnectReturnCode, Login, Packet, PubAckReason, Publish,
     QoS, SubscribeReasonCode,
@@ -394,53 +395,12 @@ async fn user_name_tokens_work_as_before() {
 
 #[tokio::test]
 async fn mqttjs_refreshes_its_token_in_its_session() {
-    use zilla_testkit::clients::{run_script, Library};
     let logs = tempfile::tempdir().unwrap();
     let broker = logging_broker(&logs);
     let proxy = proxy(&broker).await;
     let key = zilla_testkit::seed::dir().join("private.pem");
-    let args = [
-        "--port",
-        &proxy.port.to_string(),
-        "--key",
-        &key.display().to_string(),
-        "--sub",
-        "device1",
-        "--lifetime",
-        "3",
-        "--every",
-        "2",
-        "--rounds",
-        "6",
-        "--prefix",
-        "mqttjs",
-    ]
-    .map(str::to_owned);
-    let command = Library::MqttJs
-        .command("reauth", &args)
-        .unwrap_or_else(|error| panic!("{error}"));
-    let run = run_script(command, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    assert!(run.failures().is_empty(), "{}", run.transcript());
-    let mut expected = vec!["connect".to_owned(), "subscribe".to_owned()];
-    expected.extend((1..=6).map(|round| format!("refresh_{round}")));
-    expected.push("expiry".into());
-    assert_eq!(run.checks(), expected, "{}", run.transcript());
-    // One session: started once, re-authenticated six times.
-    let events = zilla_testkit::proxy::captured_events();
-    let count = |kind: &str| {
-        (events.iter())
-            .filter(|e| e.contains(kind) && e.contains("\"mqttjs-refresher\""))
-            .count()
-    };
-    assert_eq!(count("MQTT_SESSION_STARTED"), 1, "no reconnect");
-    assert_eq!(count("MQTT_REAUTHENTICATED"), 6);
-    assert_eq!(
-        broker_connections(&logs, "mqttjs-refresher"),
-        1,
-        "the broker saw one connection"
-    );
+    let target = ["--port".to_owned(), proxy.port.to_string()];
+    refreshes_six_times_on_one_connection(&target, &key, "mqttjs", &logs).await;
     proxy.engine.shutdown().await;
 }
 
@@ -632,7 +592,6 @@ async fn ws_proxy(broker: &Mosquitto) -> Proxy {
 /// refreshing; the broker saw one connection.
 #[tokio::test]
 async fn mqttjs_over_websocket_refreshes_its_token_past_the_first_one() {
-    use zilla_testkit::clients::{run_script, Library};
     let logs = tempfile::tempdir().unwrap();
     let broker = logging_broker(&logs);
     let proxy = ws_proxy(&broker).await;
@@ -642,23 +601,38 @@ async fn mqttjs_over_websocket_refreshes_its_token_past_the_first_one() {
         proxy.port,
         token("device1", "sub pub", 3)
     );
-    let args = [
-        "--url",
-        &url,
-        "--key",
-        &key.display().to_string(),
-        "--sub",
-        "device1",
-        "--lifetime",
-        "3",
-        "--every",
-        "2",
-        "--rounds",
-        "6",
-        "--prefix",
-        "mqttjs-ws",
-    ]
-    .map(str::to_owned);
+    let target = ["--url".to_owned(), url];
+    refreshes_six_times_on_one_connection(&target, &key, "mqttjs-ws", &logs).await;
+    proxy.engine.shutdown().await;
+}
+
+/// Runs MQTT.js's `reauth` script against `target` (`--port` or `--url`):
+/// 3 s tokens refreshed every 2 s six times, then left to expire; the proxy
+/// started one session for it and the broker saw one connection.
+async fn refreshes_six_times_on_one_connection(
+    target: &[String; 2],
+    key: &std::path::Path,
+    prefix: &str,
+    logs: &tempfile::TempDir,
+) {
+    let mut args: Vec<String> = target.to_vec();
+    args.extend(
+        [
+            "--key",
+            &key.display().to_string(),
+            "--sub",
+            "device1",
+            "--lifetime",
+            "3",
+            "--every",
+            "2",
+            "--rounds",
+            "6",
+            "--prefix",
+            prefix,
+        ]
+        .map(str::to_owned),
+    );
     let command = Library::MqttJs
         .command("reauth", &args)
         .unwrap_or_else(|error| panic!("{error}"));
@@ -670,18 +644,18 @@ async fn mqttjs_over_websocket_refreshes_its_token_past_the_first_one() {
     expected.extend((1..=6).map(|round| format!("refresh_{round}")));
     expected.push("expiry".into());
     assert_eq!(run.checks(), expected, "{}", run.transcript());
+    let client_id = format!("\"{prefix}-refresher\"");
     let events = zilla_testkit::proxy::captured_events();
     let count = |kind: &str| {
         (events.iter())
-            .filter(|e| e.contains(kind) && e.contains("\"mqttjs-ws-refresher\""))
+            .filter(|e| e.contains(kind) && e.contains(&client_id))
             .count()
     };
     assert_eq!(count("MQTT_SESSION_STARTED"), 1, "no reconnect");
     assert_eq!(count("MQTT_REAUTHENTICATED"), 6);
     assert_eq!(
-        broker_connections(&logs, "mqttjs-ws-refresher"),
+        broker_connections(logs, &format!("{prefix}-refresher")),
         1,
         "the broker saw one connection"
     );
-    proxy.engine.shutdown().await;
 }
