@@ -33,6 +33,10 @@
 //! The `storm` scenario (a broker restart under `--storm N` sessions) runs
 //! on a broker, proxies and HAProxy of its own: see [`crate::bench_storm`].
 //!
+//! The `reauth` scenario (issue 27: short-lived tokens refreshed by AUTH vs
+//! reconnecting at expiry) runs first and only when named in `--only`, on a
+//! broker and proxy of its own: see [`crate::bench_reauth`].
+//!
 //! The `replicas` and `fairness` scenarios run first, on brokers of their
 //! own, when selected (see [`crate::bench_fleet`]); `--only` with nothing
 //! else runs them alone.
@@ -233,6 +237,8 @@ struct Settings {
     sharded_idle: u64,
     /// Sessions dropped and reconnected in the storm scenario.
     storm: u64,
+    /// The reauth scenario: sessions, token lifetime (s), seconds per run, rounds.
+    reauth: (u64, u64, u64, usize),
 }
 
 impl Settings {
@@ -265,6 +271,7 @@ impl Settings {
                 idle: 2_000,
                 sharded_idle: 10_000,
                 storm: 2_000,
+                reauth: (200, 10, 40, 1),
             }
         } else {
             Self {
@@ -279,6 +286,7 @@ impl Settings {
                 idle: 9_000,
                 sharded_idle: 50_000,
                 storm: 9_000,
+                reauth: (2_000, 60, 300, 1),
             }
         };
         let mut iter = args.iter();
@@ -309,8 +317,12 @@ impl Settings {
                 "--sharded-idle" => settings.sharded_idle = value()?,
                 "--storm" => settings.storm = value()?,
                 "--connects" => settings.connects = value()?,
+                "--reauth" => settings.reauth.0 = value()?,
+                "--reauth-lifetime" => settings.reauth.1 = value()?,
+                "--reauth-duration" => settings.reauth.2 = value()?,
+                "--reauth-rounds" => settings.reauth.3 = value()? as usize,
                 other => bail!(
-                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --connects N, --only a,b, --baseline ZILLA, --host ZILLA)"
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --connects N, --reauth N, --reauth-lifetime S, --reauth-duration S, --reauth-rounds N, --only a,b, --baseline ZILLA, --host ZILLA)"
                 ),
             }
         }
@@ -333,6 +345,31 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let host = (settings.host.clone()).unwrap_or_else(|| PathBuf::from("target/release/zilla"));
     crate::ensure_mosquitto()?;
     std::fs::create_dir_all(BENCH_DIR)?;
+    // Only when named: a full run takes 5 x `--reauth-duration`.
+    if settings.only.iter().any(|s| s == "reauth") {
+        let (sessions, lifetime, duration, rounds) = settings.reauth;
+        let reauth = crate::bench_reauth::Reauth {
+            dir: Path::new(BENCH_DIR),
+            host: &host,
+            guards: &zilla_testkit::seed::guards_yaml(),
+            sessions,
+            lifetime,
+            duration,
+            publish_interval_ms: 1_000,
+            rounds,
+        };
+        let report = format!(
+            "Machine: {}.\n\n{}",
+            machine(),
+            crate::bench_reauth::reauth(&reauth)?
+        );
+        let path = Path::new(BENCH_DIR).join("reauth.md");
+        std::fs::write(&path, &report)?;
+        println!("\n{report}\n== written to {}", path.display());
+        if settings.only.iter().all(|s| s == "reauth") {
+            return Ok(());
+        }
+    }
     let fleet = crate::bench_fleet::Fleet {
         dir: Path::new(BENCH_DIR),
         host: &host,

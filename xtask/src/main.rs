@@ -23,6 +23,7 @@ mod bench_fleet;
 mod bench_idle;
 mod bench_mtls;
 mod bench_proc;
+mod bench_reauth;
 mod bench_report;
 mod bench_storm;
 mod bench_tls;

@@ -10,9 +10,11 @@
 //! under either (the `throughput`, `latency`, `connect` and `idle`
 //! scenarios, on the raw client), with a client certificate for mutual TLS
 //! when `--tls-cert` and `--tls-key` name one. `storm` holds sessions through
-//! a broker restart and times their reconnection (see [`storm`]).
+//! a broker restart and times their reconnection (see [`storm`]); `reauth`
+//! refreshes short-lived tokens by AUTH or by reconnecting (see [`reauth`]).
 
 mod raw;
+mod reauth;
 mod rumqttc_client;
 mod storm;
 mod transport;
@@ -53,6 +55,9 @@ enum Command {
     /// Holds sessions until they are dropped (a broker restart), reconnects
     /// them with back-off and times how long until all are back.
     Storm(storm::StormArgs),
+    /// Sessions with short-lived tokens refreshed by AUTH or by reconnecting
+    /// at expiry, publishing QoS 1; delivery delay and losses.
+    Reauth(reauth::ReauthArgs),
 }
 
 /// Where to connect and with which credentials.
@@ -222,6 +227,7 @@ fn main() -> Result<()> {
             Command::Connect(args) => connect_rate(args).await,
             Command::Idle(args) => idle(args).await,
             Command::Storm(args) => storm::storm(args).await,
+            Command::Reauth(args) => reauth::reauth(args).await,
         }
     })?;
     println!("{report}");
