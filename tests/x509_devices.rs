@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use rustls::AlertDescription;
 use tokio::time::Instant;
-use zilla_testkit::clients::Library;
 use zilla_testkit::mqtt::packets::{
     ConnectReturnCode, Disconnect, DisconnectReasonCode, Login, Packet, PingReq,
 };
@@ -38,7 +37,6 @@ use tls_mqtt::{refusal, refusal_from, Ending, TlsMqtt, WssMqtt};
 
 #[path = "support/x509_scripts.rs"]
 mod x509_scripts;
-use x509_scripts::{device_script, Transport};
 
 /// Devices publish and subscribe under their own CN with mosquitto's
 /// clients, MQTT 5 and 3.1.1: a command an application (JWT, no
@@ -258,15 +256,9 @@ async fn another_devices_topics_are_refused_and_never_delivered() {
         ]
     };
     // 3.1.1's refusals are counted with the code 5.0 would have read.
-    example
-        .wait_metric("mqtt_refusals_total", &refusals("PUBACK"), 2.0)
-        .await;
-    example
-        .wait_metric("mqtt_refusals_total", &refusals("PUBLISH"), 1.0)
-        .await;
-    example
-        .wait_metric("mqtt_refusals_total", &refusals("SUBACK"), 2.0)
-        .await;
+    let (puback, publish, suback) = (refusals("PUBACK"), refusals("PUBLISH"), refusals("SUBACK"));
+    let each: [(&[(&str, &str)], f64); 3] = [(&puback, 2.0), (&publish, 1.0), (&suback, 2.0)];
+    example.wait_metrics("mqtt_refusals_total", &each).await;
 }
 
 /// Certificates the handshake refuses: the client reads the alert on its
@@ -627,12 +619,9 @@ async fn the_client_id_is_the_certificates_cn() {
     }
 
     let connects = |code: &'static str| [("binding", DEVICES), ("reason_code", code)];
-    example
-        .wait_metric("mqtt_connects_total", &connects("0x85"), 3.0)
-        .await;
-    example
-        .wait_metric("mqtt_connects_total", &connects("0x00"), 2.0)
-        .await;
+    let (refused, accepted) = (connects("0x85"), connects("0x00"));
+    let each: [(&[(&str, &str)], f64); 2] = [(&refused, 3.0), (&accepted, 2.0)];
+    example.wait_metrics("mqtt_connects_total", &each).await;
 }
 
 /// `limits: [{key: identity, connects: {rate: 1, burst: 10}}]` counts a
@@ -781,44 +770,4 @@ async fn a_session_ends_when_its_certificate_expires() {
     example
         .wait_metric("mqtt_refusals_total", &disconnects, 3.0)
         .await;
-}
-
-#[tokio::test]
-async fn paho_device_over_mqtts_and_mqtt_5() {
-    device_script(Library::Paho, Transport::Mqtts, 5).await;
-}
-
-#[tokio::test]
-async fn paho_device_over_mqtts_and_mqtt_3_1_1() {
-    device_script(Library::Paho, Transport::Mqtts, 4).await;
-}
-
-#[tokio::test]
-async fn paho_device_over_wss_and_mqtt_5() {
-    device_script(Library::Paho, Transport::Wss, 5).await;
-}
-
-#[tokio::test]
-async fn paho_device_over_wss_and_mqtt_3_1_1() {
-    device_script(Library::Paho, Transport::Wss, 4).await;
-}
-
-#[tokio::test]
-async fn mqttjs_device_over_mqtts_and_mqtt_5() {
-    device_script(Library::MqttJs, Transport::Mqtts, 5).await;
-}
-
-#[tokio::test]
-async fn mqttjs_device_over_mqtts_and_mqtt_3_1_1() {
-    device_script(Library::MqttJs, Transport::Mqtts, 4).await;
-}
-
-#[tokio::test]
-async fn mqttjs_device_over_wss_and_mqtt_5() {
-    device_script(Library::MqttJs, Transport::Wss, 5).await;
-}
-
-#[tokio::test]
-async fn mqttjs_device_over_wss_and_mqtt_3_1_1() {
-    device_script(Library::MqttJs, Transport::Wss, 4).await;
 }

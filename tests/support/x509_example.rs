@@ -302,6 +302,13 @@ impl Example {
     /// Waits until [`metric`](Self::metric) is `expected`: counters are
     /// counted as the proxy gets to them, which may be just after the
     /// client saw the outcome.
+    /// Waits for each `(labels, expected)` of metric `name` in turn.
+    pub(crate) async fn wait_metrics(&self, name: &str, each: &[(&[(&str, &str)], f64)]) {
+        for (labels, expected) in each {
+            self.wait_metric(name, labels, *expected).await;
+        }
+    }
+
     pub(crate) async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
         let reached = tokio::time::timeout(TIMEOUT, async {
             loop {

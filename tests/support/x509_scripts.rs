@@ -145,3 +145,46 @@ pub(crate) async fn device_script(library: Library, transport: Transport, protoc
     }
     eprintln!("{what}: every check passed in {:?}", script.elapsed);
 }
+
+// The library clients as devices, over both transports and versions; run
+// with the rest of tests/x509_devices.rs, whose module this is.
+
+#[tokio::test]
+async fn paho_device_over_mqtts_and_mqtt_5() {
+    device_script(Library::Paho, Transport::Mqtts, 5).await;
+}
+
+#[tokio::test]
+async fn paho_device_over_mqtts_and_mqtt_3_1_1() {
+    device_script(Library::Paho, Transport::Mqtts, 4).await;
+}
+
+#[tokio::test]
+async fn paho_device_over_wss_and_mqtt_5() {
+    device_script(Library::Paho, Transport::Wss, 5).await;
+}
+
+#[tokio::test]
+async fn paho_device_over_wss_and_mqtt_3_1_1() {
+    device_script(Library::Paho, Transport::Wss, 4).await;
+}
+
+#[tokio::test]
+async fn mqttjs_device_over_mqtts_and_mqtt_5() {
+    device_script(Library::MqttJs, Transport::Mqtts, 5).await;
+}
+
+#[tokio::test]
+async fn mqttjs_device_over_mqtts_and_mqtt_3_1_1() {
+    device_script(Library::MqttJs, Transport::Mqtts, 4).await;
+}
+
+#[tokio::test]
+async fn mqttjs_device_over_wss_and_mqtt_5() {
+    device_script(Library::MqttJs, Transport::Wss, 5).await;
+}
+
+#[tokio::test]
+async fn mqttjs_device_over_wss_and_mqtt_3_1_1() {
+    device_script(Library::MqttJs, Transport::Wss, 4).await;
+}
