@@ -120,7 +120,10 @@ pub use registry::{
 };
 pub use route::{Exit, Resolved, Route, Routes};
 pub use shutdown::{Drained, Shutdown};
-pub use store::{SharedState, Store};
+pub use store::{
+    BucketRate, Lease, LeaseState, Membership, SharedCounts, SharedState, Store, StoreStats,
+    StoreStatsBlock, Taken, Unavailable,
+};
 pub use telemetry::{EventLayer, Events, Exporter};
 pub use vault::{Crl, CrlSet, KeyEntry, RevocationLists, Vault, VaultError};
 

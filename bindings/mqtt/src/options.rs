@@ -39,6 +39,8 @@ pub struct MqttServerOptions {
     /// The store (a `stores` entry) that holds session ownership: servers
     /// naming the same store take over each other's sessions by client id.
     /// Zilla requires it; without it this server keeps its own (our choice).
+    /// A store shared by the fleet (type `redis`) also counts `limits`
+    /// across every replica; session ownership stays in each process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
     /// Payload and user-property validation by topic.
@@ -89,6 +91,12 @@ pub struct MqttServerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub limit_wait: Option<u32>,
+    /// What the server does while the store counting its limits (a
+    /// `redis` store, shared by the fleet) does not answer (beyond Zilla):
+    /// `local` (default) counts in this process, each limit divided by the
+    /// replicas last seen alive; `refuse` answers new CONNECTs 0x88.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<crate::limits::OnUnavailable>,
     /// The client id a session must have (beyond Zilla; AWS IoT binds the
     /// client id to the thing name): a guarded value such as
     /// `${guarded['x509_0'].identity}`. A CONNECT with another id is

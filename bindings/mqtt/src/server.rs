@@ -6,16 +6,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use zilla_engine::store::STORE_METRICS;
+use zilla_engine::telemetry::metrics::Recorder;
 use zilla_engine::{
-    async_trait, Binding, BindingContext, BuildError, ByteStream, Ports, StartContext, StartError,
-    StreamHandler, StreamInfo,
+    async_trait, Binding, BindingContext, BuildError, ByteStream, Ports, SharedCounts,
+    StartContext, StartError, StoreStatsBlock, StreamHandler, StreamInfo,
 };
 
 use crate::codec::Version;
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
 use crate::flow::Flow;
 use crate::limits::registry::LimitRegistry;
-use crate::limits::Limits;
+use crate::limits::{Fleet, Limits};
 use crate::metrics::{self, MqttFamily, SessionMetrics};
 use crate::options::{
     CredentialsPattern, MqttCondition, MqttServerOptions, OnInvalid, ParamSource, RouteTemplate,
@@ -156,13 +158,31 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             .iter()
             .map(|shared| shared.message(cx.name()))
             .collect();
-    let (sessions, limit_registry) = registries?;
-    let limits = Limits::new(&options.limits, options.limit_wait, limit_registry)
+    let (sessions, limit_registry, shared) = registries?;
+    let mut limits = Limits::new(&options.limits, options.limit_wait, limit_registry)
         .map_err(|(path, message)| cx.error(&format!("options.{path}"), message))?;
+    let store_metrics = match shared {
+        Some(counts) => {
+            let metrics = cx.metrics().family::<StoreStatsBlock>(&STORE_METRICS, counts.stats());
+            limits.share(Fleet {
+                counts,
+                policy: options.unavailable.unwrap_or_default(),
+            });
+            metrics.map(|family| std::sync::Mutex::new(family.open()))
+        }
+        None if options.unavailable.is_some() => {
+            return Err(cx.error(
+                "options.unavailable",
+                "applies to limits counted in a store the fleet shares (`options.store` naming a store of type redis)",
+            ))
+        }
+        None => None,
+    };
     let metrics = metrics::family(&cx.metrics(), &routes, &topics, &limits);
     Ok(Arc::new(MqttServer {
         shared_brokers,
         metrics,
+        _store_metrics: store_metrics,
         config: Arc::new(ServerConfig {
             versions,
             maximum_packet_size: options
@@ -192,11 +212,16 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
 /// Where session ownership and the limits' counts live: the named store's
 /// registries, shared with every server naming that store (and with the
 /// servers a reload builds, as an unchanged store is handed over); without
-/// a store, this server's own.
-fn registries(
-    cx: &mut BindingContext<'_>,
-    store: Option<&str>,
-) -> Result<(Arc<SessionRegistry>, Arc<LimitRegistry>), BuildError> {
+/// a store, this server's own. A store the fleet shares also gives the
+/// counts every replica sees.
+/// Session ownership, the limits' counts, and the counts the fleet shares.
+type Registries = (
+    Arc<SessionRegistry>,
+    Arc<LimitRegistry>,
+    Option<Arc<dyn SharedCounts>>,
+);
+
+fn registries(cx: &mut BindingContext<'_>, store: Option<&str>) -> Result<Registries, BuildError> {
     let Some(name) = store else {
         return Ok(Default::default());
     };
@@ -213,7 +238,7 @@ fn registries(
     let Some(limits) = store.shared::<LimitRegistry>() else {
         return Err(cannot(cx));
     };
-    Ok((sessions, limits))
+    Ok((sessions, limits, store.shared_counts()))
 }
 
 /// The `model` a model reference names, for events.
@@ -232,6 +257,10 @@ struct MqttServer {
     config: Arc<ServerConfig>,
     /// Where each connection counts `mqtt.*` metrics, if anywhere.
     metrics: MqttFamily,
+    /// The `store.*` metrics of the store the fleet shares, reported by
+    /// this server while it lives.
+    /// (A recorder is one task's; the mutex only makes the server `Sync`.)
+    _store_metrics: Option<std::sync::Mutex<Recorder<StoreStatsBlock>>>,
     /// `MQTT_EXITS_SHARE_BROKER` messages: exits one session may use that
     /// lead to one broker.
     shared_brokers: Vec<String>,

@@ -22,10 +22,12 @@
 //! Nothing here reads the clock or does I/O: buckets take `now`.
 
 mod bucket;
+mod fleet;
 mod hits;
 pub(crate) mod options;
 pub(crate) mod registry;
 mod session;
+mod settle;
 mod throttle;
 
 use std::sync::{Arc, Mutex};
@@ -36,11 +38,14 @@ use core::net::IpAddr;
 use zilla_engine::GuardSession;
 
 pub(crate) use bucket::{Lack, Rate};
+use fleet::Leases;
+pub(crate) use fleet::{Fleet, OnUnavailable};
 use hits::HitLogs;
 pub(crate) use hits::{suppressed_note, Action, LimitKind};
 use options::{LimitKey, LimitOptions};
 use registry::{lock, KeyCounts, LimitRegistry};
 pub(crate) use session::{Lacking, SessionLimits};
+pub(crate) use settle::Unsettled;
 pub(crate) use throttle::OnLack;
 
 /// How long a publish over its rate may keep reading paused before the
@@ -175,6 +180,8 @@ pub(crate) struct Limits {
     /// When `key: session` limits hit at CONNECT (a will topic) were last
     /// logged: before a session exists, they are logged per server.
     connect_hits: Mutex<HitLogs>,
+    /// The store shared by the fleet, when the counts live there.
+    fleet: Option<Fleet>,
 }
 
 impl Default for Limits {
@@ -186,6 +193,7 @@ impl Default for Limits {
             registry: Arc::default(),
             slots: Vec::new(),
             connect_hits: Mutex::default(),
+            fleet: None,
         }
     }
 }
@@ -266,15 +274,21 @@ pub(crate) struct KeyHold {
     counts: Arc<Mutex<KeyCounts>>,
     /// The client id counted in `sessions`.
     session: Option<String>,
+    /// With a shared store: a connect token still to take from the fleet's
+    /// bucket ([`Limits::settle`]).
+    connect: bool,
+    /// With a shared store: the session still to join the fleet's set.
+    join: bool,
 }
 
 impl Drop for KeyHold {
     fn drop(&mut self) {
         if let Some(client_id) = &self.session {
             let mut counts = lock(&self.counts);
-            if let Some(connections) = counts.sessions.get_mut(client_id) {
-                *connections -= 1;
-                if *connections == 0 {
+            if let Some(entry) = counts.sessions.get_mut(client_id) {
+                entry.connections -= 1;
+                if entry.connections == 0 {
+                    // Its membership goes with it: the fleet's set frees it.
                     counts.sessions.remove(client_id);
                 }
             }
@@ -334,7 +348,14 @@ impl Limits {
             registry,
             slots,
             connect_hits: Mutex::default(),
+            fleet: None,
         })
+    }
+
+    /// Counts the limits in the store the fleet shares, with `policy` for
+    /// when it does not answer.
+    pub(crate) fn share(&mut self, fleet: Fleet) {
+        self.fleet = Some(fleet);
     }
 
     /// The `key: session` rule, if any.
@@ -377,13 +398,15 @@ impl Limits {
     /// Checks a CONNECT's limits in `phase` at `now`: takes its connect
     /// tokens, and after the guard counts it among its keys' sessions. The
     /// holds are the session's place in its keys' counts (released when
-    /// dropped, e.g. with a refused CONNECT).
+    /// dropped, e.g. with a refused CONNECT). With a shared store, what the
+    /// fleet counts is left to [`Limits::settle`], marked in the holds.
     pub(crate) fn connect(
         &self,
         phase: Phase,
         keys: &KeyValues<'_>,
         now: Instant,
     ) -> Result<Vec<KeyHold>, LimitHit> {
+        let shared = self.fleet.is_some();
         let mut holds = Vec::new();
         // Connect tokens first: an attempt counts, whether or not the
         // session limit then admits it.
@@ -399,6 +422,17 @@ impl Limits {
                 continue;
             };
             let counts = self.registry.counts(&rule.scope, &value, now);
+            if shared {
+                holds.push(KeyHold {
+                    rule: index,
+                    value,
+                    counts,
+                    session: None,
+                    connect: true,
+                    join: false,
+                });
+                continue;
+            }
             let mut counts = lock(&counts);
             if counts.connects.take(&rate, 1, now).is_err() {
                 let log = counts.hits.hit(LimitKind::Connects, Action::Refused, now);
@@ -417,25 +451,49 @@ impl Limits {
             };
             let counts = self.registry.counts(&rule.scope, &value, now);
             let mut session = None;
+            let mut join = false;
             if let Some(maximum) = rule.sessions {
                 let mut locked = lock(&counts);
-                let connections = locked.sessions.get(keys.client_id).copied();
+                let entry = locked.sessions.get(keys.client_id);
                 // A client id already counted is a takeover (or a second
                 // connection racing one): the same session, not another.
-                if connections.is_none() && locked.sessions.len() >= maximum {
+                // With a shared store, one this replica holds there is
+                // (else the fleet decides, in `settle`).
+                let held = entry.is_some_and(|entry| !shared || entry.membership.is_some());
+                if !shared && !held && locked.sessions.len() >= maximum {
                     let log = locked.hits.hit(LimitKind::Sessions, Action::Refused, now);
                     return Err(self.hit(index, LimitKind::Sessions, Some(&value), log));
                 }
-                locked
+                join = shared && !held;
+                (locked
                     .sessions
-                    .insert(keys.client_id.to_owned(), connections.unwrap_or(0) + 1);
+                    .entry(keys.client_id.to_owned())
+                    .or_default())
+                .connections += 1;
                 session = Some(keys.client_id.to_owned());
+            }
+            if shared && (rule.publishes.is_some() || rule.bytes.is_some()) {
+                (lock(&counts).leases)
+                    .get_or_insert_with(|| Box::new(Leases::new(&rule.scope, &value)));
+            }
+            let connect = holds
+                .iter()
+                .position(|hold| hold.rule == index && hold.connect);
+            if let Some(at) = connect {
+                // The connect token's hold is this rule's hold too.
+                let mut hold = holds.remove(at);
+                hold.session = session;
+                hold.join = join;
+                holds.push(hold);
+                continue;
             }
             holds.push(KeyHold {
                 rule: index,
                 value,
                 counts,
                 session,
+                connect: false,
+                join,
             });
         }
         Ok(holds)

@@ -18,7 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use zilla_engine::Membership;
+
 use super::bucket::Bucket;
+use super::fleet::Leases;
 use super::hits::HitLogs;
 
 /// Entries kept that no session holds (refilling buckets) before the
@@ -49,11 +52,26 @@ struct Entries {
 pub(crate) struct KeyCounts {
     /// Client ids with a session under this key -> their connections
     /// (two while a newer connection takes a session over).
-    pub(crate) sessions: HashMap<String, u32>,
+    pub(crate) sessions: HashMap<String, SessionEntry>,
+    /// Counted here, or (with a shared store) while the store is away, at
+    /// a divided rate.
     pub(crate) connects: Bucket,
     pub(crate) publishes: Bucket,
     pub(crate) bytes: Bucket,
+    /// With a shared store: the tokens this replica leased from the
+    /// fleet's publish and byte buckets of this key value.
+    pub(crate) leases: Option<Box<Leases>>,
     pub(crate) hits: HitLogs,
+}
+
+/// One client id counted among a key value's sessions.
+#[derive(Debug, Default)]
+pub(crate) struct SessionEntry {
+    /// This process's connections with that client id.
+    pub(crate) connections: u32,
+    /// With a shared store: its place in the fleet's set of the key value
+    /// (left when the last connection ends).
+    pub(crate) membership: Option<Membership>,
 }
 
 impl KeyCounts {
@@ -165,7 +183,13 @@ mod tests {
         let t0 = clock();
         // A session holds one entry throughout; it is never dropped.
         let held = registry.counts(&scope, "held", t0);
-        lock(&held).sessions.insert("c1".into(), 1);
+        lock(&held).sessions.insert(
+            "c1".into(),
+            SessionEntry {
+                connections: 1,
+                membership: None,
+            },
+        );
         drop(held);
         let held = registry.counts(&scope, "held", t0);
         // Twice the cap of addresses and more, each connecting once: their

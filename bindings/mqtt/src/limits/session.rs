@@ -8,7 +8,7 @@ use mqtt_bytes_v5::{Packet, Publish, SubscribeReasonCode, UnsubAckReason};
 
 use super::bucket::{Bucket, Lack, Rate};
 use super::hits::{Action, HitLogs, LimitKind};
-use super::registry::lock;
+use super::registry::{lock, KeyCounts};
 use super::throttle::Throttle;
 use super::{KeyHold, LimitHit, Limits};
 
@@ -25,7 +25,7 @@ pub(crate) struct Lacking {
 #[derive(Debug)]
 pub(crate) struct SessionLimits {
     /// Its keys' counts (rules other than `key: session`).
-    holds: Vec<KeyHold>,
+    pub(super) holds: Vec<KeyHold>,
     /// The `key: session` rule's buckets.
     publishes: Bucket,
     bytes: Bucket,
@@ -112,9 +112,26 @@ impl SessionLimits {
             1 => apply(&mut self.bytes),
             n => {
                 let mut counts = lock(&self.holds[n / 2 - 1].counts);
-                match kind {
-                    LimitKind::Publishes => apply(&mut counts.publishes),
-                    _ => apply(&mut counts.bytes),
+                let KeyCounts {
+                    leases,
+                    publishes,
+                    bytes,
+                    ..
+                } = &mut *counts;
+                let (local, shared) = match kind {
+                    LimitKind::Publishes => (publishes, leases.as_ref().map(|l| &l.publishes)),
+                    _ => (bytes, leases.as_ref().map(|l| &l.bytes)),
+                };
+                match (&limits.fleet, shared) {
+                    // Counted by the fleet: leased tokens, or this
+                    // replica's share while the store is away.
+                    (Some(fleet), Some(shared)) if refund => {
+                        fleet.refund(shared, local, &rate, tokens);
+                        Ok(())
+                    }
+                    (Some(fleet), Some(shared)) => (fleet.take(shared, local, &rate, tokens, now))
+                        .map_err(|lack| Lacking { rule, kind, lack }),
+                    _ => apply(local),
                 }
             }
         })

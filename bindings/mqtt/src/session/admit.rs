@@ -25,7 +25,7 @@ use super::router::Router;
 use crate::codec::{CodecError, Version};
 use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials::Login;
-use crate::limits::{KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
+use crate::limits::{KeyHold, KeyValues, LimitHit, LimitKind, Phase, SessionLimits, Unsettled};
 use crate::options::{CredentialsPattern, Operation, ParamSource, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 
@@ -339,22 +339,40 @@ fn enhanced_token(connect: &Connect) -> Option<String> {
 
 /// The limits on CONNECTs per client id and per source address, checked
 /// at `now` before the guard is asked: a flood of CONNECTs is refused
-/// without a signature check each.
+/// without a signature check each. With a shared store, the holds say
+/// what the fleet still decides (`Limits::settle`, by the caller).
 pub(crate) fn before_guard(
     config: &ServerConfig,
     request: &Request,
     origin: &StreamInfo,
     now: Instant,
-) -> Result<(), Refusal> {
+) -> Result<Vec<KeyHold>, Refusal> {
     let client_id = &request.connect.client_id;
     let keys = KeyValues {
         client_id,
         guarded: None,
         source: origin.peer.map(|peer| peer.ip()),
     };
-    match config.limits.connect(Phase::BeforeGuard, &keys, now) {
-        Ok(_) => Ok(()),
-        Err(hit) => Err(limit_refusal(request.version, hit, client_id)),
+    (config.limits.connect(Phase::BeforeGuard, &keys, now))
+        .map_err(|hit| limit_refusal(request.version, hit, client_id))
+}
+
+/// The refusal of a CONNECT the fleet's counts did not admit: a limit hit,
+/// or 0x88 when the store does not answer and `unavailable: refuse`
+/// (3.1.1: 0x03, server unavailable).
+pub(crate) fn unsettled_refusal(
+    version: Version,
+    unsettled: Unsettled,
+    client_id: &str,
+) -> Refusal {
+    match unsettled {
+        Unsettled::Limit(hit) => limit_refusal(version, hit, client_id),
+        Unsettled::Unavailable(why) => refusal(
+            version,
+            ConnectReturnCode::ServerUnavailable,
+            why,
+            client_id,
+        ),
     }
 }
 

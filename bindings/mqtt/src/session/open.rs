@@ -83,7 +83,11 @@ pub(super) async fn open_session(
     let token = admit::credentials(config, &mut request, assign_client_id, info)
         .inspect_err(|refusal| metrics.credentials_refused(refusal.connack.code, has_login))?;
     let granted = admit::own_grant(config, &request, info);
-    admit::before_guard(config, &request, info, now())?;
+    let mut holds = admit::before_guard(config, &request, info, now())?;
+    let client_id = &request.connect.client_id;
+    // What the fleet counts (a store shared by the replicas).
+    let settled = config.limits.settle(&mut holds, client_id, now()).await;
+    settled.map_err(|unsettled| admit::unsettled_refusal(request.version, unsettled, client_id))?;
     let verdict = match (request.own_guard(config), &token) {
         (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
             Some(verdict) => Some(verdict),
@@ -100,8 +104,15 @@ pub(super) async fn open_session(
         }
         _ => {}
     }
-    let admission = admit::admit(config, request, token, verdict, info, now())?;
+    let mut admission = admit::admit(config, request, token, verdict, info, now())?;
     let client_id = admission.connect.client_id.clone();
+    if let Some(limits) = admission.limits.as_mut() {
+        // What the fleet counts (a store shared by the replicas).
+        let settled = limits.settle(&config.limits, &client_id, now()).await;
+        settled.map_err(|unsettled| {
+            admit::unsettled_refusal(admission.version, unsettled, &client_id)
+        })?;
+    }
     if let Some(authorized) = &admission.authorized {
         config.events.info(
             "MQTT_AUTHORIZATION_SUCCEEDED",

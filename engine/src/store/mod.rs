@@ -6,9 +6,19 @@
 //! binding that names the same store and asks for the same type gets the same
 //! value, so the engine needs to know nothing of what the state is (the mqtt
 //! crate keeps its takeover registry there; decision 0013).
+//!
+//! A store that keeps counts outside the process, for every replica of a
+//! fleet (the `redis` store), also offers [`SharedCounts`] ([`shared`]) and
+//! counts its own work in [`StoreStats`] ([`stats`]).
+
+pub mod shared;
+pub mod stats;
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
+
+pub use shared::{BucketRate, Lease, LeaseState, Membership, SharedCounts, Taken, Unavailable};
+pub use stats::{StoreStats, StoreStatsBlock, STORE_METRICS};
 
 /// Shared state, type-erased for [`Store::slot`].
 pub type SharedState = Arc<dyn Any + Send + Sync>;
@@ -20,6 +30,13 @@ pub trait Store: Send + Sync + 'static {
     /// Implementations must return what `init` made for this key: callers
     /// rely on its type (see `shared`).
     fn slot(&self, key: TypeId, init: &mut dyn FnMut() -> SharedState) -> SharedState;
+
+    /// Counts shared with the other replicas of a fleet, when the store
+    /// keeps them outside this process; `None` (the default, the memory
+    /// store) when what it holds is this process's alone.
+    fn shared_counts(&self) -> Option<Arc<dyn SharedCounts>> {
+        None
+    }
 }
 
 impl dyn Store {
