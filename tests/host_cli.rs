@@ -70,7 +70,7 @@ fn version_prints_the_plugin_types() {
         stdout.contains("exporters: otlp, prometheus, stdout"),
         "{stdout}"
     );
-    assert!(stdout.contains("stores: memory"), "{stdout}");
+    assert!(stdout.contains("stores: memory, redis"), "{stdout}");
 }
 
 #[test]

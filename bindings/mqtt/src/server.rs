@@ -278,6 +278,9 @@ impl Binding for MqttServer {
         for message in &self.shared_brokers {
             cx.events.warn(EXITS_SHARE_BROKER, message);
         }
+        if let Some(fleet) = self.config.limits.fleet() {
+            fleet.counts.start();
+        }
         Ok(Vec::new())
     }
 }

@@ -14,11 +14,13 @@ pub mod nats;
 pub mod pki;
 mod process;
 pub mod proxy;
+pub mod redis;
 pub mod seed;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
 pub use nats::{nats_server_path, NatsCluster, NATS_INSTALL};
 pub use process::{Output, ZillaProcess};
+pub use redis::{Redis, RedisCluster, REDIS_INSTALL};
 
 use std::net::TcpListener;
 use std::time::Duration;

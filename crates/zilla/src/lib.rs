@@ -35,6 +35,7 @@ use zilla_model_avro as _;
 use zilla_model_json as _;
 use zilla_model_primitive as _;
 use zilla_store_memory as _;
+use zilla_store_redis as _;
 use zilla_vault_filesystem as _;
 
 /// Every plugin type this host must offer, as `family:type`; the registry is
@@ -59,6 +60,7 @@ pub const FIRST_PARTY_PLUGINS: &[&str] = &[
     "model:json",
     "model:string",
     "store:memory",
+    "store:redis",
     "vault:filesystem",
     "exporter:otlp",
     "exporter:prometheus",

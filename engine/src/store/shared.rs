@@ -133,6 +133,11 @@ impl Lease {
 /// Counts shared by every replica naming the same store (see the module).
 #[async_trait]
 pub trait SharedCounts: Send + Sync + fmt::Debug {
+    /// Called by each binding counting in the store as it starts (in the
+    /// runtime): a store with background work (heartbeats, renewals)
+    /// starts it then if it could not when it was built.
+    fn start(&self) {}
+
     /// Whether the store answered its last command or heartbeat.
     fn available(&self) -> bool;
 

@@ -358,6 +358,11 @@ impl Limits {
         self.fleet = Some(fleet);
     }
 
+    /// The store the fleet shares, when the counts live there.
+    pub(crate) fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
+    }
+
     /// The `key: session` rule, if any.
     pub(crate) fn session_rule(&self) -> Option<usize> {
         self.session_rule
