@@ -338,6 +338,31 @@ fn the_autoscaler_owns_the_replicas_and_disruptions_take_one_at_a_time() {
 
 #[test]
 fn the_configmap_builds_with_the_deployments_arguments_and_environment() {
+    builds_as_deployed(None, &[]);
+}
+
+/// The optional Redis component's zilla.yaml (it replaces the ConfigMap's;
+/// deploy/kubernetes/components/redis) builds as the base's does, with the
+/// password the component's patch adds. Debian's kubectl 1.20 cannot render
+/// components (kustomize 2.0.3), so the file is read as it is.
+#[test]
+fn the_redis_components_configuration_builds_with_the_deployments_arguments() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/components/redis/zilla.yaml"
+    );
+    let yaml = std::fs::read(path).expect("the component's zilla.yaml");
+    let generated = builds_as_deployed(Some(yaml), &[("REDIS_PASSWORD", "not-a-secret")]);
+    let store = &generated["stores"]["fleet"];
+    assert_eq!(store["type"].as_str(), Some("redis"), "{generated:?}");
+    let server = &generated["bindings"]["north_mqtt_server"]["options"];
+    assert_eq!(server["store"].as_str(), Some("fleet"), "{server:?}");
+}
+
+/// Builds the ConfigMap's zilla.yaml (or `replaced`) with the Deployment's
+/// arguments and environment (and `env`), as the pod would; the built
+/// configuration.
+fn builds_as_deployed(replaced: Option<Vec<u8>>, env: &[(&str, &str)]) -> Value {
     let Rendered {
         documents,
         deployment,
@@ -364,6 +389,11 @@ fn the_configmap_builds_with_the_deployments_arguments_and_environment() {
         .collect();
     project(dir.path(), &contents);
     let config = dir.path().join(&config_file);
+    if let Some(replaced) = replaced {
+        // The kubelet's symlink to the ConfigMap's key, replaced.
+        std::fs::remove_file(&config).unwrap();
+        std::fs::write(&config, replaced).unwrap();
+    }
 
     let mut command = Command::new(ZILLA);
     let mut args = strings(&container["args"]);
@@ -385,6 +415,7 @@ fn the_configmap_builds_with_the_deployments_arguments_and_environment() {
         };
         command.env(name, value);
     }
+    command.envs(env.iter().copied());
     let output = command.output().expect("the zilla binary runs");
     assert!(
         output.status.success(),
@@ -397,6 +428,7 @@ fn the_configmap_builds_with_the_deployments_arguments_and_environment() {
         !generated["bindings"]["north_tcp_server"].is_null(),
         "{generated:?}"
     );
+    generated
 }
 
 /// A small configuration laid out like the Deployment's volume: zilla.yaml
