@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use zilla as _;
+use zilla::engine::telemetry::metrics::{Series, Value};
 use zilla_testkit::mqtt::packets::{ConnectReturnCode, DisconnectReasonCode, Packet};
 use zilla_testkit::pki::TestCa;
+use zilla_testkit::proxy::Proxy;
 use zilla_testkit::{Mosquitto, Redis, RedisCluster};
 
 #[path = "support/limits_clients.rs"]
@@ -32,8 +34,8 @@ mod limits_clients;
 #[path = "support/fleet_replicas.rs"]
 mod fleet_replicas;
 use fleet_replicas::{
-    admitted, flood, prefix, publishes, received, redis_store, subscriber, v311_code, v5_code,
-    Replicas,
+    admitted, config, flood, prefix, publishes, received, redis_store, subscriber, v311_code,
+    v5_code, Replicas,
 };
 
 /// The quota of the first test and its options.
@@ -273,4 +275,47 @@ async fn a_client_id_at_quota_through_another_replica_is_admitted_and_takes_over
         ConnectReturnCode::QuotaExceeded
     );
     publishes(&mut new, 1).await;
+}
+
+/// The value of `metric` with `command` (when given) in `series`.
+fn metric(series: &[Series], name: &str, command: Option<&str>) -> f64 {
+    let found = series
+        .iter()
+        .find(|s| s.metric.name == name && command.is_none_or(|c| s.label("command") == Some(c)));
+    match found.map(|s| &s.value) {
+        Some(Value::Counter(count)) => *count as f64,
+        Some(Value::Gauge(value)) => *value as f64,
+        Some(Value::Histogram(histogram)) => histogram.count() as f64,
+        None => panic!("no {name} {command:?} in {series:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_mqtt_server_reports_the_stores_commands_errors_latency_and_availability() {
+    let broker = Mosquitto::start().unwrap();
+    let mut redis = Redis::start().unwrap();
+    let yaml = config(broker.port(), &redis_store(&redis.url()), SIX_SESSIONS)
+        .replace("  exporters:\n", "  metrics:\n    - store.*\n  exporters:\n")
+        .replace(
+            "    kind: server\n    options:\n      store: fleet0",
+            "    kind: server\n    telemetry:\n      metrics:\n        - store.*\n    options:\n      store: fleet0",
+        );
+    let proxy = Proxy::start(&yaml).await;
+    let _one = admitted(proxy.port, "m1").await;
+    let series = proxy.engine.metrics().collect();
+    assert!(metric(&series, "store.commands", Some("join")) >= 1.0);
+    assert_eq!(metric(&series, "store.errors", Some("join")), 0.0);
+    assert!(metric(&series, "store.latency", None) >= 1.0);
+    assert_eq!(metric(&series, "store.available", None), 1.0);
+    redis.kill();
+    // The next CONNECT asks (unless the heartbeat or a renewal found out
+    // first), gets no answer, and counts locally.
+    let _two = admitted(proxy.port, "m2").await;
+    let series = proxy.engine.metrics().collect();
+    let errors: f64 = ["join", "heartbeat", "renew"]
+        .iter()
+        .map(|command| metric(&series, "store.errors", Some(command)))
+        .sum();
+    assert!(errors >= 1.0, "{series:?}");
+    assert_eq!(metric(&series, "store.available", None), 0.0);
 }
