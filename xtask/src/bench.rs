@@ -37,6 +37,10 @@
 //! reconnecting at expiry) runs first and only when named in `--only`, on a
 //! broker and proxy of its own: see [`crate::bench_reauth`].
 //!
+//! The `store` scenario (issue 28: limits counted in a redis store vs the
+//! memory store) runs only when named in `--only`, on a broker and Redis of
+//! its own: see [`crate::bench_store`].
+//!
 //! The `replicas` and `fairness` scenarios run first, on brokers of their
 //! own, when selected (see [`crate::bench_fleet`]); `--only` with nothing
 //! else runs them alone.
@@ -239,6 +243,8 @@ struct Settings {
     storm: u64,
     /// The reauth scenario: sessions, token lifetime (s), seconds per run, rounds.
     reauth: (u64, u64, u64, usize),
+    /// The store scenario: CONNECTs, seconds of publishing, rounds.
+    store: (u64, u64, usize),
 }
 
 impl Settings {
@@ -272,6 +278,7 @@ impl Settings {
                 sharded_idle: 10_000,
                 storm: 2_000,
                 reauth: (200, 10, 40, 1),
+                store: (300, 5, 1),
             }
         } else {
             Self {
@@ -287,6 +294,7 @@ impl Settings {
                 sharded_idle: 50_000,
                 storm: 9_000,
                 reauth: (2_000, 60, 300, 1),
+                store: (2_000, 20, 3),
             }
         };
         let mut iter = args.iter();
@@ -321,8 +329,11 @@ impl Settings {
                 "--reauth-lifetime" => settings.reauth.1 = value()?,
                 "--reauth-duration" => settings.reauth.2 = value()?,
                 "--reauth-rounds" => settings.reauth.3 = value()? as usize,
+                "--store-connects" => settings.store.0 = value()?,
+                "--store-duration" => settings.store.1 = value()?,
+                "--store-rounds" => settings.store.2 = value()? as usize,
                 other => bail!(
-                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --connects N, --reauth N, --reauth-lifetime S, --reauth-duration S, --reauth-rounds N, --only a,b, --baseline ZILLA, --host ZILLA)"
+                    "unknown bench option `{other}` (--quick, --rounds N, --idle N, --sharded-idle N, --storm N, --connects N, --reauth N, --reauth-lifetime S, --reauth-duration S, --reauth-rounds N, --store-connects N, --store-duration S, --store-rounds N, --only a,b, --baseline ZILLA, --host ZILLA)"
                 ),
             }
         }
@@ -367,6 +378,28 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         std::fs::write(&path, &report)?;
         println!("\n{report}\n== written to {}", path.display());
         if settings.only.iter().all(|s| s == "reauth") {
+            return Ok(());
+        }
+    }
+    // Only when named: the redis store beside the memory store (issue 28).
+    if settings.only.iter().any(|s| s == "store") {
+        let (connects, duration, rounds) = settings.store;
+        let store = crate::bench_store::Store {
+            dir: Path::new(BENCH_DIR),
+            host: &host,
+            connects,
+            duration,
+            rounds,
+        };
+        let report = format!(
+            "Machine: {}.\n\n{}",
+            machine(),
+            crate::bench_store::store(&store)?
+        );
+        let path = Path::new(BENCH_DIR).join("store.md");
+        std::fs::write(&path, &report)?;
+        println!("\n{report}\n== written to {}", path.display());
+        if settings.only.iter().all(|s| s == "reauth" || s == "store") {
             return Ok(());
         }
     }

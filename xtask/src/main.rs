@@ -25,6 +25,7 @@ mod bench_mtls;
 mod bench_proc;
 mod bench_reauth;
 mod bench_report;
+mod bench_store;
 mod bench_storm;
 mod bench_tls;
 mod demo_ws;
