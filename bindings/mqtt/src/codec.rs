@@ -13,6 +13,7 @@
 //! encoded by [`auth`]; a session takes it apart from other packets
 //! (`take_auth`).
 
+mod ack;
 pub mod auth;
 mod conformance;
 mod properties;
@@ -274,6 +275,10 @@ pub(crate) fn take_packet(
     if let Some(publish) = take_publish(buf, header, version) {
         return Ok(Packet::Publish(publish));
     }
+    // So has a bare acknowledgement's (`codec/ack.rs`).
+    if let Some(ack) = ack::decode(buf, header) {
+        return Ok(ack);
+    }
     if from_client {
         let size = header.header_len + header.remaining_len;
         conformance::check(&buf[..size], header.header_len, version)?;
@@ -463,6 +468,9 @@ pub fn write(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<()
         if let Some(written) = publish::write_bare(publish, version, out) {
             return written;
         }
+    }
+    if let Some(()) = ack::write_bare(packet, out) {
+        return Ok(());
     }
     let written = match version {
         Version::V5 => packet.write(out).map(|_| ()).map_err(decode_error),
