@@ -30,6 +30,7 @@ use bytes::BytesMut;
 use mqtt_bytes_v5::{Disconnect, DisconnectReasonCode, Packet, PacketType, Publish, QoS};
 use rumqttc::mqttbytes::v4;
 
+pub(crate) use publish::{write_frame, PublishView};
 pub use v311::connack_code_v4;
 use v311::{from_v4, to_v4, write_v4};
 
@@ -259,6 +260,21 @@ pub(crate) fn take_publish(
         return None;
     }
     publish::decode(buf, header, version)
+}
+
+/// The complete packet framed by `header` when it is a PUBLISH the fast
+/// path takes, seen in place (`codec/publish.rs`); `None` otherwise.
+/// Nothing is consumed either way.
+#[inline]
+pub(crate) fn view_publish(
+    buf: &[u8],
+    header: &FixedHeader,
+    version: Version,
+) -> Option<PublishView> {
+    if header.byte1 >> 4 != PUBLISH {
+        return None;
+    }
+    publish::view(buf, header, version)
 }
 
 /// The complete packet framed by `header`, decoded; checked first for what

@@ -23,16 +23,37 @@ use crate::topic;
 /// The largest Remaining Length MQTT can encode (four bytes of 7 bits).
 const MAX_REMAINING_LENGTH: usize = 268_435_455;
 
-/// The complete PUBLISH at the start of `buf`, decoded when it takes the
-/// fast path. A `Some` has passed every rule the conformance walk and the
-/// decoder's checks apply to a PUBLISH (the fixed header's flags and size
-/// were checked as it was framed), so a client's PUBLISH that gets one
-/// needs neither.
-pub(super) fn decode(
-    buf: &mut BytesMut,
-    header: &FixedHeader,
-    version: Version,
-) -> Option<Publish> {
+/// Where the parts of a fast-path PUBLISH are in its frame (offsets from
+/// the frame's first byte), and what its fixed header says: enough to route
+/// it and forward the frame itself, without decoding it into a `Publish`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublishView {
+    pub(crate) qos: QoS,
+    pub(crate) dup: bool,
+    pub(crate) retain: bool,
+    /// The topic: ASCII, not empty, without U+0000 or a wildcard.
+    pub(crate) topic: std::ops::Range<usize>,
+    /// The packet id (0 for QoS 0) and where its two bytes are.
+    pub(crate) pkid: u16,
+    pub(crate) pkid_at: usize,
+    /// Where the payload starts; it runs to the end of the frame.
+    pub(crate) payload_at: usize,
+    /// The whole frame's length.
+    pub(crate) size: usize,
+}
+
+impl PublishView {
+    /// The payload's length.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.size - self.payload_at
+    }
+}
+
+/// The complete PUBLISH framed by `header` at the start of `buf`, when it
+/// takes the fast path: every check the conformance walk and the decoder
+/// apply to a PUBLISH has passed (the fixed header's flags and size were
+/// checked as it was framed), and nothing is consumed.
+pub(crate) fn view(buf: &[u8], header: &FixedHeader, version: Version) -> Option<PublishView> {
     let size = header.header_len + header.remaining_len;
     let body = buf.get(header.header_len..size)?;
     let qos = match (header.byte1 & QOS_BITS) >> 1 {
@@ -48,6 +69,7 @@ pub(super) fn decode(
     if topic.is_empty() || !topic.is_ascii() || topic::has_wildcard_or_nul(topic) {
         return None;
     }
+    let pkid_at = at;
     let pkid = match qos {
         QoS::AtMostOnce => 0,
         QoS::AtLeastOnce | QoS::ExactlyOnce => {
@@ -65,21 +87,56 @@ pub(super) fn decode(
         }
         at += 1;
     }
+    let start = header.header_len;
+    Some(PublishView {
+        qos,
+        dup: header.byte1 & DUP != 0,
+        retain: header.byte1 & RETAIN != 0,
+        topic: start + 2..start + 2 + topic_len,
+        pkid,
+        pkid_at: start + pkid_at,
+        payload_at: start + at,
+        size,
+    })
+}
+
+/// The complete PUBLISH at the start of `buf`, decoded when it takes the
+/// fast path ([`view`]). A `Some` has passed every rule the conformance
+/// walk and the decoder's checks apply to a PUBLISH, so a client's PUBLISH
+/// that gets one needs neither.
+pub(super) fn decode(
+    buf: &mut BytesMut,
+    header: &FixedHeader,
+    version: Version,
+) -> Option<Publish> {
+    let view = view(buf, header, version)?;
     // Checked in the new allocation, which is word-aligned, so the UTF-8
     // check takes its word-at-a-time ASCII path (byte by byte in place:
     // about 130 instructions for a 33-byte topic).
-    let topic = String::from_utf8(topic.to_vec()).ok()?;
-    let mut packet = buf.split_to(size);
-    packet.advance(header.header_len + at);
+    let topic = String::from_utf8(buf[view.topic.clone()].to_vec()).ok()?;
+    let mut packet = buf.split_to(view.size);
+    packet.advance(view.payload_at);
     Some(Publish {
-        dup: header.byte1 & DUP != 0,
-        qos,
-        retain: header.byte1 & RETAIN != 0,
+        dup: view.dup,
+        qos: view.qos,
+        retain: view.retain,
         topic,
-        pkid,
+        pkid: view.pkid,
         payload: packet.freeze(),
         properties: None,
     })
+}
+
+/// Writes the fast-path PUBLISH `frame` (seen as `view`) under packet id
+/// `pkid` to a peer speaking the frame's own version: the frame as it
+/// came, its two packet-id bytes replaced.
+pub(crate) fn write_frame(frame: &[u8], view: &PublishView, pkid: u16, out: &mut BytesMut) {
+    let start = out.len();
+    out.extend_from_slice(&frame[..view.size]);
+    if view.qos != QoS::AtMostOnce {
+        let at = start + view.pkid_at;
+        out[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
+    }
 }
 
 /// Writes `publish` when it has no properties, exactly as the codec crates

@@ -113,12 +113,11 @@ fn fuzz_limits() -> Limits {
 /// `north/#` goes to `north`, everything else to the default exit `south`;
 /// small windows and buffers, so that flow control takes part. `guarded`:
 /// `north/#` needs the role `north` of either guard (see the module's
-/// documentation).
-fn config(guarded: bool) -> Arc<ServerConfig> {
-    static CONFIG: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    static GUARDED: OnceLock<Arc<ServerConfig>> = OnceLock::new();
-    let config = if guarded { &GUARDED } else { &CONFIG };
-    config
+/// documentation). `limited`: each session has [`fuzz_limits`] (without,
+/// client publishes may take the express lane).
+fn config(guarded: bool, limited: bool) -> Arc<ServerConfig> {
+    static CONFIGS: [OnceLock<Arc<ServerConfig>>; 4] = [const { OnceLock::new() }; 4];
+    CONFIGS[usize::from(guarded) * 2 + usize::from(limited)]
         .get_or_init(|| {
             let guard: Arc<dyn Guard> = Arc::new(FuzzGuard);
             let port: Arc<dyn MqttSessions> = Arc::new(NoBroker);
@@ -192,7 +191,11 @@ fn config(guarded: bool) -> Arc<ServerConfig> {
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
                 sessions: Arc::default(),
-                limits: fuzz_limits(),
+                limits: if limited {
+                    fuzz_limits()
+                } else {
+                    Limits::default()
+                },
             })
         })
         .clone()
@@ -208,16 +211,36 @@ fn origin() -> Instant {
 }
 
 /// Serves `data` as one client connection: its first byte chooses the
-/// chunk size the bytes arrive in (1 to 64), the brokers' protocol version
-/// and whether the server has guards; the rest is what the client sends.
+/// chunk size the bytes arrive in (1 to 64; odd sizes with limits on each
+/// session), the brokers' protocol version and whether the server has
+/// guards; the rest is what the client sends.
 /// Never panics on any input.
+///
+/// It is served twice, with the express lanes (`state/express.rs`) and
+/// without: both must send the client and the brokers the same bytes and
+/// end the same way, so the fuzzer also checks that the lanes only ever do
+/// what the full path does.
 pub fn server_session(data: &[u8]) {
-    let _ = serve(data);
+    let express = serve(data, true);
+    let full = serve(data, false);
+    assert!(
+        express == full,
+        "the express lanes and the full path differ on {data:?}:\n{express:?}\n{full:?}"
+    );
 }
 
-/// [`server_session`], telling how the session ended (`End` as debugged),
-/// if it started.
-fn serve(data: &[u8]) -> Option<String> {
+/// What a served connection sent the client, then each broker, in order,
+/// and how it ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Transcript {
+    client: Vec<u8>,
+    brokers: Vec<Vec<u8>>,
+    ended: String,
+}
+
+/// [`server_session`] with or without the `express` lanes: what the
+/// session sent and how it ended (`End` as debugged), if it started.
+fn serve(data: &[u8], express: bool) -> Option<Transcript> {
     let (&control, data) = data.split_first()?;
     let chunk = usize::from(control & 0x3F) + 1;
     let upstream_version = if control & 0x40 == 0 {
@@ -225,7 +248,8 @@ fn serve(data: &[u8]) -> Option<String> {
     } else {
         Version::V4
     };
-    let config = config(control & 0x80 != 0);
+    // Odd chunk sizes: sessions with limits.
+    let config = config(control & 0x80 != 0, control & 0x01 == 0);
     let mut chunks = data.chunks(chunk);
     let mut buf = BytesMut::new();
     let version = loop {
@@ -311,6 +335,13 @@ fn serve(data: &[u8]) -> Option<String> {
         limits: admission.limits,
     };
     let mut session = Session::new(config, start, now);
+    if !express {
+        session.without_express();
+    }
+    let mut transcript = Transcript {
+        brokers: vec![Vec::new(); upstreams],
+        ..Transcript::default()
+    };
     let mut brokers = vec![Broker::default(); upstreams];
     let mut clock = now;
     // A re-authentication being verified: its verdict arrives when its
@@ -333,8 +364,17 @@ fn serve(data: &[u8]) -> Option<String> {
             }
             None => {}
         }
-        session.client_transmit().clear();
-        if let Err(end) = answer_brokers(&mut session, &mut brokers, upstream_version, clock) {
+        let sent = session.client_transmit();
+        transcript.client.extend_from_slice(sent);
+        sent.clear();
+        let answered = answer_brokers(
+            &mut session,
+            &mut brokers,
+            upstream_version,
+            clock,
+            &mut transcript.brokers,
+        );
+        if let Err(end) = answered {
             break end;
         }
         clock += Duration::from_secs(1);
@@ -346,10 +386,13 @@ fn serve(data: &[u8]) -> Option<String> {
             None => break End::ClientLost("the input ended".into()),
         }
     };
-    let ended = format!("{end:?}");
+    transcript.ended = format!("{end:?}");
     let _ = session.finish(end);
+    transcript
+        .client
+        .extend_from_slice(session.client_transmit());
     let _ = session.carried(clock);
-    Some(ended)
+    Some(transcript)
 }
 
 /// A simulated broker's packet ids for its deliveries.
@@ -364,9 +407,11 @@ fn answer_brokers(
     brokers: &mut [Broker],
     version: Version,
     now: Instant,
+    transcripts: &mut [Vec<u8>],
 ) -> Result<(), End> {
     for (index, broker) in brokers.iter_mut().enumerate() {
         let mut sent = std::mem::take(session.upstream_transmit(index));
+        transcripts[index].extend_from_slice(&sent);
         session.upstream_sent(index, now);
         let mut replies = BytesMut::new();
         while let Ok(Some(packet)) = codec::read(&mut sent, version, usize::MAX) {
@@ -488,11 +533,16 @@ mod tests {
         data
     }
 
+    /// How the session of `data` ended (with the express lanes).
+    fn serve_ended(data: &[u8]) -> Option<String> {
+        serve(data, true).map(|transcript| transcript.ended)
+    }
+
     #[test]
     fn the_input_chooses_re_authentication_verdicts_and_when_they_arrive() {
         // Refreshed twice (fewer roles, another lifetime), the second
         // verdict a round late: the session lives until the input ends.
-        let end = serve(&input(
+        let end = serve_ended(&input(
             "CUSTOM-JWT",
             "alice:north+60",
             &["alice+30~1", "alice:north+90"],
@@ -503,14 +553,14 @@ mod tests {
         );
         // Another identity, refused tokens: the session ends with 0x87.
         for refresh in ["bob:north", "bad", "down~2"] {
-            let end = serve(&input("jwt", "alice:north", &[refresh]));
+            let end = serve_ended(&input("jwt", "alice:north", &[refresh]));
             assert!(
                 end.as_deref().is_some_and(|e| e.contains("NotAuthorized")),
                 "{refresh}: {end:?}"
             );
         }
         // An expiry the verdict moved: the session ends at the new one.
-        let end = serve(&input("jwt", "alice:north+100", &["alice:north+1"]));
+        let end = serve_ended(&input("jwt", "alice:north+100", &["alice:north+1"]));
         assert_eq!(end.as_deref(), Some("Expired"));
     }
 }

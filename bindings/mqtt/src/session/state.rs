@@ -28,6 +28,7 @@
 //! [`Session::poll_timeout`]), then, after `limit-wait`, publishes over the
 //! rate are refused (see `limited`).
 
+mod express;
 mod finish;
 mod from_client;
 mod from_upstream;
@@ -143,6 +144,13 @@ pub(crate) struct Session {
     /// The Authentication Method the CONNECT named, and what
     /// re-authentication keeps; `None` for most sessions.
     reauth: Option<Box<Reauth>>,
+    /// Whether client publishes and deliveries may take the express lane
+    /// (`state/express.rs`).
+    express_in: bool,
+    express_out: bool,
+    /// How many PUBLISHes took an express lane (for the tests).
+    #[cfg(test)]
+    express_taken: u32,
 }
 
 /// Where a client's QoS 1/2 publish is.
@@ -302,7 +310,12 @@ impl Session {
             resend_logged: false,
             reauth,
             config,
+            express_in: false,
+            express_out: false,
+            #[cfg(test)]
+            express_taken: 0,
         };
+        (session.express_in, session.express_out) = session.express_lanes();
         if let Some(carried) = carried {
             session.restore(carried);
         }
@@ -393,6 +406,10 @@ impl Session {
             else {
                 return Ok(());
             };
+            // Most PUBLISHes go on as the frame they came in.
+            if self.express_from_client(buf, &header) {
+                continue;
+            }
             // The common PUBLISH goes its own way, without a `Packet` around it.
             match codec::take_publish(buf, &header, self.version) {
                 Some(publish) => self.client_publish(publish)?,
@@ -437,6 +454,9 @@ impl Session {
             let Some(header) = codec::next_frame(buf, version, usize::MAX).map_err(lost)? else {
                 return Ok(());
             };
+            if self.express_to_client(index, buf, &header) {
+                continue;
+            }
             match codec::take_publish(buf, &header, version) {
                 Some(publish) => self.upstream_publish(index, publish),
                 None => {
@@ -549,6 +569,18 @@ impl Session {
         }
         self.client_out.truncate(start);
         false
+    }
+
+    /// How many PUBLISHes took an express lane.
+    #[cfg(test)]
+    pub(crate) fn express_taken(&self) -> u32 {
+        self.express_taken
+    }
+
+    /// Takes neither express lane (for the tests and the fuzz entry that
+    /// compare the lanes with the full path on the same input).
+    pub(crate) fn without_express(&mut self) {
+        (self.express_in, self.express_out) = (false, false);
     }
 
     /// Puts back the packet-id state a previous connection of this persistent

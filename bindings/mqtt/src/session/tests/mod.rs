@@ -6,6 +6,7 @@
 mod admission;
 mod certificates;
 mod client_features;
+mod express;
 mod flow_control;
 mod flows;
 mod guards;
@@ -620,6 +621,10 @@ pub(super) fn refused(end: Result<(), End>) -> DisconnectReasonCode {
 fn the_state_machine_touches_no_socket_runtime_or_clock() {
     let files = [
         ("session/state.rs", include_str!("../state.rs")),
+        (
+            "session/state/express.rs",
+            include_str!("../state/express.rs"),
+        ),
         (
             "session/state/finish.rs",
             include_str!("../state/finish.rs"),

@@ -1,0 +1,151 @@
+//! The express lane: a PUBLISH forwarded as the frame it came in, with
+//! only its packet id changed.
+//!
+//! Most messages through the proxy need nothing but a new packet id: the
+//! client and the broker speak the same protocol version, the PUBLISH has
+//! no properties (so no topic alias to resolve or assign, no payload format
+//! to check), and the session has no limits or validation that read it.
+//! Such a PUBLISH is seen in place ([`codec::view_publish`], which has run
+//! every check the full decode and the conformance walk would), routed by
+//! its topic as it lies in the read buffer, and copied into the other
+//! side's output with its two packet-id bytes patched: no `String` for the
+//! topic, no `Publish` moved through the handlers, no re-encoding.
+//!
+//! Anything the lane does not take (another version on the other side, a
+//! resend, a full window, a queue to keep order behind, a packet too large
+//! for the other side, no route) is left unconsumed for the full path,
+//! which decides exactly as before; so the lane only ever does what the
+//! full path would have done, and the tests compare the two on the same
+//! input (`session/tests/express.rs`).
+
+use bytes::{Buf, BytesMut};
+use mqtt_bytes_v5::QoS;
+
+use super::{Delivery, Inbound, Session, Stage};
+use crate::codec::{self, FixedHeader};
+use crate::options::Operation;
+
+impl Session {
+    /// Which lanes this session may use, fixed when it starts: client
+    /// publishes when no limit or validation reads them, deliveries when no
+    /// topic alias is assigned to them.
+    pub(super) fn express_lanes(&self) -> (bool, bool) {
+        let inbound = self.limited.is_none()
+            && self.config.limits.session_rule().is_none()
+            && self.config.topics.is_empty();
+        (inbound, self.limits.client_topic_aliases == 0)
+    }
+
+    /// Forwards the client's PUBLISH framed by `header` at the start of
+    /// `buf` to the upstream its topic routes to, when the express lane
+    /// takes it; false, with nothing consumed, when the full path must.
+    #[inline]
+    pub(super) fn express_from_client(&mut self, buf: &mut BytesMut, header: &FixedHeader) -> bool {
+        if !self.express_in {
+            return false;
+        }
+        let Some(view) = codec::view_publish(buf, header, self.version) else {
+            return false;
+        };
+        let qos = view.qos;
+        if qos > self.limits.maximum_qos || (view.retain && !self.limits.retain_available) {
+            return false;
+        }
+        // ASCII, as the view checked.
+        let Ok(topic) = std::str::from_utf8(&buf[view.topic.clone()]) else {
+            return false;
+        };
+        let Some(index) = self.router.route(Operation::Publish(topic)) else {
+            return false;
+        };
+        if qos != QoS::AtMostOnce
+            && (self.inbound.get(&view.pkid).is_some()
+                || self.inbound.len() >= self.limits.receive_maximum)
+        {
+            return false;
+        }
+        let link = &mut self.upstreams[index];
+        if link.version != self.version
+            || !link.can_send(qos)
+            || view.size > link.maximum_packet_size
+        {
+            return false;
+        }
+        let upstream_pkid = match qos {
+            QoS::AtMostOnce => 0,
+            _ => match link.start_publish(view.pkid) {
+                Some(pkid) => pkid,
+                None => return false,
+            },
+        };
+        codec::write_frame(buf, &view, upstream_pkid, &mut link.out);
+        if qos != QoS::AtMostOnce {
+            (self.inbound).insert(view.pkid, Inbound::Sent(index, upstream_pkid));
+        }
+        self.metrics.publish_received(qos, view.payload_len());
+        (self.metrics).publish_sent(index, qos, upstream_pkid, self.clock);
+        buf.advance(view.size);
+        #[cfg(test)]
+        {
+            self.express_taken += 1;
+        }
+        true
+    }
+
+    /// Delivers upstream `index`'s PUBLISH framed by `header` at the start
+    /// of `buf` to the client, when the express lane takes it; false, with
+    /// nothing consumed, when the full path must.
+    #[inline]
+    pub(super) fn express_to_client(
+        &mut self,
+        index: usize,
+        buf: &mut BytesMut,
+        header: &FixedHeader,
+    ) -> bool {
+        let version = self.upstreams[index].version;
+        if !self.express_out || version != self.version {
+            return false;
+        }
+        let Some(view) = codec::view_publish(buf, header, version) else {
+            return false;
+        };
+        if view.size > self.limits.client_maximum_packet_size {
+            return false;
+        }
+        let client_pkid = match view.qos {
+            QoS::AtMostOnce => 0,
+            _ => {
+                // A resend, a message that must wait behind others, or a
+                // full window: the full path decides.
+                if view.dup
+                    || !self.waiting.is_empty()
+                    || self.delivering.get(&(index, view.pkid)).is_some()
+                    || self.outbound.len() >= self.limits.client_receive_maximum
+                {
+                    return false;
+                }
+                match self.outbound.next_free() {
+                    Some(pkid) => pkid,
+                    None => return false,
+                }
+            }
+        };
+        codec::write_frame(buf, &view, client_pkid, &mut self.client_out);
+        self.metrics.publish_delivered(view.qos, view.payload_len());
+        if view.qos != QoS::AtMostOnce {
+            let delivery = Delivery {
+                upstream: index,
+                pkid: view.pkid,
+                stage: Stage::Sent,
+            };
+            self.outbound.insert(client_pkid, delivery);
+            self.delivering.insert((index, view.pkid), client_pkid);
+        }
+        buf.advance(view.size);
+        #[cfg(test)]
+        {
+            self.express_taken += 1;
+        }
+        true
+    }
+}
