@@ -11,7 +11,10 @@
 //! (`codec/conformance.rs`, decision 0016); packets from brokers go through
 //! [`read`]. AUTH, which the codec crate has no type for, is decoded and
 //! encoded by [`auth`]; a session takes it apart from other packets
-//! (`take_auth`).
+//! (`take_auth`). The common packets skip the crates: a PUBLISH without
+//! properties (`codec/publish.rs`, also seen in place for the session's
+//! express lane, decision 0028) and an acknowledgement with only a packet
+//! id (`codec/ack.rs`).
 
 mod ack;
 pub mod auth;
