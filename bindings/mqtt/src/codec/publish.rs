@@ -131,6 +131,7 @@ pub(super) fn decode(
 /// `pkid` to a peer speaking the frame's own version: the frame as it
 /// came, its two packet-id bytes replaced.
 pub(crate) fn write_frame(frame: &[u8], view: &PublishView, pkid: u16, out: &mut BytesMut) {
+    super::first_room(out);
     let start = out.len();
     out.extend_from_slice(&frame[..view.size]);
     if view.qos != QoS::AtMostOnce {
