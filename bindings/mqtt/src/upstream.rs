@@ -11,10 +11,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{ConnAck, Packet, Publish, QoS};
 
-use crate::codec::{self, Version};
+use crate::codec::{self, PublishView, Version};
 use crate::packet_ids::PacketIds;
 
 /// What an upstream packet id stands for.
@@ -42,6 +42,25 @@ pub(crate) enum KeepAlive {
     Lost(Duration),
 }
 
+/// A client publish waiting for room in a broker's window.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// Decoded: it goes through the full path's encoder.
+    Decoded(Publish),
+    /// The frame it came in, from the express lane (`state/express.rs`):
+    /// it goes as it is, under the packet id it gets then.
+    Frame(Bytes, PublishView),
+}
+
+impl Waiting {
+    pub(crate) fn qos(&self) -> QoS {
+        match self {
+            Waiting::Decoded(publish) => publish.qos,
+            Waiting::Frame(_, view) => view.qos,
+        }
+    }
+}
+
 /// One upstream session's state.
 #[derive(Debug)]
 pub(crate) struct UpstreamLink {
@@ -60,7 +79,7 @@ pub(crate) struct UpstreamLink {
     in_flight: usize,
     /// Client publishes waiting for room in the window, in the client's
     /// order (a QoS 0 publish waits behind them too), with their sizes.
-    queue: VecDeque<(Publish, usize)>,
+    queue: VecDeque<(Waiting, usize)>,
     keep_alive: Option<Duration>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
@@ -154,14 +173,14 @@ impl UpstreamLink {
     }
 
     /// Keeps `publish` (of `size` bytes) until the window has room.
-    pub(crate) fn enqueue(&mut self, publish: Publish, size: usize) {
+    pub(crate) fn enqueue(&mut self, publish: Waiting, size: usize) {
         self.queue.push_back((publish, size));
     }
 
     /// The next waiting publish that may go now, with its size.
-    pub(crate) fn dequeue(&mut self) -> Option<(Publish, usize)> {
+    pub(crate) fn dequeue(&mut self) -> Option<(Waiting, usize)> {
         let (front, _) = self.queue.front()?;
-        if front.qos != QoS::AtMostOnce && self.in_flight >= self.window {
+        if front.qos() != QoS::AtMostOnce && self.in_flight >= self.window {
             return None;
         }
         self.queue.pop_front()

@@ -212,8 +212,9 @@ fn origin() -> Instant {
 
 /// Serves `data` as one client connection: its first byte chooses the
 /// chunk size the bytes arrive in (1 to 64; odd sizes with limits on each
-/// session), the brokers' protocol version and whether the server has
-/// guards; the rest is what the client sends.
+/// session; sizes with bit 1 set, brokers with a window of 3), the
+/// brokers' protocol version and whether the server has guards; the rest
+/// is what the client sends.
 /// Never panics on any input.
 ///
 /// It is served twice, with the express lanes (`state/express.rs`) and
@@ -301,10 +302,15 @@ fn serve(data: &[u8], express: bool) -> Option<Transcript> {
     let Ok(admission) = admit::admit(&config, request, token, verdict, &info, now) else {
         return None;
     };
+    // Chunk sizes 3, 4, 7, 8, ... (bit 1): brokers with a window of 3, so
+    // that client publishes wait for it.
     let broker_ack = ConnAck {
         session_present: false,
         code: ConnectReturnCode::Success,
-        properties: None,
+        properties: (control & 0x02 != 0).then(|| mqtt_bytes_v5::ConnAckProperties {
+            receive_max: Some(3),
+            ..admit::empty_connack_properties()
+        }),
     };
     let links: Vec<UpstreamLink> = admission
         .opens

@@ -11,19 +11,23 @@
 //! side's output with its two packet-id bytes patched: no `String` for the
 //! topic, no `Publish` moved through the handlers, no re-encoding.
 //!
+//! A client's PUBLISH that must wait for room in its broker's window waits
+//! as its frame too, and goes as one when the window opens (`send_frame`).
 //! Anything the lane does not take (another version on the other side, a
-//! resend, a full window, a queue to keep order behind, a packet too large
-//! for the other side, no route) is left unconsumed for the full path,
+//! resend, a delivery that must wait for the client's window, a packet too
+//! large for the other side, no route) is left unconsumed for the full path,
 //! which decides exactly as before; so the lane only ever does what the
 //! full path would have done, and the tests compare the two on the same
 //! input (`session/tests/express.rs`).
 
 use bytes::{Buf, BytesMut};
-use mqtt_bytes_v5::QoS;
+use mqtt_bytes_v5::{DisconnectReasonCode, QoS};
 
 use super::{Delivery, Inbound, Session, Stage};
-use crate::codec::{self, FixedHeader};
+use crate::codec::{self, FixedHeader, PublishView};
 use crate::options::Operation;
+use crate::session::end::End;
+use crate::upstream::Waiting;
 
 impl Session {
     /// Which lanes this session may use, fixed when it starts: client
@@ -65,11 +69,24 @@ impl Session {
             return false;
         }
         let link = &mut self.upstreams[index];
-        if link.version != self.version
-            || !link.can_send(qos)
-            || view.size > link.maximum_packet_size
-        {
+        if link.version != self.version || view.size > link.maximum_packet_size {
             return false;
+        }
+        if !link.can_send(qos) {
+            // The broker's window is full (or others wait before it): the
+            // frame waits in the queue, as the full path's `Publish` would.
+            self.metrics.publish_received(qos, view.payload_len());
+            if qos != QoS::AtMostOnce {
+                self.inbound.insert(view.pkid, Inbound::Queued(index));
+            }
+            // What `flow::weight` counts for the same PUBLISH.
+            let size = view.topic.len() + view.payload_len() + 8;
+            self.publish_bytes += size;
+            let frame = buf.split_to(view.size).freeze();
+            link.enqueue(Waiting::Frame(frame, view), size);
+            self.metrics.queued_to_broker();
+            self.count_express();
+            return true;
         }
         let upstream_pkid = match qos {
             QoS::AtMostOnce => 0,
@@ -85,11 +102,45 @@ impl Session {
         self.metrics.publish_received(qos, view.payload_len());
         (self.metrics).publish_sent(index, qos, upstream_pkid, self.clock);
         buf.advance(view.size);
+        self.count_express();
+        true
+    }
+
+    /// Sends a frame that waited in upstream `index`'s queue, under a
+    /// packet id of that upstream's own (the full path's `send_publish`
+    /// for a frame, whose size was checked when it was queued).
+    pub(super) fn send_frame(
+        &mut self,
+        index: usize,
+        frame: &[u8],
+        view: &PublishView,
+    ) -> Result<(), End> {
+        let link = &mut self.upstreams[index];
+        let pkid = match view.qos {
+            QoS::AtMostOnce => 0,
+            _ => {
+                let Some(pkid) = link.start_publish(view.pkid) else {
+                    return Err(End::Refuse(
+                        DisconnectReasonCode::QuotaExceeded,
+                        "no packet id free".into(),
+                    ));
+                };
+                self.inbound.insert(view.pkid, Inbound::Sent(index, pkid));
+                pkid
+            }
+        };
+        (self.metrics).publish_sent(index, view.qos, pkid, self.clock);
+        codec::write_frame(frame, view, pkid, &mut link.out);
+        Ok(())
+    }
+
+    /// Counts a PUBLISH the lanes took (for the tests).
+    #[inline]
+    fn count_express(&mut self) {
         #[cfg(test)]
         {
             self.express_taken += 1;
         }
-        true
     }
 
     /// Delivers upstream `index`'s PUBLISH framed by `header` at the start
@@ -142,10 +193,7 @@ impl Session {
             self.delivering.insert((index, view.pkid), client_pkid);
         }
         buf.advance(view.size);
-        #[cfg(test)]
-        {
-            self.express_taken += 1;
-        }
+        self.count_express();
         true
     }
 }

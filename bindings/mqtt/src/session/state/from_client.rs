@@ -29,7 +29,7 @@ use crate::session::acks::{refuse_publish, Codes, PendingAck, PublishRefusal};
 use crate::session::admit::TOPIC_ALIAS_MAXIMUM;
 use crate::session::end::End;
 use crate::topic;
-use crate::upstream::Origin;
+use crate::upstream::{Origin, Waiting};
 
 impl Session {
     pub(super) fn on_client_packet(&mut self, packet: Packet) -> Result<(), End> {
@@ -277,19 +277,29 @@ impl Session {
         }
         let size = weight(&publish);
         self.publish_bytes += size;
-        link.enqueue(publish, size);
+        link.enqueue(Waiting::Decoded(publish), size);
         self.metrics.queued_to_broker();
         Ok(())
     }
 
     /// Sends what upstream `index` queued while its window has room.
     pub(super) fn drain_queue(&mut self, index: usize) -> Result<(), End> {
-        while let Some((publish, size)) = self.upstreams[index].dequeue() {
+        while let Some((waiting, size)) = self.upstreams[index].dequeue() {
             self.publish_bytes -= size;
-            if publish.qos != QoS::AtMostOnce {
-                self.inbound.remove(&publish.pkid);
+            match waiting {
+                Waiting::Decoded(publish) => {
+                    if publish.qos != QoS::AtMostOnce {
+                        self.inbound.remove(&publish.pkid);
+                    }
+                    self.send_publish(index, publish)?;
+                }
+                Waiting::Frame(frame, view) => {
+                    if view.qos != QoS::AtMostOnce {
+                        self.inbound.remove(&view.pkid);
+                    }
+                    self.send_frame(index, &frame, &view)?;
+                }
             }
-            self.send_publish(index, publish)?;
         }
         Ok(())
     }
