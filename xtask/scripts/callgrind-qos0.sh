@@ -3,6 +3,8 @@
 # (repeatable under load, unlike wall-clock or CPU seconds).
 #
 #   xtask/scripts/callgrind-qos0.sh [N] [OUT_DIR]     # N defaults to 50000
+#   QOS=1 xtask/scripts/callgrind-qos0.sh             # the same with QoS 1
+#   (publishes and subscription, window 64: the acknowledgements too)
 #
 # Needs: `cargo build --release -p zilla -p zilla-mqtt-bench`, mosquitto and
 # valgrind on PATH. Starts mosquitto on a free port, the proxy
@@ -60,7 +62,7 @@ YAML
     "$ZILLA" start -w 1 -c "$OUT/proxy.yaml" > "$OUT/$2.log" 2>&1 &
   local pid=$!
   wait_port "$port"
-  "$BENCH" throughput --port "$port" --qos 0 --size 64 --messages "$1" >&2
+  "$BENCH" throughput --port "$port" --qos "${QOS:-0}" --size 64 --messages "$1" >&2
   kill -INT $pid
   wait $pid || true
   awk '/^(summary|totals):/ {print $2; exit}' "$OUT/$2.out"
