@@ -17,7 +17,7 @@
 //!       store: fleet
 //! ```
 //!
-//! It offers [`SharedCounts`](zilla_engine::SharedCounts) (sets with a
+//! It offers [`SharedCounts`] (sets with a
 //! capacity, leased by the replica holding each member; GCRA token
 //! buckets) and, like the memory store, in-process state shared by type
 //! ([`Store::slot`]): what is not counted fleet-wide stays in the process.
