@@ -18,16 +18,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod bench;
-mod bench_configs;
-mod bench_fleet;
-mod bench_idle;
-mod bench_mtls;
-mod bench_proc;
-mod bench_reauth;
-mod bench_report;
-mod bench_store;
-mod bench_storm;
-mod bench_tls;
 mod demo_ws;
 mod image;
 

@@ -14,8 +14,9 @@
 //! `mqtt-bench reauth` the delivery delay of every QoS 1 message (due ->
 //! received by a subscriber on the broker) and the messages lost.
 //!
-//! A leaf beside [`crate::bench_proc`] and [`crate::bench_configs`]: no other
-//! `bench_*` module uses it but [`crate::bench`], which calls [`reauth`].
+//! A scenario: it uses only the shared helpers [`super::proc`] and
+//! [`super::configs`]; only the runner ([`crate::bench`]) uses it, calling
+//! [`reauth`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,8 +24,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
-use crate::bench_configs::proxy_yaml;
-use crate::bench_proc::{cpu_seconds, ended_children_cpu_seconds, LOADGEN, MOSQUITTO_TUNING};
+use super::configs::proxy_yaml;
+use super::proc::{cpu_seconds, ended_children_cpu_seconds, LOADGEN, MOSQUITTO_TUNING};
 
 /// What the scenario needs from the bench.
 pub(crate) struct Reauth<'a> {

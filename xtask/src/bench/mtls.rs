@@ -47,7 +47,7 @@
 //!
 //! CPU is user + system time of each process from /proc, before and after
 //! each run; the report gives the medians of the rounds. This module uses
-//! only [`crate::bench_proc`], and returns its report as text.
+//! only [`super::proc`], and returns its report as text.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{free_port, Mosquitto, ZillaProcess};
 
-use crate::bench_proc::{
+use super::proc::{
     cpu_seconds, ended_children_cpu_seconds, start_haproxy, LOADGEN, MOSQUITTO_TUNING,
 };
 

@@ -1,8 +1,8 @@
 //! What every scenario of `cargo xtask bench` uses to run and measure its
 //! processes: where the load generator is, how mosquitto is tuned, CPU
 //! seconds and RSS from `/proc`, and HAProxy (installed with apt when
-//! missing). A leaf: it uses no other `bench_*` module, so each of them can
-//! use it without a cycle.
+//! missing). A shared helper and a leaf of the bench: it uses no other
+//! module of it, so each of them can use it without a cycle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
-use crate::bench_configs::proxy_yaml;
-use crate::bench_proc::{cpu_seconds, LOADGEN};
+use super::configs::proxy_yaml;
+use super::proc::{cpu_seconds, LOADGEN};
 
 /// What `--only` selects here.
 pub(crate) const FLEET_SCENARIOS: [&str; 2] = ["replicas", "fairness"];

@@ -21,8 +21,8 @@
 //! The clients run in this process (the load generator has no per-CONNECT
 //! latency and its throughput subscriber goes through the proxy too).
 //!
-//! A leaf beside [`crate::bench_proc`] and [`crate::bench_configs`]: no other
-//! `bench_*` module uses it but [`crate::bench`], which calls [`store`].
+//! A scenario: it uses only the shared helper [`super::proc`]; only the
+//! runner ([`crate::bench`]) uses it, calling [`store`].
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -36,7 +36,7 @@ use bytes::BytesMut;
 use mqtt_bytes_v5::{Connect, Filter, Login, Packet, QoS, RetainForwardRule, Subscribe};
 use zilla_testkit::{Mosquitto, Redis, ZillaProcess};
 
-use crate::bench_proc::{cpu_seconds, MOSQUITTO_TUNING};
+use super::proc::{cpu_seconds, MOSQUITTO_TUNING};
 
 /// CONNECTs in progress at once.
 const CONCURRENCY: usize = 16;

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
-use crate::bench_configs::proxy_yaml;
-use crate::bench_proc::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
+use super::configs::proxy_yaml;
+use super::proc::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
 
 /// Starts a load generator that opens `connections` idle sessions on `port`
 /// and waits until they are all open: the running generator (kill it to
@@ -127,4 +127,37 @@ pub(crate) fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64
         shards,
         after.saturating_sub(before) as f64 / held as f64,
     ))
+}
+
+/// The idle tables: RSS growth per session of each path's front process
+/// (`idle`: `(path, KiB)`, `sessions` at once), and of the proxy over
+/// several processes (`sharded`: sessions held, processes, KiB).
+pub(crate) fn tables(
+    out: &mut String,
+    sessions: u64,
+    idle: &[(&str, f64)],
+    sharded: Option<(u64, usize, f64)>,
+) {
+    use std::fmt::Write as _;
+    if !idle.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions ({sessions} at once)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| path | RSS growth per session (KiB) of the front process (mosquitto for direct) |"
+        );
+        let _ = writeln!(out, "|---|---:|");
+        for (target, kib) in idle {
+            let _ = writeln!(out, "| {target} | {kib:.1} |");
+        }
+    }
+    if let Some((held, processes, kib)) = sharded {
+        let _ = writeln!(
+            out,
+            "\n### Idle authenticated sessions through the proxy: {held} over {processes} processes\n\n\
+             RSS growth per session, summed over the processes: {kib:.1} KiB"
+        );
+    }
 }

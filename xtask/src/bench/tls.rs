@@ -20,9 +20,10 @@ use anyhow::Result;
 use zilla_testkit::pki::TestCa;
 use zilla_testkit::ZillaProcess;
 
-use crate::bench_configs::proxy_yaml;
-use crate::bench_proc::LOADGEN_CPU;
-use crate::bench_report::{cpu_per_million, metric, ratio, Sample};
+use super::configs::proxy_yaml;
+use super::paths::{words, Scenario, Target};
+use super::proc::LOADGEN_CPU;
+use super::report::{cpu_per_million, metric, ratio, shown, Sample};
 
 /// What `--only tls` selects (all three run on the same two paths).
 pub(crate) const TLS_SCENARIOS: [&str; 3] = ["tls-qos0", "tls-qos1", "tls-connect"];
@@ -45,6 +46,11 @@ impl TlsPath {
         self.proxy.port("north_tcp_server")
     }
 
+    /// The path through the TLS proxy.
+    pub(crate) fn target(&self) -> Target {
+        Target::tcp(TLS_PROXY, self.port(), Some(TLS_PROXY))
+    }
+
     /// The process to measure.
     pub(crate) fn process(&self) -> (&'static str, u32) {
         (TLS_PROXY, self.proxy.pid())
@@ -63,6 +69,37 @@ impl TlsPath {
             Vec::new()
         }
     }
+}
+
+/// The three scenarios on `proxy` and `proxy_tls`.
+pub(crate) fn scenarios<'a>(
+    proxy: &'a Target,
+    proxy_tls: &'a Target,
+    (qos0, qos1, connects): (u64, u64, u64),
+) -> Vec<Scenario<'a>> {
+    let [qos0_scenario, qos1_scenario, connect_scenario] = TLS_SCENARIOS;
+    [
+        (
+            qos0_scenario,
+            format!("throughput --qos 0 --messages {qos0}"),
+        ),
+        (
+            qos1_scenario,
+            format!("throughput --qos 1 --window 64 --messages {qos1}"),
+        ),
+        (
+            connect_scenario,
+            format!("connect --connections {connects}"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, args)| Scenario {
+        name,
+        targets: vec![proxy, proxy_tls],
+        args: words(&args),
+        pinned: false,
+    })
+    .collect()
 }
 
 /// [`proxy_yaml`] with TLS terminated in front of the mqtt server: a
@@ -166,13 +203,6 @@ pub(crate) fn tls_tables(out: &mut String, samples: &[Sample]) {
         }
         let rate = |target: &str| metric(samples, scenario, target, "rate");
         let cpu = |target: &str, process: &str| cpu_per_million(samples, scenario, target, process);
-        let shown = |value: f64| {
-            if value.is_nan() {
-                "failed".to_owned()
-            } else {
-                format!("{value:.0}")
-            }
-        };
         let (tcp_cpu, tls_cpu) = (cpu("proxy", "proxy"), cpu(TLS_PROXY, TLS_PROXY));
         let _ = writeln!(
             out,

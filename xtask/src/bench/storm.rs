@@ -26,9 +26,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use zilla_testkit::{free_port, mosquitto_path, wait_for, ZillaProcess};
 
-use crate::bench_configs::{haproxy_cfg, proxy_yaml};
-use crate::bench_proc::{cpu_seconds, start_haproxy, LOADGEN};
-use crate::bench_report::Sample;
+use super::configs::{haproxy_cfg, proxy_yaml};
+use super::proc::{cpu_seconds, start_haproxy, LOADGEN};
+use super::report::{front_of, median, metric, ratio, Sample};
 
 /// What the scenario needs from the bench.
 pub(crate) struct Storm<'a> {
@@ -125,7 +125,7 @@ fn open_file_limit() -> Option<u64> {
 }
 
 /// Why the storm has `sessions` and not the issue's 20,000.
-pub(crate) fn fd_note(sessions: u64) -> String {
+fn fd_note(sessions: u64) -> String {
     let Some(limit) = open_file_limit() else {
         return format!("{sessions} sessions (open-file limit unknown).");
     };
@@ -296,4 +296,78 @@ pub(crate) fn storm(storm: &Storm<'_>) -> Result<Vec<Sample>> {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
     Ok(samples)
+}
+
+/// The reconnect storm: medians of the rounds, per path.
+pub(crate) fn tables(out: &mut String, samples: &[Sample]) {
+    use std::fmt::Write as _;
+    let storms: Vec<&Sample> = samples.iter().filter(|s| s.scenario == "storm").collect();
+    let Some(sessions) = storms.iter().find_map(|s| s.result["sessions"].as_u64()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n### Reconnect storm: {sessions} authenticated sessions, broker killed and restarted\n\n\
+         {}\n\nClients reconnect at once, then back off 10 ms doubling to 1 s with equal jitter. \
+         `all back`: first drop to last CONNACK; `drops seen`: first drop to the last session \
+         noticing its own; `outage`: per session, its drop to its CONNACK; `listen overflows`: \
+         SYNs the kernel dropped at a full listen queue (system-wide; mosquitto listens with a \
+         backlog of 100), each costing its client a 1 s (then 3 s) SYN retransmission.\n",
+        fd_note(sessions)
+    );
+    let _ = writeln!(
+        out,
+        "| path | all back s | vs direct | vs HAProxy L4 | drops seen s | outage p50 s | outage p99 s | attempts | failed attempts | listen overflows | lost by | front CPU s | mosquitto CPU s |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+    );
+    let value = |target: &str, key: &str| metric(samples, "storm", target, key);
+    let mut targets: Vec<&str> = storms.iter().map(|s| s.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let runs: Vec<&&Sample> = storms.iter().filter(|s| s.target == target).collect();
+        let cpu = |process: &str| {
+            let spent = runs.iter().filter_map(|s| s.cpu.get(process).copied());
+            median(spent.collect())
+        };
+        let all_back = value(target, "all_back_s");
+        if all_back.is_nan() {
+            let why = runs
+                .iter()
+                .find_map(|s| s.result["failed"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "not every session came back before the deadline".to_owned());
+            let dashes = "| - ".repeat(11);
+            let _ = writeln!(out, "| {target} | failed: {why} {dashes}|");
+            continue;
+        }
+        let lost_by = runs
+            .last()
+            .and_then(|s| s.result["drops"].as_object())
+            .map(|reasons| {
+                let shown: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                shown.join(", ")
+            })
+            .unwrap_or_default();
+        let front = match front_of(target) {
+            "-" => "mosquitto",
+            front => front,
+        };
+        let _ = writeln!(
+            out,
+            "| {target} | {all_back:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {lost_by} | {:.2} | {:.2} |",
+            ratio(all_back, value("direct", "all_back_s")),
+            ratio(all_back, value("haproxy-l4", "all_back_s")),
+            value(target, "drop_spread_s"),
+            value(target, "p50_s"),
+            value(target, "p99_s"),
+            value(target, "attempts"),
+            value(target, "failed_attempts"),
+            value(target, "listen_overflows"),
+            cpu(front),
+            cpu("mosquitto"),
+        );
+    }
 }
