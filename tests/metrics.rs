@@ -702,9 +702,9 @@ async fn a_reload_keeps_the_endpoint_and_the_counts() {
 
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_port = upstream.local_addr().unwrap().port();
-    let prometheus = free_port();
-    let yaml = format!(
-        "
+    let yaml = |prometheus| {
+        format!(
+            "
 name: {NS}
 telemetry:
   metrics: [stream.*]
@@ -721,10 +721,23 @@ telemetry:
     kind: client
     options: {{ host: 127.0.0.1, port: {upstream_port} }}
 ",
-        prometheus_exporter(prometheus)
-    );
-    let first = Engine::from_yaml(yaml.clone()).build().unwrap();
-    let started = first.start().await.unwrap();
+            prometheus_exporter(prometheus)
+        )
+    };
+    // A free port another process takes before the exporter binds it
+    // (AddrInUse, seen in CI) is retried with another.
+    let mut attempts = 0;
+    let (prometheus, first, started) = loop {
+        attempts += 1;
+        let prometheus = free_port();
+        let first = Engine::from_yaml(yaml(prometheus)).build().unwrap();
+        match first.start().await {
+            Ok(started) => break (prometheus, first, started),
+            Err(error) if attempts < 3 => eprintln!("retrying: {error}"),
+            Err(error) => panic!("the engine did not start: {error}"),
+        }
+    };
+    let yaml = yaml(prometheus);
     let proxy = started
         .iter()
         .find(|b| b.name == "north_tcp_server")
