@@ -459,61 +459,7 @@ impl Driver {
             if let Err(end) = outcome {
                 return end;
             }
-            // Whatever else is readable now is handled before the next
-            // flush, so one write per side carries what several reads
-            // brought (the broker's acks and the client's next publishes
-            // arrive together under load): fewer system calls per message.
-            if let Err(end) = poll_fn(|cx| Poll::Ready(self.read_ready(cx))).await {
-                return end;
-            }
         }
-    }
-
-    /// Reads, without waiting, each stream that has bytes ready and whose
-    /// side the session takes input from, and hands them to the session.
-    /// A stream with nothing ready costs no system call (tokio knows its
-    /// readiness) and registers `cx` as the select below would.
-    fn read_ready(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
-        if self.session.wants_client_input() {
-            let read = poll_read_lean(
-                &mut self.client,
-                cx,
-                &mut self.client_in,
-                self.client_last_read,
-            );
-            match read {
-                Poll::Ready(Ok(0)) => {
-                    return Err(End::ClientLost(
-                        "connection closed without DISCONNECT".into(),
-                    ))
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.client_last_read = n;
-                    self.session.on_client_bytes(now(), &mut self.client_in)?;
-                }
-                Poll::Ready(Err(e)) => return Err(End::ClientLost(format!("read failed: {e}"))),
-                Poll::Pending => {}
-            }
-        }
-        for index in 0..self.upstreams.len() {
-            if !self.session.wants_upstream_input() {
-                break;
-            }
-            let io = &mut self.upstreams[index];
-            match poll_read_lean(&mut io.stream, cx, &mut io.read_buf, io.last_read) {
-                Poll::Ready(Ok(0)) => return Err(End::UpstreamClosed(index)),
-                Poll::Ready(Ok(n)) => {
-                    io.last_read = n;
-                    self.session
-                        .on_upstream_bytes(now(), index, &mut io.read_buf)?;
-                }
-                Poll::Ready(Err(e)) => {
-                    return Err(End::UpstreamLost(index, format!("read failed: {e}")))
-                }
-                Poll::Pending => {}
-            }
-        }
-        Ok(())
     }
 
     /// Asks the guard about the token of a re-authentication the session
