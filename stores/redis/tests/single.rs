@@ -132,8 +132,22 @@ async fn members_of_a_killed_replica_expire_and_a_live_one_keeps_its_own() {
         killed_counts.join("s", "b", 3).await.unwrap().unwrap(),
     ];
     let kept = live_counts.join("s", "c", 3).await.unwrap().unwrap();
-    // Renewals keep every member past its first lease.
-    tokio::time::sleep(lease + Duration::from_millis(1500)).await;
+    // Renewals keep every member past its first lease: wait for two
+    // renewals answered after the lease the joins gave ran out.
+    let joined = tokio::time::Instant::now();
+    let stats = killed_counts.stats();
+    let renewed =
+        |stats: &zilla_engine::StoreStats| stats.commands("renew") - stats.errors("renew");
+    let before = renewed(&stats);
+    let mut past_lease = None;
+    eventually("two renewals past the first lease", lease * 4, || {
+        if past_lease.is_none() && joined.elapsed() > lease {
+            past_lease = Some(renewed(&stats));
+        }
+        let done = past_lease.is_some_and(|at| renewed(&stats) >= at.max(before) + 2);
+        async move { done }
+    })
+    .await;
     assert_eq!(zcard(&redis, "s"), 3, "renewed");
     assert!(live_counts.join("s", "d", 3).await.unwrap().is_none());
     // Killed: no renewals, no LEAVE.
@@ -171,11 +185,14 @@ async fn a_bucket_grants_what_it_has_and_says_when_the_rest_is_due() {
     let third = counts.take("connects:acme", rate, 1).await.unwrap();
     assert_eq!(third.granted, 0);
     assert!(third.retry_after <= Duration::from_millis(100), "{third:?}");
-    tokio::time::sleep(third.retry_after + Duration::from_millis(5)).await;
-    assert_eq!(
-        counts.take("connects:acme", rate, 1).await.unwrap().granted,
-        1
-    );
+    // Refused takes move nothing: asked again until the token is there.
+    let mut polled = 0;
+    eventually("the token that was due", Duration::from_secs(2), || {
+        polled += 1;
+        let counts = counts.clone();
+        async move { counts.take("connects:acme", rate, 1).await.unwrap().granted == 1 }
+    })
+    .await;
 
     let lease = Arc::new(Lease::default());
     assert!(lease.start_asking());
@@ -202,7 +219,7 @@ async fn a_bucket_grants_what_it_has_and_says_when_the_rest_is_due() {
     assert_eq!(state.tokens, 5, "one more was left");
     assert!(state.due.is_some(), "the other three are due later");
     assert_eq!(counts.stats().commands("lease"), 2);
-    assert_eq!(counts.stats().commands("take"), 4);
+    assert_eq!(counts.stats().commands("take"), 3 + polled);
 }
 
 #[tokio::test]
@@ -297,8 +314,19 @@ async fn replicas_count_every_store_alive_and_a_dropped_store_stops() {
     let b_stats = b.stats();
     drop((b_store, b));
     let beats = b_stats.commands("heartbeat");
-    // Two heartbeat periods: a task still running would have beaten.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two heartbeats of the live store, which beats as often: a task of
+    // the dropped one still running would have beaten meanwhile.
+    let a_stats = a.stats();
+    let a_beats = a_stats.commands("heartbeat");
+    eventually(
+        "two heartbeats of the live store",
+        Duration::from_secs(10),
+        || {
+            let two = a_stats.commands("heartbeat") >= a_beats + 2;
+            async move { two }
+        },
+    )
+    .await;
     assert_eq!(b_stats.commands("heartbeat"), beats, "its task stopped");
     assert!(a.available());
 }
