@@ -25,7 +25,7 @@ use super::router::Router;
 use crate::codec::{CodecError, Version};
 use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials::Login;
-use crate::limits::{KeyHold, KeyValues, LimitHit, LimitKind, Phase, SessionLimits, Unsettled};
+use crate::limits::{KeyHold, KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
 use crate::options::{CredentialsPattern, Operation, ParamSource, RouteConditions};
 use crate::port::{OpenError, OpenSession, SessionsPort};
 
@@ -62,7 +62,12 @@ pub(crate) fn refused(code: ConnectReturnCode, reason: &str) -> ConnAck {
     }
 }
 
-fn refusal(version: Version, code: ConnectReturnCode, why: String, client_id: &str) -> Refusal {
+pub(super) fn refusal(
+    version: Version,
+    code: ConnectReturnCode,
+    why: String,
+    client_id: &str,
+) -> Refusal {
     Refusal {
         version,
         connack: Box::new(refused(code, &why)),
@@ -75,7 +80,7 @@ fn refusal(version: Version, code: ConnectReturnCode, why: String, client_id: &s
 /// The refusal of a CONNECT that hit a limit: CONNACK 0x9F for a connect
 /// rate, 0x97 for a sessions quota, 0x90 for a will topic beyond the topic
 /// limits (3.1.1: 0x03, server unavailable, for each).
-fn limit_refusal(version: Version, hit: LimitHit, client_id: &str) -> Refusal {
+pub(super) fn limit_refusal(version: Version, hit: LimitHit, client_id: &str) -> Refusal {
     let code = match hit.kind {
         LimitKind::Connects => ConnectReturnCode::ConnectionRateExceeded,
         LimitKind::Sessions => ConnectReturnCode::QuotaExceeded,
@@ -355,25 +360,6 @@ pub(crate) fn before_guard(
     };
     (config.limits.connect(Phase::BeforeGuard, &keys, now))
         .map_err(|hit| limit_refusal(request.version, hit, client_id))
-}
-
-/// The refusal of a CONNECT the fleet's counts did not admit: a limit hit,
-/// or 0x88 when the store does not answer and `unavailable: refuse`
-/// (3.1.1: 0x03, server unavailable).
-pub(crate) fn unsettled_refusal(
-    version: Version,
-    unsettled: Unsettled,
-    client_id: &str,
-) -> Refusal {
-    match unsettled {
-        Unsettled::Limit(hit) => limit_refusal(version, hit, client_id),
-        Unsettled::Unavailable(why) => refusal(
-            version,
-            ConnectReturnCode::ServerUnavailable,
-            why,
-            client_id,
-        ),
-    }
 }
 
 /// The guard's verdict when it already decided on these very credentials at

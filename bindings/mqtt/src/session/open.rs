@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mqtt_bytes_v5::{DisconnectReasonCode, Packet};
+use mqtt_bytes_v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::AsyncWriteExt;
 use zilla_engine::{GuardRejection, StreamInfo};
 
@@ -22,7 +22,9 @@ use super::end::disconnect;
 use super::io::{now, UpstreamIo};
 use super::state::{Session, Start};
 use super::takeover::{Carried, Predecessor, Registration};
+use crate::codec::Version;
 use crate::config::ServerConfig;
+use crate::limits::Unsettled;
 use crate::metrics::{AuthFailure, SessionMetrics};
 use crate::upstream::UpstreamLink;
 
@@ -87,7 +89,7 @@ pub(super) async fn open_session(
     let client_id = &request.connect.client_id;
     // What the fleet counts (a store shared by the replicas).
     let settled = config.limits.settle(&mut holds, client_id, now()).await;
-    settled.map_err(|unsettled| admit::unsettled_refusal(request.version, unsettled, client_id))?;
+    settled.map_err(|unsettled| unsettled_refusal(request.version, unsettled, client_id))?;
     let verdict = match (request.own_guard(config), &token) {
         (Some(authorization), Some(token)) => match admit::granted_verdict(granted, Some(token)) {
             Some(verdict) => Some(verdict),
@@ -109,9 +111,7 @@ pub(super) async fn open_session(
     if let Some(limits) = admission.limits.as_mut() {
         // What the fleet counts (a store shared by the replicas).
         let settled = limits.settle(&config.limits, &client_id, now()).await;
-        settled.map_err(|unsettled| {
-            admit::unsettled_refusal(admission.version, unsettled, &client_id)
-        })?;
+        settled.map_err(|unsettled| unsettled_refusal(admission.version, unsettled, &client_id))?;
     }
     if let Some(authorized) = &admission.authorized {
         config.events.info(
@@ -232,4 +232,19 @@ async fn resumed(
     drop(predecessor);
     let carried = config.sessions.resume(client_id, now());
     carried.filter(|_| resuming)
+}
+
+/// The refusal of a CONNECT the fleet's counts did not admit: a limit hit,
+/// or 0x88 when the store does not answer and `unavailable: refuse`
+/// (3.1.1: 0x03, server unavailable).
+fn unsettled_refusal(version: Version, unsettled: Unsettled, client_id: &str) -> Refusal {
+    match unsettled {
+        Unsettled::Limit(hit) => admit::limit_refusal(version, hit, client_id),
+        Unsettled::Unavailable(why) => admit::refusal(
+            version,
+            ConnectReturnCode::ServerUnavailable,
+            why,
+            client_id,
+        ),
+    }
 }
