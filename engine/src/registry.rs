@@ -17,7 +17,7 @@ use crate::config::{quoted_list, BindingConfig, Kind};
 use crate::guard::Guard;
 use crate::model::Model;
 use crate::store::Store;
-use crate::telemetry::{Exporter, StdoutExporter};
+use crate::telemetry::Exporter;
 use crate::vault::Vault;
 use crate::BuildError;
 
@@ -322,15 +322,3 @@ impl PluginContext<'_> {
         (factory.build)(&mut cx)
     }
 }
-
-// The engine's one built-in plugin. Its type lives with the rest of telemetry,
-// which knows nothing of factories; only its registration is here.
-fn build_stdout(cx: &mut PluginContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
-    cx.no_options()?;
-    Ok(Arc::new(StdoutExporter))
-}
-
-crate::register_exporter!(ExporterFactory {
-    type_name: "stdout",
-    build: build_stdout,
-});

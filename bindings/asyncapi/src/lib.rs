@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod routes;
+mod schema;
 mod security;
 mod servers;
 pub mod spec;

@@ -38,6 +38,7 @@ mod options;
 mod port;
 mod preface;
 mod routes;
+mod schema;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ mod fleet;
 mod options;
 mod prefixed;
 mod proxy_protocol;
+mod schema;
 mod server;
 
 pub use options::{

@@ -19,6 +19,7 @@ mod prefixed;
 mod proxy;
 mod refusals;
 mod revocation;
+mod schema;
 mod select;
 mod server;
 #[cfg(test)]

@@ -69,6 +69,7 @@ mod client;
 mod close;
 mod handshake;
 mod options;
+mod schema;
 mod server;
 mod stream;
 #[cfg(test)]

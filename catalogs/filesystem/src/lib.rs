@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

@@ -13,6 +13,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::sync::Arc;
 
 use indexmap::IndexMap;

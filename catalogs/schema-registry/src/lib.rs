@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

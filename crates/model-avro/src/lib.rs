@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::io::Cursor;
 use std::sync::Arc;
 

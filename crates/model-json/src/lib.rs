@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

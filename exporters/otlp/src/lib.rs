@@ -27,6 +27,7 @@
 
 mod convert;
 mod push;
+mod schema;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};

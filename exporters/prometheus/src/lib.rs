@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod encode;
+mod schema;
 mod server;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,8 @@
 
 #![forbid(unsafe_code)]
 
+mod schema;
+
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -31,6 +31,7 @@
 mod connection;
 mod counts;
 mod options;
+mod schema;
 mod scripts;
 
 use std::any::TypeId;

@@ -35,6 +35,7 @@ use zilla_engine::{
 };
 
 pub mod crl;
+mod schema;
 
 use crl::CrlStore;
 pub use crl::{CrlOptions, CrlType};
