@@ -512,12 +512,7 @@ bindings:
         connect_v5(proxy.port, "retired", Some(&old)).await.1.code,
         ConnectReturnCode::BadUserNamePassword
     );
-    wait_for_event(&[
-        "MQTT_CONNECT_REJECTED",
-        "retired",
-        "unknown key id `example`",
-    ])
-    .await;
+    wait_for_event(&["MQTT_CONNECT_REJECTED", "retired", "unknown key id example"]).await;
     proxy.engine.shutdown().await;
 }
 

@@ -27,10 +27,6 @@ use zilla_testkit::pki::TestCa;
 use zilla_testkit::proxy::Proxy;
 use zilla_testkit::{Mosquitto, Redis, RedisCluster};
 
-#[path = "support/limits_clients.rs"]
-#[allow(dead_code, reason = "shared by several test crates; each uses a part")]
-mod limits_clients;
-
 #[path = "support/fleet_replicas.rs"]
 mod fleet_replicas;
 use fleet_replicas::{

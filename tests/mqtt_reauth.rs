@@ -226,7 +226,7 @@ async fn refreshed_tokens_keep_one_session_alive_past_their_lifetimes() {
     let events = zilla_testkit::proxy::captured_events();
     let started_events = events
         .iter()
-        .filter(|e| e.contains("MQTT_SESSION_STARTED") && e.contains("\"refresher\""))
+        .filter(|e| e.contains("MQTT_SESSION_STARTED") && e.contains("id refresher "))
         .count();
     assert_eq!(started_events, 1, "no reconnect");
     // And at the broker: one connection of the client's, in its log.
@@ -237,7 +237,7 @@ async fn refreshed_tokens_keep_one_session_alive_past_their_lifetimes() {
     );
     let refreshed = events
         .iter()
-        .filter(|e| e.contains("MQTT_REAUTHENTICATED") && e.contains("\"refresher\""))
+        .filter(|e| e.contains("MQTT_REAUTHENTICATED") && e.contains("id refresher:"))
         .count();
     assert_eq!(refreshed, usize::from(round));
     assert!(
@@ -644,7 +644,7 @@ async fn refreshes_six_times_on_one_connection(
     expected.extend((1..=6).map(|round| format!("refresh_{round}")));
     expected.push("expiry".into());
     assert_eq!(run.checks(), expected, "{}", run.transcript());
-    let client_id = format!("\"{prefix}-refresher\"");
+    let client_id = format!("id {prefix}-refresher");
     let events = zilla_testkit::proxy::captured_events();
     let count = |kind: &str| {
         (events.iter())

@@ -205,7 +205,7 @@ async fn unroutable_publish_and_subscribe_are_refused_per_packet() {
     zilla_testkit::proxy::wait_for_event(&[
         "MQTT_SUBSCRIBE_REJECTED",
         "stray-subscriber",
-        "no route for subscription to \"actuators/#\"",
+        "no route for subscription to actuators/#",
     ])
     .await;
 
@@ -229,7 +229,7 @@ async fn unroutable_publish_and_subscribe_are_refused_per_packet() {
     zilla_testkit::proxy::wait_for_event(&[
         "MQTT_SESSION_REFUSED",
         "stray-subscriber",
-        "no route for publish to \"actuators/1\"",
+        "no route for publish to actuators/1",
         "0x90",
     ])
     .await;

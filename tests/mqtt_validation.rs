@@ -313,7 +313,7 @@ async fn string_number_and_user_property_models() {
     );
     wait_for_event(&[
         "MQTT_VALIDATION_FAILED",
-        "user property \"unit\" fails model string",
+        "user property unit fails model string",
     ])
     .await;
     let (mut client, _) = RawMqtt::connect(proxy.port, "long-name").await;

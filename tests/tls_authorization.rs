@@ -272,7 +272,7 @@ async fn mosquitto_clients_are_admitted_with_their_certificate_identity() {
     wait_for_event(&[
         "MQTT_AUTHORIZATION_SUCCEEDED",
         "pub-device-1",
-        "x509_0 authorized identity Some(\"device-1\")",
+        "x509_0 authorized identity device-1",
     ])
     .await;
     let received = tokio::time::timeout(
@@ -298,7 +298,7 @@ async fn mosquitto_clients_are_admitted_with_their_certificate_identity() {
     assert!(!status.success(), "device-2 has no role for any route");
     wait_for_event(&[
         "TLS_AUTHORIZATION_DENIED",
-        "x509_0 granted identity \"device-2\" roles []",
+        "x509_0 granted identity device-2 roles []",
         "need x509_0 [mqtt]",
     ])
     .await;
@@ -381,7 +381,7 @@ async fn refused_certificates_read_their_alert_and_are_counted() {
     );
     wait_for_event(&[
         "tls-authz-alerts.north_tls_server TLS_HANDSHAKE_FAILED",
-        "client certificate (subject \"device-7\", issuer \"Other CA\") refused (unknown_ca); alert unknown_ca",
+        "client certificate (subject device-7, issuer \"Other CA\") refused (unknown_ca); alert unknown_ca",
     ])
     .await;
     let expired = pki
@@ -512,7 +512,7 @@ async fn the_grant_reaches_the_mqtt_server_over_wss() {
     wait_for_event(&[
         "tls-authz-wss.north_mqtt_server MQTT_AUTHORIZATION_SUCCEEDED",
         "wss-device-1",
-        "x509_0 authorized identity Some(\"device-1\")",
+        "x509_0 authorized identity device-1",
     ])
     .await;
     proxy.engine.shutdown().await;

@@ -368,7 +368,7 @@ async fn a_device_without_an_upstream_key_reads_server_unavailable() {
     let event = wait_for_event(&["TLS_CLIENT_CERTIFICATE_NOT_MATCHED"]).await;
     assert!(
         event.contains(
-            r#"routes[0].with.certificate (subject.cn="device-3") matched no key of options.keys ["device-1"], so no client certificate is presented"#
+            r#"routes[0].with.certificate (subject.cn=device-3) matched no key of options.keys [device-1], so no client certificate is presented"#
         ),
         "{event}"
     );

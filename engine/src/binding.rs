@@ -9,6 +9,9 @@ use crate::port::Ports;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Events;
 
+// Kept reachable here, where plugins have always imported it from.
+pub use crate::start_error::StartError;
+
 /// A binding built from one `bindings.<name>` entry.
 ///
 /// Most bindings implement one of the two methods: a binding that is routed to
@@ -35,28 +38,4 @@ pub struct StartContext {
     pub shutdown: Shutdown,
     /// Where the binding's telemetry events go.
     pub events: Events,
-}
-
-/// Why a binding could not start (e.g. its port is taken).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct StartError {
-    /// What failed, e.g. `cannot listen on 0.0.0.0:7183`.
-    pub message: String,
-    /// The underlying cause.
-    #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StartError {
-    /// A start failure described by `message`, caused by `source`.
-    pub fn new(
-        message: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source: Some(source.into()),
-        }
-    }
 }

@@ -202,7 +202,7 @@ pub(crate) async fn v5_code(port: u16, id: &str) -> ConnectReturnCode {
 
 /// The return code an MQTT 3.1.1 device `id` of [`TENANT`] gets.
 pub(crate) async fn v311_code(port: u16, id: &str) -> u8 {
-    crate::limits_clients::V311::connect_with(port, id, bearer(TENANT), None)
+    zilla_testkit::limits_clients::V311::connect_with(port, id, bearer(TENANT), None)
         .await
         .1
 }

@@ -328,7 +328,7 @@ pub(crate) async fn still_served(
 
 /// How the proxy's events name the session of `client_id`.
 pub(crate) fn id(client_id: &str) -> String {
-    format!("id {client_id:?}")
+    format!("id {}:", zilla::engine::telemetry::text(client_id))
 }
 
 /// Fails the test if an `MQTT_SESSION_TAKEN_OVER` event names `client_id`.

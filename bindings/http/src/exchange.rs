@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{Response, StatusCode};
+use zilla_engine::telemetry::text;
 use zilla_engine::{Authorizations, Events, Granted, GuardRejection, Routes, StreamInfo};
 
 use crate::authorization::Authorization;
@@ -66,8 +67,9 @@ impl Exchange {
                 self.events.warn(
                     "HTTP_ORIGIN_REFUSED",
                     format!(
-                        "client {}: origin {origin:?} is not allowed for {} {}; answered 403",
+                        "client {}: origin {} is not allowed for {} {}; answered 403",
                         peer(info),
+                        text(&origin),
                         parts.method,
                         parts.uri.path()
                     ),

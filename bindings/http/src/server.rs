@@ -22,6 +22,7 @@ use hyper::service::Service;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use zilla_engine::telemetry::duration;
 use zilla_engine::{
     async_trait, Binding, BindingContext, BuildError, ByteStream, Events, Ports, Shutdown,
     StreamHandler, StreamInfo,
@@ -307,9 +308,9 @@ impl HttpServer {
         self.events.warn(
             "HTTP_HEADER_TIMEOUT",
             format!(
-                "client {}: no complete request head within {:?}; closed",
+                "client {}: no complete request head within {}; closed",
                 peer(info),
-                self.header_timeout
+                duration(self.header_timeout)
             ),
         );
     }

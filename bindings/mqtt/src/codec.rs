@@ -22,6 +22,7 @@ mod conformance;
 mod properties;
 mod publish;
 mod reader;
+mod reason;
 mod v311;
 
 #[cfg(test)]
@@ -32,8 +33,10 @@ mod proptests;
 use bytes::BytesMut;
 use mqtt_bytes_v5::{Disconnect, DisconnectReasonCode, Packet, PacketType, Publish, QoS};
 use rumqttc::mqttbytes::v4;
+use zilla_engine::telemetry::text;
 
 pub(crate) use publish::{write_frame, PublishView};
+pub(crate) use reason::{connack_code, reason_name, Reason};
 pub use v311::connack_code_v4;
 use v311::{from_v4, to_v4, write_v4};
 
@@ -378,11 +381,31 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Result<Version, u8>>, CodecE
         (b"MQTT" | b"MQIsdp", level) => Err(level),
         _ => {
             return Err(CodecError::protocol(format!(
-                "unknown protocol name {:?}",
-                String::from_utf8_lossy(name)
+                "unknown protocol name {}",
+                text(&String::from_utf8_lossy(name))
             )))
         }
     }))
+}
+
+/// A packet's name as the specification writes it, for events.
+pub(crate) fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq(_) => "PINGREQ",
+        Packet::PingResp(_) => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+    }
 }
 
 fn decode_error(error: mqtt_bytes_v5::Error) -> CodecError {
@@ -422,7 +445,7 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
                 }
                 return Err(CodecError {
                     reason: DisconnectReasonCode::TopicNameInvalid,
-                    message: format!("PUBLISH topic {:?} contains a wildcard", publish.topic),
+                    message: format!("PUBLISH topic {} contains a wildcard", text(&publish.topic)),
                 });
             }
             if publish.qos != QoS::AtMostOnce && publish.pkid == 0 {
@@ -445,7 +468,7 @@ fn validate(packet: &Packet, version: Version) -> Result<(), CodecError> {
                 if topic.is_empty() || !topic::is_valid_name(topic) {
                     return Err(CodecError {
                         reason: DisconnectReasonCode::TopicNameInvalid,
-                        message: format!("will topic {topic:?} is not a valid topic name"),
+                        message: format!("will topic {} is not a valid topic name", text(topic)),
                     });
                 }
             }

@@ -22,6 +22,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use zilla_engine::telemetry::duration;
 use zilla_engine::Authority;
 
 /// Engine property: seconds one connection attempt, to one address, may take.
@@ -152,7 +153,7 @@ impl Fleet {
                 Ok(attempt) => attempt,
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("timed out after {timeout:?}"),
+                    format!("timed out after {}", duration(timeout)),
                 )),
             };
             match attempt {
@@ -343,7 +344,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(error.to_string(), "timed out after 2s");
+        assert_eq!(error.to_string(), "timed out after 2 s");
         assert_eq!(reported, [(2, Some(1)), (1, None)]);
     }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ppp::{v1, v2, PartialResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use zilla_engine::telemetry::duration;
 
 use crate::options::{ProxyProtocolMode, ProxyProtocolOptions};
 use crate::prefixed::Prefixed;
@@ -218,8 +219,8 @@ impl ProxyProtocol {
             _ if buf.is_empty() && !required => return admit(socket_peer, buf),
             Err(_) if buf.is_empty() => {
                 return refuse(format!(
-                    "sent no PROXY protocol header within {:?}; closed",
-                    self.timeout
+                    "sent no PROXY protocol header within {}; closed",
+                    duration(self.timeout)
                 ))
             }
             _ if buf.is_empty() => return Err(Refused(None)),
@@ -236,8 +237,8 @@ impl ProxyProtocol {
             Ok(Ok(None)) => Verdict::Absent,
             Err(_) => {
                 return refuse(format!(
-                    "sent no complete PROXY protocol header within {:?}; closed",
-                    self.timeout
+                    "sent no complete PROXY protocol header within {}; closed",
+                    duration(self.timeout)
                 ))
             }
         };

@@ -234,13 +234,13 @@ async fn a_header_must_arrive_before_the_deadline() {
     assert_eq!(started.elapsed(), TIMEOUT);
     assert_eq!(
         why(refused),
-        "127.0.0.1:40000 sent no complete PROXY protocol header within 5s; closed"
+        "127.0.0.1:40000 sent no complete PROXY protocol header within 5 s; closed"
     );
 
     let started = Instant::now();
     let (refused, _far) = admit(ProxyProtocolMode::Required, LB, b"", false).await;
     assert_eq!(started.elapsed(), TIMEOUT);
-    assert!(why(refused).contains("sent no PROXY protocol header within 5s"));
+    assert!(why(refused).contains("sent no PROXY protocol header within 5 s"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use zilla_engine::telemetry::duration;
 use zilla_engine::telemetry::metrics::stream::{metered, stream_family, StreamFamily};
 use zilla_engine::{
     async_trait, port::AsyncStream, Authorizations, Binding, BindingContext, BuildError,
@@ -226,9 +227,9 @@ impl Acceptor {
                     serve.events.error(
                         "TCP_ACCEPT_FAILED",
                         format!(
-                            "accept on port {} failed; retrying in {} ms",
+                            "accept on port {} failed; retrying in {}",
                             serve.listen_port,
-                            backoff.as_millis()
+                            duration(backoff)
                         ),
                         &e,
                     );

@@ -14,6 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+use zilla_engine::telemetry::text;
 
 /// The DNS names `der` serves: its subjectAltName DNS entries, else its CN.
 pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
@@ -90,7 +91,12 @@ impl CertificateNames {
 
 impl fmt::Display for CertificateNames {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "subject {:?}, issuer {:?}", self.subject, self.issuer)
+        write!(
+            f,
+            "subject {}, issuer {}",
+            text(&self.subject),
+            text(&self.issuer)
+        )
     }
 }
 

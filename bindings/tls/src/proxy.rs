@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rustls::server::Acceptor;
 use tokio::io::AsyncReadExt;
+use zilla_engine::telemetry::{duration, text};
 use zilla_engine::{
     async_trait, Authorizations, Binding, BindingContext, BuildError, ByteStream, Events, Ports,
     Routes, StreamHandler, StreamInfo,
@@ -119,7 +120,10 @@ impl StreamHandler for TlsProxy {
             Err(_) => {
                 self.events.warn(
                     "TLS_HANDSHAKE_TIMEOUT",
-                    format!("client {peer}: no ClientHello within {HELLO_TIMEOUT:?}; closed"),
+                    format!(
+                        "client {peer}: no ClientHello within {}; closed",
+                        duration(HELLO_TIMEOUT)
+                    ),
                 );
                 return;
             }
@@ -131,10 +135,15 @@ impl StreamHandler for TlsProxy {
         }) else {
             self.events.warn(
                 "TLS_ROUTE_REJECTED",
-                format!(
-                    "client {peer}: no route for server name {:?}; closed",
-                    hello.server_name
-                ),
+                match hello.server_name.as_deref() {
+                    Some(name) => format!(
+                        "client {peer}: no route for server name {}; closed",
+                        text(name)
+                    ),
+                    None => format!(
+                        "client {peer}: no route for a ClientHello without a server name; closed"
+                    ),
+                },
             );
             return;
         };

@@ -33,6 +33,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, DistinguishedName};
 use rustls::{Error, SignatureScheme};
+use zilla_engine::telemetry::duration;
 use zilla_engine::telemetry::metrics::{
     BindingMetrics, Block, Counter, Family, Metric, MetricGroup, MetricKind, Report, Unit,
 };
@@ -214,7 +215,8 @@ pub(crate) fn alert_name(alert: AlertDescription) -> String {
         AlertDescription::AccessDenied => "access_denied",
         AlertDescription::HandshakeFailure => "handshake_failure",
         AlertDescription::IllegalParameter => "illegal_parameter",
-        other => return format!("{other:?}"),
+        // Not one a client certificate earns; its number is all there is.
+        other => return format!("alert {}", u8::from(other)),
     };
     name.to_owned()
 }
@@ -315,6 +317,8 @@ impl Refusals {
         // connection is not): this one names the client, which tells an
         // operator where a revoked, perhaps stolen, key is used from.
         let alert = tls_error(error).and_then(alert_sent).map(alert_name);
+        // A refused certificate is told in words; rustls would add only its
+        // error's enum name (`UnknownIssuer`) to what the reason says.
         let message = match (refusal, alert) {
             (Refusal::CertificateRequired, Some(alert)) => format!(
                 "client {peer}: handshake failed: no client certificate, and one is required; \
@@ -330,9 +334,12 @@ impl Refusals {
                     refusal.label()
                 )
             }
-            _ => format!("client {peer}: handshake failed"),
+            _ => {
+                let message = format!("client {peer}: handshake failed");
+                return self.events.error("TLS_HANDSHAKE_FAILED", message, error);
+            }
         };
-        self.events.error("TLS_HANDSHAKE_FAILED", message, error);
+        self.events.warn("TLS_HANDSHAKE_FAILED", message);
     }
 
     /// A client that did not complete its handshake within `timeout`.
@@ -340,7 +347,10 @@ impl Refusals {
         self.count(Refusal::HandshakeTimeout);
         self.events.warn(
             "TLS_HANDSHAKE_TIMEOUT",
-            format!("client {peer}: no complete handshake within {timeout:?}; closed"),
+            format!(
+                "client {peer}: no complete handshake within {}; closed",
+                duration(timeout)
+            ),
         );
     }
 

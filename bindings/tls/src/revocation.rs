@@ -41,10 +41,14 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientCertVerifierBuilder, VerifierBuilderError};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{
+    CertRevocationListError, CertificateError, DigitallySignedStruct, DistinguishedName, Error,
+    SignatureScheme,
+};
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::X509Name;
+use zilla_engine::telemetry::text;
 use zilla_engine::{Events, RevocationLists};
 
 mod fetch;
@@ -315,7 +319,8 @@ impl RevocationVerifier {
                     self.events.warn(
                         "TLS_CRL_INVALID",
                         format!(
-                            "the CRL of {issuer} from {by} cannot be used ({why:?}): the certificates it issued are refused until it is replaced"
+                            "the CRL of {issuer} from {by} cannot be used ({}): the certificates it issued are refused until it is replaced",
+                            crl_problem(why)
                         ),
                     );
                 }
@@ -476,16 +481,36 @@ const MAX_NAME: usize = 256;
 /// A distinguished name as events show it: quoted and escaped, so that a
 /// name with control characters cannot forge an event line, and shortened.
 fn shown(name: &X509Name<'_>) -> String {
-    let mut text = name.to_string();
-    if text.len() > MAX_NAME {
+    let mut name = name.to_string();
+    if name.len() > MAX_NAME {
         let mut end = MAX_NAME;
-        while !text.is_char_boundary(end) {
+        while !name.is_char_boundary(end) {
             end -= 1;
         }
-        text.truncate(end);
-        text.push('…');
+        name.truncate(end);
+        name.push('…');
     }
-    format!("{text:?}")
+    text(&name).to_string()
+}
+
+/// What is wrong with a CRL, in words (rustls prints only its enum's names).
+fn crl_problem(why: &CertRevocationListError) -> String {
+    use CertRevocationListError as E;
+    let said = match why {
+        E::BadSignature => "its signature does not verify",
+        E::InvalidCrlNumber => "its CRL number is invalid",
+        E::InvalidRevokedCertSerialNumber => "a revoked serial number is invalid",
+        E::IssuerInvalidForCrl => "its issuer may not sign CRLs (no cRLSign key usage)",
+        E::Other(other) => return other.to_string(),
+        E::ParseError => "it is not a well-formed CRL",
+        E::UnsupportedCrlVersion => "it is not a v2 CRL",
+        E::UnsupportedCriticalExtension => "it has an unsupported critical extension",
+        E::UnsupportedDeltaCrl => "it is a delta CRL, which is not supported",
+        E::UnsupportedIndirectCrl => "it is an indirect CRL, which is not supported",
+        E::UnsupportedRevocationReason => "it has an unsupported revocation reason",
+        _ => "its signature algorithm is not supported",
+    };
+    said.to_owned()
 }
 
 /// A serial number as OpenSSL prints it: hexadecimal, without leading

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde::Deserialize;
+use zilla_engine::telemetry::text;
 use zilla_engine::{BindingContext, BuildError, Granted};
 use zilla_guard_x509::{canonical_name, KeySubject};
 
@@ -352,13 +353,13 @@ pub(crate) fn refuse_with(cx: &mut BindingContext<'_>, kind: &str) -> Result<(),
     refused
 }
 
-/// A value for an event: quoted and escaped (it may come from a client's
+/// A value for an event: escaped by [`text`] (it may come from a client's
 /// certificate, and must not forge an event line), at most 128 characters.
 pub(crate) fn quoted(value: &str) -> String {
     const MAX: usize = 128;
     match value.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{:?}…", &value[..end]),
-        None => format!("{value:?}"),
+        Some((end, _)) => format!("{}…", text(&value[..end])),
+        None => text(value).to_string(),
     }
 }
 
@@ -556,6 +557,6 @@ mod tests {
     fn event_values_are_quoted_and_bounded() {
         assert_eq!(quoted("a\"b\n"), r#""a\"b\n""#);
         let long = "x".repeat(300);
-        assert_eq!(quoted(&long).chars().count(), 128 + 3);
+        assert_eq!(quoted(&long).chars().count(), 128 + 1);
     }
 }

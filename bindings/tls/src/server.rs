@@ -20,6 +20,7 @@ use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use zilla_engine::telemetry::{duration, identity, text};
 use zilla_engine::{
     async_trait, Authorizations, Binding, BindingContext, BuildError, ByteStream, Granted,
     GuardRejection, Ports, Routes, StreamHandler, StreamInfo,
@@ -415,9 +416,9 @@ impl TlsServer {
             Err(_) => Err((
                 Refusal::GuardUnavailable,
                 format!(
-                    "client {peer}: guard {guard} did not decide on {certificate} within {:?}; \
+                    "client {peer}: guard {guard} did not decide on {certificate} within {}; \
                      closed",
-                    self.handshake_timeout
+                    duration(self.handshake_timeout)
                 ),
             )),
         }
@@ -433,7 +434,12 @@ impl TlsServer {
         names: Option<&CertificateNames>,
         matches: impl Fn(&TlsCondition) -> bool,
     ) {
-        let facts = format!("server name {:?}, alpn {:?}", info.authority, info.alpn);
+        let server_name = (info.authority.as_deref()).map_or("no server name".into(), |name| {
+            format!("server name {}", text(name))
+        });
+        let alpn =
+            (info.alpn.as_deref()).map_or("no alpn".into(), |alpn| format!("alpn {}", text(alpn)));
+        let facts = format!("{server_name}, {alpn}");
         match unrouted(&self.routes, authorizations, matches) {
             Unrouted::NotFound => self.refusals.refused(
                 Refusal::NoRoute,
@@ -460,9 +466,9 @@ impl TlsServer {
                     .iter()
                     .map(|granted| {
                         format!(
-                            "{} granted identity {:?} roles [{}]",
+                            "{} granted {} roles [{}]",
                             granted.guard,
-                            granted.session.identity.as_deref().unwrap_or("-"),
+                            identity(granted.session.identity.as_deref()),
                             granted.session.roles.join(", ")
                         )
                     })

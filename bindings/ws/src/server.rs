@@ -8,6 +8,7 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use zilla_binding_http::{HttpAnswer, HttpHandler, HttpRequest, Upgrade};
+use zilla_engine::telemetry::text;
 use zilla_engine::{
     async_trait, Authorizations, Binding, BindingContext, BuildError, Events, Ports, Route, Routes,
     StreamHandler, StreamInfo,
@@ -122,6 +123,15 @@ fn peer(info: &StreamInfo) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The subprotocols a client offered, as events write them.
+fn offered(protocols: &[String]) -> String {
+    if protocols.is_empty() {
+        return "no subprotocol".into();
+    }
+    let protocols: Vec<String> = protocols.iter().map(|p| text(p).to_string()).collect();
+    format!("subprotocols [{}]", protocols.join(", "))
+}
+
 /// What guards granted at the http layer, for `guarded` ws routes.
 fn authorizations(info: &StreamInfo) -> Authorizations {
     let mut authorizations = Authorizations::new();
@@ -159,9 +169,9 @@ impl HttpHandler for WsServer {
             self.events.warn(
                 "WS_ROUTE_REJECTED",
                 format!(
-                    "client {}: no route for subprotocols {:?} at {scheme}://{}{}; answered 400",
+                    "client {}: no route for {} at {scheme}://{}{}; answered 400",
                     peer(&info),
-                    offer.protocols,
+                    offered(&offer.protocols),
                     facts.authority.unwrap_or(""),
                     facts.path
                 ),

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod clients;
 pub mod http;
+pub mod limits_clients;
 mod mosquitto;
 pub mod mqtt;
 pub mod nats;

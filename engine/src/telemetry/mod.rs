@@ -8,6 +8,10 @@
 //! Metrics are in [`metrics`]: bindings count in blocks of their own, and
 //! exporters (`prometheus`, `otlp`) read them through [`metrics::Metrics`].
 //!
+//! Event messages are read by operators: values a client chose go in through
+//! [`text`] (escaped, so no client can forge a line), durations through
+//! [`duration`] (`1.5 s`), never through `{:?}`.
+//!
 //! This module knows nothing of the plugin registry: exporter factories,
 //! including the one registering `stdout`, live there, so that the registry
 //! depends on telemetry and not the other way round.
@@ -23,12 +27,14 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-use crate::binding::StartError;
+use crate::start_error::StartError;
 
 pub mod metrics;
 mod stdout;
+mod text;
 
 pub use stdout::{format_event, StdoutExporter};
+pub use text::{duration, identity, text, Identity, Span, Text};
 
 /// The `tracing` target of telemetry events.
 pub const EVENT_TARGET: &str = "zilla::event";

@@ -21,6 +21,7 @@ use prost::Message;
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 use zilla_engine::shutdown::Shutdown;
+use zilla_engine::telemetry::duration;
 
 use crate::{convert, Shared, LOG_QUEUE_LIMIT};
 
@@ -165,5 +166,5 @@ async fn post(url: &Uri, body: Vec<u8>) -> Result<(), String> {
     };
     tokio::time::timeout(REQUEST_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+        .unwrap_or_else(|_| Err(format!("no answer within {}", duration(REQUEST_TIMEOUT))))
 }

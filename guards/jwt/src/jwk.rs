@@ -1,5 +1,6 @@
 //! JSON Web Keys (RFC 7517) as the guard reads them.
 
+use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
@@ -111,13 +112,59 @@ impl Jwk {
                         DecodingKey::from_base64_secret(&padded.replace('-', "+").replace('_', "/"))
                     })
             }
-            (kty, alg) => return Err(format!("alg {alg:?} does not fit a key of type {kty}")),
+            (kty, alg) => {
+                return Err(format!(
+                    "alg {} does not fit a key of type {kty}",
+                    alg_name(alg)
+                ))
+            }
         }
-        .map_err(|e| format!("unusable {} key: {e}", self.kty))?;
+        .map_err(|e| format!("unusable {} key: {}", self.kty, problem(&e)))?;
         Ok(Key {
             kid: self.kid.clone(),
             algorithm,
             key,
         })
     }
+}
+
+/// An algorithm as JOSE names it (`RS256`), for events.
+pub(crate) fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+    }
+}
+
+/// What is wrong with a token or key, in words: jsonwebtoken prints most
+/// of its errors as their enum's names.
+pub(crate) fn problem(error: &Error) -> String {
+    let said = match error.kind() {
+        ErrorKind::InvalidToken => "not a well-formed JWT",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidEcdsaKey => "not a valid ECDSA key",
+        ErrorKind::RsaFailedSigning => "RSA signing failed",
+        ErrorKind::InvalidAlgorithmName => "unknown algorithm name",
+        ErrorKind::InvalidKeyFormat => "the key is not in a valid format",
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidSubject => "wrong subject",
+        ErrorKind::InvalidAlgorithm => "algorithm not allowed for this key",
+        ErrorKind::MissingAlgorithm => "no algorithm allowed",
+        // The rest say what they are in their own words.
+        _ => return error.to_string(),
+    };
+    said.to_owned()
 }

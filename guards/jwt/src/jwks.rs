@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::Instant;
+use zilla_engine::telemetry::text;
 use zilla_engine::{Events, GuardRejection, Shutdown};
 
 use crate::jwk::{Jwk, Key};
@@ -169,7 +170,8 @@ fn select(keys: &[Key], kid: Option<&str>) -> Result<Key, GuardRejection> {
     };
     found.cloned().ok_or_else(|| {
         GuardRejection::InvalidCredentials(match kid {
-            Some(kid) => format!("unknown key id `{kid}`"),
+            // The token names it: escaped, it cannot forge an event line.
+            Some(kid) => format!("unknown key id {}", text(kid)),
             None => "token has no `kid` and the guard has several keys".into(),
         })
     })

@@ -12,13 +12,13 @@
 mod cache;
 mod jwk;
 mod jwks;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indexmap::IndexMap;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +30,7 @@ use zilla_engine::{
 use cache::VerifiedTokens;
 pub use cache::PROPERTY_CACHE_SIZE;
 pub use jwk::Jwk;
+use jwk::{alg_name, problem};
 use jwks::KeySource;
 pub use jwks::{PROPERTY_REFRESH_MIN, PROPERTY_REFRESH_PERIOD};
 
@@ -200,13 +201,14 @@ impl Guard for JwtGuard {
         if let Some(session) = self.verified.get(credentials, generation, now) {
             return Ok(session);
         }
-        let header =
-            decode_header(credentials).map_err(|e| invalid(format!("not a signed JWT: {e}")))?;
+        let header = decode_header(credentials)
+            .map_err(|e| invalid(format!("not a signed JWT: {}", problem(&e))))?;
         let key = self.keys.find(header.kid.as_deref()).await?;
         if header.alg != key.algorithm {
             return Err(invalid(format!(
-                "token alg {:?} does not match key alg {:?}",
-                header.alg, key.algorithm
+                "token alg {} does not match key alg {}",
+                alg_name(header.alg),
+                alg_name(key.algorithm)
             )));
         }
         let mut validation = Validation::new(key.algorithm);
@@ -221,17 +223,8 @@ impl Guard for JwtGuard {
         if let Some(audience) = &self.audience {
             validation.set_audience(&[audience]);
         }
-        let data = decode::<Value>(credentials, &key.key, &validation).map_err(|e| {
-            invalid(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_owned(),
-                ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
-                ErrorKind::InvalidAudience => "wrong audience".to_owned(),
-                ErrorKind::InvalidSignature => "bad signature".to_owned(),
-                ErrorKind::InvalidAlgorithm => "algorithm not allowed for this key".to_owned(),
-                other => format!("invalid token: {other:?}"),
-            })
-        })?;
+        let data = decode::<Value>(credentials, &key.key, &validation)
+            .map_err(|e| invalid(problem(&e)))?;
         if self.audience.is_some() && data.claims.get("aud").is_none() {
             return Err(invalid("token has no audience"));
         }

@@ -120,7 +120,7 @@ async fn bad_tokens_are_refused_with_their_reason() {
     );
     assert_eq!(
         rejected(guard.authorize(&sign(claims(), Some("rotated"))).await),
-        "unknown key id `rotated`"
+        "unknown key id rotated"
     );
 
     let token = sign(claims(), Some("example"));

@@ -34,6 +34,7 @@ mod fields;
 mod names;
 mod options;
 mod roles;
+mod schema;
 mod subject;
 mod text;
 
@@ -149,6 +150,21 @@ fn unescape(credentials: &str) -> String {
         .to_owned()
 }
 
+/// A PEM section's label, as the PEM itself spells it.
+fn section_name(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::Certificate => "CERTIFICATE",
+        SectionKind::PublicKey => "PUBLIC KEY",
+        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY",
+        SectionKind::PrivateKey => "PRIVATE KEY",
+        SectionKind::EcPrivateKey => "EC PRIVATE KEY",
+        SectionKind::Crl => "X509 CRL",
+        SectionKind::Csr => "CERTIFICATE REQUEST",
+        SectionKind::EchConfigList => "ECHCONFIG",
+        _ => "non-certificate",
+    }
+}
+
 /// The DER of each `CERTIFICATE` section, in order. Any other section (a
 /// private key sent by mistake) refuses the chain, named by its kind only.
 fn pem_certificates(chain: &str) -> Result<Vec<Vec<u8>>, GuardRejection> {
@@ -158,7 +174,8 @@ fn pem_certificates(chain: &str) -> Result<Vec<Vec<u8>>, GuardRejection> {
             Ok((SectionKind::Certificate, der)) => ders.push(der),
             Ok((kind, _)) => {
                 return Err(unparseable(format!(
-                    "it holds a {kind:?} section, which is not a certificate"
+                    "it holds a {} section, which is not a certificate",
+                    section_name(kind)
                 )))
             }
             // The PEM errors can quote the offending line; say less.

@@ -18,6 +18,7 @@ use redis::{FromRedisValue, ScriptInvocation};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use zilla_engine::telemetry::duration;
 use zilla_engine::{
     async_trait, BucketRate, Events, Lease, Membership, SharedCounts, StoreStats, Taken,
     Unavailable,
@@ -201,7 +202,7 @@ impl Counts {
                 .map_err(|error| error.to_string())
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {budget:?}")));
+        .unwrap_or_else(|_| Err(format!("no answer within {}", duration(budget))));
         self.stats
             .record(command, started.elapsed(), answer.is_ok());
         answer.map_err(|why| {

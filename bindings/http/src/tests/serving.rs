@@ -210,7 +210,7 @@ async fn a_silent_client_is_closed_at_the_header_timeout() {
     task.await.unwrap();
     assert!(received.is_empty());
     assert_eq!(started.elapsed(), Duration::from_millis(2500));
-    assert!(events.message("HTTP_HEADER_TIMEOUT").contains("2.5s"));
+    assert!(events.message("HTTP_HEADER_TIMEOUT").contains("2.5 s"));
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use core::net::IpAddr;
 
+use zilla_engine::telemetry::text;
 use zilla_engine::GuardSession;
 
 pub(crate) use bucket::{Lack, Rate};
@@ -142,7 +143,7 @@ impl Rule {
         }
     }
 
-    /// "publishes limit (100/s, burst 200) of claim:tenant \"acme\"".
+    /// "publishes limit (100/s, burst 200) of claim:tenant acme".
     fn describe(&self, kind: LimitKind, value: Option<&str>) -> String {
         let rate = |rate: &Option<Rate>| {
             rate.map_or(String::new(), |r| {
@@ -159,7 +160,7 @@ impl Rule {
             LimitKind::TopicLevels => self.topic_levels.unwrap_or_default().to_string(),
         };
         let whose = match value {
-            Some(value) => format!("{} {value:?}", self.scope),
+            Some(value) => format!("{} {}", self.scope, text(value)),
             None => "the session".to_owned(),
         };
         format!("{} limit ({amount}) of {whose}", kind.name())

@@ -19,10 +19,11 @@ use std::time::{Instant, SystemTime};
 use mqtt_bytes_v5::{
     ConnAck, ConnAckProperties, Connect, ConnectReturnCode, DisconnectReasonCode, LastWill,
 };
+use zilla_engine::telemetry::{identity, text};
 use zilla_engine::{Authorizations, Granted, GuardRejection, GuardSession, StreamInfo};
 
 use super::router::Router;
-use crate::codec::{CodecError, Version};
+use crate::codec::{CodecError, Reason, Version};
 use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials::Login;
 use crate::limits::{KeyHold, KeyValues, LimitHit, LimitKind, Phase, SessionLimits};
@@ -232,7 +233,10 @@ pub(crate) fn credentials(
     if let (Some(method), Some(None)) = (method, by_method) {
         return refuse(
             ConnectReturnCode::BadAuthenticationMethod,
-            &format!("the Authentication Method {method:?} is not supported"),
+            &format!(
+                "the Authentication Method {} is not supported",
+                text(method)
+            ),
             &connect.client_id,
         );
     }
@@ -482,7 +486,7 @@ pub(crate) fn admit(
                 None => {
                     return refuse(
                         ConnectReturnCode::NotAuthorized,
-                        format!("no route for the will topic {will_topic:?}"),
+                        format!("no route for the will topic {}", text(&will_topic)),
                     )
                 }
             }
@@ -579,10 +583,8 @@ fn authorize(
         match verdict {
             Ok(session) => {
                 expire(session.expires_at);
-                told.push(format!(
-                    "{guard_name} authorized identity {:?}",
-                    session.identity
-                ));
+                let identity = identity(session.identity.as_deref());
+                told.push(format!("{guard_name} authorized {identity}"));
                 authorizations.insert(guard_name.clone(), session);
             }
             Err(GuardRejection::InvalidCredentials(why)) => {
@@ -610,8 +612,9 @@ fn authorize(
             (a, b) => a.or(b),
         };
         told.push(format!(
-            "{} granted identity {:?} at an earlier layer",
-            granted.guard, granted.session.identity
+            "{} granted {} at an earlier layer",
+            granted.guard,
+            identity(granted.session.identity.as_deref())
         ));
         authorizations.insert(granted.guard.clone(), granted.session.clone());
     }
@@ -678,14 +681,14 @@ fn bind_client_id(
     assigned: &mut Option<String>,
     authorizations: &Authorizations,
 ) -> Result<(), (ConnectReturnCode, String)> {
-    let identity = authorizations
-        .get(source.guard())
-        .and_then(|session| session.identity.as_deref());
+    let identity = identity(
+        (authorizations.get(source.guard())).and_then(|session| session.identity.as_deref()),
+    );
     let Some(value) = source.value(authorizations).filter(|v| is_client_id(v)) else {
         return Err((
             ConnectReturnCode::NotAuthorized,
             format!(
-                "options.client-id binds the client id to {source}, which this session has no usable value of (identity {identity:?})"
+                "options.client-id binds the client id to {source}, which this session has no usable value of ({identity})"
             ),
         ));
     };
@@ -696,8 +699,9 @@ fn bind_client_id(
         return Err((
             ConnectReturnCode::ClientIdentifierNotValid,
             format!(
-                "options.client-id binds the client id to {source}, {value:?} (identity {identity:?}), not {:?}",
-                connect.client_id
+                "options.client-id binds the client id to {source}, {} ({identity}), not {}",
+                text(value),
+                text(&connect.client_id)
             ),
         ));
     }
@@ -736,7 +740,10 @@ pub(crate) fn upstream_refusal(
     match error {
         OpenError::Refused(ack) => Refusal {
             version,
-            why: format!("broker behind {name} refused with {:?}", ack.code),
+            why: format!(
+                "broker behind {name} refused with {}",
+                Reason::connack(ack.code)
+            ),
             connack: ack,
             client_id: client_id.to_owned(),
             limit: None,

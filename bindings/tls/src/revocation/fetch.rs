@@ -31,6 +31,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::ClientCertVerifierBuilder;
 use rustls::{CertificateError, Error};
+use zilla_engine::telemetry::duration;
 use zilla_engine::Events;
 
 use super::ListInfo;
@@ -256,8 +257,8 @@ impl Job {
                 self.events.warn(
                     "TLS_CRL_FETCH_FAILED",
                     format!(
-                        "{why}; {kept}tried again at the next handshake after {} s",
-                        MIN_INTERVAL.as_secs()
+                        "{why}; {kept}tried again at the next handshake after {}",
+                        duration(MIN_INTERVAL)
                     ),
                 );
             }

@@ -68,7 +68,7 @@ async fn refused_client_certificates_read_their_alert() {
         (
             "TLS_HANDSHAKE_FAILED".to_owned(),
             "client 192.0.2.7:50000: handshake failed: no client certificate, and one is required; \
-             alert certificate_required: peer sent no certificates"
+             alert certificate_required"
                 .to_owned()
         )
     );
@@ -82,8 +82,8 @@ async fn refused_client_certificates_read_their_alert() {
     assert_eq!(unknown.event.0, "TLS_HANDSHAKE_FAILED");
     assert!(
         unknown.event.1.starts_with(
-            "client 192.0.2.7:50000: handshake failed: client certificate (subject \"device-7\", issuer \
-             \"Other CA\") refused (unknown_ca); alert unknown_ca: invalid peer certificate: UnknownIssuer"
+            "client 192.0.2.7:50000: handshake failed: client certificate (subject device-7, issuer \
+             \"Other CA\") refused (unknown_ca); alert unknown_ca"
         ),
         "{}",
         unknown.event.1
@@ -99,7 +99,7 @@ async fn refused_client_certificates_read_their_alert() {
     );
     assert!(
         expired.event.1.contains(
-            "(subject \"device-1\", issuer \"Client CA\") refused (certificate_expired); alert certificate_expired"
+            "(subject device-1, issuer \"Client CA\") refused (certificate_expired); alert certificate_expired"
         ),
         "{}",
         expired.event.1
@@ -131,10 +131,9 @@ async fn refused_client_certificates_read_their_alert() {
         alert_after_handshake(AlertDescription::DecryptError)
     );
     assert!(
-        forged
-            .event
-            .1
-            .contains("(subject \"device-1\", issuer \"Client CA\") refused (bad_signature); alert decrypt_error"),
+        forged.event.1.contains(
+            "(subject device-1, issuer \"Client CA\") refused (bad_signature); alert decrypt_error"
+        ),
         "{}",
         forged.event.1
     );

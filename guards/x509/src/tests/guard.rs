@@ -308,7 +308,7 @@ fn a_private_key_in_the_chain_is_refused_by_kind_only() {
     let why = rejected(guard("{}").session(&with_key));
     assert_eq!(
         why,
-        "unable to parse certificate chain: it holds a PrivateKey section, which is not a certificate"
+        "unable to parse certificate chain: it holds a PRIVATE KEY section, which is not a certificate"
     );
 }
 

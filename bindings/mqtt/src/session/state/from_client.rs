@@ -20,6 +20,7 @@ use mqtt_bytes_v5::{
     PubRecReason, PubRel, Publish, QoS, Subscribe, SubscribeReasonCode, UnsubAckReason,
     Unsubscribe,
 };
+use zilla_engine::telemetry::text;
 
 use super::{packet_name, Delivery, Inbound, Session, Stage};
 use crate::codec::Version;
@@ -180,8 +181,8 @@ impl Session {
             return Err(End::Refuse(
                 DisconnectReasonCode::QoSNotSupported,
                 format!(
-                    "QoS {:?} above the maximum {:?}",
-                    publish.qos, self.limits.maximum_qos
+                    "QoS {} above the maximum {}",
+                    publish.qos as u8, self.limits.maximum_qos as u8
                 ),
             ));
         }
@@ -198,7 +199,10 @@ impl Session {
         if utf8_declared && std::str::from_utf8(&publish.payload).is_err() {
             return Err(End::Refuse(
                 DisconnectReasonCode::PayloadFormatInvalid,
-                format!("payload on {:?} declared UTF-8 is not UTF-8", publish.topic),
+                format!(
+                    "payload on {} declared UTF-8 is not UTF-8",
+                    text(&publish.topic)
+                ),
             ));
         }
         // Rates are charged before anything costly (validation, routing):
@@ -248,14 +252,16 @@ impl Session {
         if refusal == PublishRefusal::TopicNameInvalid && !answerable {
             return Err(End::Refuse(
                 DisconnectReasonCode::TopicNameInvalid,
-                format!("no route for publish to {:?}", publish.topic),
+                format!("no route for publish to {}", text(&publish.topic)),
             ));
         }
         self.config.events.warn(
             "MQTT_PUBLISH_REJECTED",
             format!(
-                "client {} id {:?}: publish to {:?} {why}",
-                self.peer, self.client_id, publish.topic
+                "client {} id {}: publish to {} {why}",
+                self.peer,
+                text(&self.client_id),
+                text(&publish.topic)
             ),
         );
         // Not authorized, without a failure answer: QoS 0 is dropped, and a
@@ -340,8 +346,9 @@ impl Session {
             self.config.events.warn(
                 "MQTT_PUBLISH_REJECTED",
                 format!(
-                    "client {} id {:?}: publish larger than upstream {name} accepts",
-                    self.peer, self.client_id
+                    "client {} id {}: publish larger than upstream {name} accepts",
+                    self.peer,
+                    text(&self.client_id)
                 ),
             );
         }
@@ -369,10 +376,10 @@ impl Session {
             .find(|t| topic::matches(&t.filter, &publish.topic))?;
         let failure = topic.failure(publish)?;
         self.metrics.validation_failed(&topic.filter, failure.model);
-        let why = format!("publish to {:?} {failure}", publish.topic);
+        let why = format!("publish to {} {failure}", text(&publish.topic));
         self.config.events.warn(
             "MQTT_VALIDATION_FAILED",
-            format!("client {} id {:?}: {why}", self.peer, self.client_id),
+            format!("client {} id {}: {why}", self.peer, text(&self.client_id)),
         );
         Some(match topic.on_invalid {
             OnInvalid::Disconnect => {
@@ -409,8 +416,10 @@ impl Session {
                     self.config.events.warn(
                         "MQTT_SUBSCRIBE_REJECTED",
                         format!(
-                            "client {} id {:?}: subscription to {:?} is not authorized",
-                            self.peer, self.client_id, filter.path
+                            "client {} id {}: subscription to {} is not authorized",
+                            self.peer,
+                            text(&self.client_id),
+                            text(&filter.path)
                         ),
                     );
                     codes[position] = Some(SubscribeReasonCode::NotAuthorized);
@@ -419,8 +428,10 @@ impl Session {
                     self.config.events.warn(
                         "MQTT_SUBSCRIBE_REJECTED",
                         format!(
-                            "client {} id {:?}: no route for subscription to {:?}",
-                            self.peer, self.client_id, filter.path
+                            "client {} id {}: no route for subscription to {}",
+                            self.peer,
+                            text(&self.client_id),
+                            text(&filter.path)
                         ),
                     );
                     codes[position] = Some(SubscribeReasonCode::TopicFilterInvalid);

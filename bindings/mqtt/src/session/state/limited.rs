@@ -19,6 +19,7 @@ use std::time::Instant;
 use mqtt_bytes_v5::{
     DisconnectReasonCode, Packet, PubAckProperties, PubRecProperties, Publish, QoS,
 };
+use zilla_engine::telemetry::text;
 
 use super::Session;
 use crate::codec::Version;
@@ -116,8 +117,8 @@ impl Session {
         let consequence = match (self.version, publish.qos) {
             (Version::V4, _) => "connection closed (MQTT 3.1.1 has no negative PUBACK)",
             (_, QoS::AtMostOnce) => "QoS 0 publish dropped",
-            (_, QoS::AtLeastOnce) => "PUBACK 0x97",
-            (_, QoS::ExactlyOnce) => "PUBREC 0x97",
+            (_, QoS::AtLeastOnce) => "PUBACK 0x97 quota exceeded",
+            (_, QoS::ExactlyOnce) => "PUBREC 0x97 quota exceeded",
         };
         let why = self.limit_hit(
             lacking.rule,
@@ -139,7 +140,7 @@ impl Session {
             };
             return Err(End::Refuse(
                 code,
-                format!("publish to {:?}: {why}", publish.topic),
+                format!("publish to {}: {why}", text(&publish.topic)),
             ));
         }
         self.refuse_with_reason(&publish, PublishRefusal::QuotaExceeded, why);
@@ -153,15 +154,15 @@ impl Session {
         let answerable = self.version == Version::V5 && publish.qos != QoS::AtMostOnce;
         let consequence = match (answerable, publish.qos) {
             (false, _) if self.version == Version::V4 => "connection closed",
-            (false, _) => "DISCONNECT 0x90",
-            (true, QoS::ExactlyOnce) => "PUBREC 0x90",
-            (true, _) => "PUBACK 0x90",
+            (false, _) => "DISCONNECT 0x90 topic name invalid",
+            (true, QoS::ExactlyOnce) => "PUBREC 0x90 topic name invalid",
+            (true, _) => "PUBACK 0x90 topic name invalid",
         };
         let why = self.limit_hit(rule, kind, Action::Refused, self.clock, consequence);
         if !answerable {
             return Some(Err(End::Refuse(
                 DisconnectReasonCode::TopicNameInvalid,
-                format!("publish to {:?}: {why}", publish.topic),
+                format!("publish to {}: {why}", text(&publish.topic)),
             )));
         }
         self.refuse_with_reason(publish, PublishRefusal::TopicNameInvalid, why);
@@ -174,7 +175,8 @@ impl Session {
         let Some((rule, kind)) = self.config.limits.topic_hit(filter, true) else {
             return true;
         };
-        self.limit_hit(rule, kind, Action::Refused, self.clock, "SUBACK 0x8F");
+        let consequence = "SUBACK 0x8F topic filter invalid";
+        self.limit_hit(rule, kind, Action::Refused, self.clock, consequence);
         false
     }
 
@@ -194,7 +196,7 @@ impl Session {
                 LimitKind::Subscriptions,
                 Action::Refused,
                 now,
-                "SUBACK 0x97",
+                "SUBACK 0x97 quota exceeded",
             );
         }
         false
@@ -222,9 +224,9 @@ impl Session {
         };
         if let Some(suppressed) = hit.log {
             let message = format!(
-                "client {} id {:?}: {} {verb}; {consequence}{}",
+                "client {} id {}: {} {verb}; {consequence}{}",
                 self.peer,
-                self.client_id,
+                text(&self.client_id),
                 hit.why,
                 suppressed_note(suppressed)
             );

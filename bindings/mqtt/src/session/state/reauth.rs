@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mqtt_bytes_v5::{DisconnectReasonCode, Packet, Unsubscribe};
+use zilla_engine::telemetry::{duration, identity, text};
 use zilla_engine::{GuardRejection, GuardSession};
 
 use super::Session;
@@ -101,8 +102,9 @@ impl Session {
         };
         if *method != *reauth.method {
             let why = format!(
-                "re-authentication with the method {method:?}, not the CONNECT's {:?}",
-                &*reauth.method
+                "re-authentication with the method {}, not the CONNECT's {}",
+                text(&method),
+                text(&reauth.method)
             );
             self.reauth_failed(&why);
             return Err(End::BadAuthenticationMethod(why));
@@ -167,8 +169,9 @@ impl Session {
         };
         if granted.identity != reauth.identity {
             let why = format!(
-                "re-authentication as identity {:?}, not the session's {:?}",
-                granted.identity, reauth.identity
+                "re-authentication as {}, not the session's {}",
+                identity(granted.identity.as_deref()),
+                identity(reauth.identity.as_deref())
             );
             self.reauth_failed(&why);
             return Err(End::Refuse(DisconnectReasonCode::NotAuthorized, why));
@@ -203,12 +206,12 @@ impl Session {
         self.config.events.info(
             "MQTT_REAUTHENTICATED",
             format!(
-                "client {} id {:?}: re-authenticated with {:?}; roles [{roles}]{}",
+                "client {} id {}: re-authenticated with {}; roles [{roles}]{}",
                 self.peer,
-                self.client_id,
-                &*method,
+                text(&self.client_id),
+                text(&method),
                 match expires_at {
-                    Some(at) => format!(", expires in {:?}", at - now),
+                    Some(at) => format!(", expires in {}", duration(at - now)),
                     None => String::new(),
                 }
             ),
@@ -249,8 +252,10 @@ impl Session {
             self.config.events.warn(
                 "MQTT_SUBSCRIPTION_REVOKED",
                 format!(
-                    "client {} id {:?}: subscription to {filter:?} ended: the refreshed token does not allow it",
-                    self.peer, self.client_id
+                    "client {} id {}: subscription to {} ended: the refreshed token does not allow it",
+                    self.peer,
+                    text(&self.client_id),
+                    text(&filter)
                 ),
             );
             self.metrics.revoked(&filter);
@@ -274,7 +279,7 @@ impl Session {
         self.metrics.reauthenticated(false);
         self.config.events.warn(
             "MQTT_REAUTHENTICATION_FAILED",
-            format!("client {} id {:?}: {why}", self.peer, self.client_id),
+            format!("client {} id {}: {why}", self.peer, text(&self.client_id)),
         );
     }
 }

@@ -28,6 +28,7 @@ use mqtt_bytes_v5::{
     DisconnectReasonCode, Packet, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, Publish,
     QoS,
 };
+use zilla_engine::telemetry::text;
 
 use super::{Inbound, Session, Stage};
 use crate::codec::Version;
@@ -89,10 +90,11 @@ impl Session {
         self.config.events.info(
             "MQTT_PUBLISH_RESENT",
             format!(
-                "client {} id {:?}: PUBLISH {client_pkid} resent on the same connection \
+                "client {} id {}: PUBLISH {client_pkid} resent on the same connection \
                  (MQTT 5 allows that only after a reconnect); answered and delivered once; \
                  further resends of this session are not logged",
-                self.peer, self.client_id
+                self.peer,
+                text(&self.client_id)
             ),
         );
     }

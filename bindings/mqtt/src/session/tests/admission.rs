@@ -138,7 +138,7 @@ fn a_token_granted_at_the_websocket_upgrade_admits_a_connect_without_credentials
     assert_eq!(exits(&admission), vec!["north"]);
     assert_eq!(
         admission.authorized.as_deref(),
-        Some(r#"jwt0 authorized identity Some("alice")"#)
+        Some(r#"jwt0 authorized identity alice"#)
     );
     // A client that forwards credentials upstream forwards the granted token.
     assert_eq!(
@@ -209,7 +209,7 @@ fn a_good_token_is_admitted_and_the_log_names_its_identity() {
     assert_eq!(exits(&admission), vec!["north"]);
     assert_eq!(
         admission.authorized.as_deref(),
-        Some(r#"jwt0 authorized identity Some("alice")"#)
+        Some(r#"jwt0 authorized identity alice"#)
     );
 }
 
@@ -303,7 +303,7 @@ fn a_will_topic_no_route_takes_is_not_authorized() {
     opening.will = Some(will("south/status"));
     let refusal = refusal(&mut opening);
     assert_eq!(refusal.connack.code, ConnectReturnCode::NotAuthorized);
-    assert_eq!(refusal.why, r#"no route for the will topic "south/status""#);
+    assert_eq!(refusal.why, r#"no route for the will topic south/status"#);
 }
 
 #[test]
@@ -406,7 +406,7 @@ fn a_brokers_refusal_is_relayed_to_the_client_as_it_is() {
     );
     assert_eq!(*refusal.connack, ack);
     assert_eq!(refusal.client_id, "c1");
-    assert_eq!(refusal.why, "broker behind north refused with Banned");
+    assert_eq!(refusal.why, "broker behind north refused with 0x8A banned");
 }
 
 #[test]

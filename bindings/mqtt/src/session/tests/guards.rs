@@ -154,7 +154,7 @@ fn the_session_guard_identity_is_what_limits_count_and_client_id_binds() {
     again.connect = connect("c2");
     let limited = refusal(&mut again);
     assert!(
-        limited.why.contains(r#"of identity "bob""#),
+        limited.why.contains(r#"of identity bob"#),
         "{}",
         limited.why
     );

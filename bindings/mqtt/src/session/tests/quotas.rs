@@ -77,7 +77,7 @@ fn sessions_per_claim_are_distinct_client_ids_and_are_freed_when_sessions_end() 
         assert_eq!(refusal.connack.code, ConnectReturnCode::QuotaExceeded);
         assert!(refusal
             .why
-            .contains(r#"sessions limit (2) of claim:tenant "acme""#));
+            .contains(r#"sessions limit (2) of claim:tenant acme"#));
         assert_refused(refusal, 0x97);
     }
     // Another tenant, and a session without the claim, are not counted.
@@ -118,11 +118,7 @@ fn sessions_per_identity_and_per_source_address() {
         .admit()
         .err()
         .expect("refused");
-    assert!(
-        refusal.why.contains(r#"of identity "d1""#),
-        "{}",
-        refusal.why
-    );
+    assert!(refusal.why.contains(r#"of identity d1"#), "{}", refusal.why);
     let _d2 = client(&config, Version::V4, "c3", "d2")
         .from("10.0.0.1:2000")
         .start();
@@ -131,7 +127,7 @@ fn sessions_per_identity_and_per_source_address() {
         .admit()
         .err()
         .expect("refused");
-    assert!(refusal.why.contains(r#"of source-address "10.0.0.1""#));
+    assert!(refusal.why.contains(r#"of source-address 10.0.0.1"#));
     assert_refused(refusal, 0x97);
 }
 
@@ -181,7 +177,7 @@ fn connects_per_source_address_are_refused_before_the_guard_is_asked() {
         .err()
         .expect("refused");
     assert!(
-        refusal.why.contains(r#""2001:db8::/64""#),
+        refusal.why.contains("source-address 2001:db8::/64 "),
         "{}",
         refusal.why
     );
@@ -190,7 +186,11 @@ fn connects_per_source_address_are_refused_before_the_guard_is_asked() {
         .admit_at(t0)
         .err()
         .expect("refused");
-    assert!(refusal.why.contains(r#""10.0.0.1""#), "{}", refusal.why);
+    assert!(
+        refusal.why.contains("source-address 10.0.0.1 "),
+        "{}",
+        refusal.why
+    );
 }
 
 #[test]

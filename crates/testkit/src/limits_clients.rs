@@ -1,20 +1,24 @@
 //! Clients and packets shared by the limits tests (tests/mqtt_limits_*.rs):
 //! raw MQTT 5 publishes and acknowledgements, a raw MQTT 3.1.1 client, and
-//! the captured events.
+//! the captured events. Here rather than in a file each test crate includes,
+//! so that each imports what it uses and none carries the rest unused.
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use zilla_testkit::mqtt::packets::{Packet, PubAckReason, Publish, QoS};
-use zilla_testkit::mqtt::{RawMqtt, RECV_TIMEOUT};
-use zilla_testkit::proxy::captured_events;
 
-pub(crate) fn qos1(topic: &str, pkid: u16, payload: impl Into<Bytes>) -> Packet {
+use crate::mqtt::packets::{Packet, PubAckReason, Publish, QoS};
+use crate::mqtt::{RawMqtt, RECV_TIMEOUT};
+use crate::proxy::captured_events;
+
+/// A QoS 1 PUBLISH of `payload` to `topic` with packet id `pkid`.
+pub fn qos1(topic: &str, pkid: u16, payload: impl Into<Bytes>) -> Packet {
     publish(topic, QoS::AtLeastOnce, pkid, payload)
 }
 
-pub(crate) fn publish(topic: &str, qos: QoS, pkid: u16, payload: impl Into<Bytes>) -> Packet {
+/// A PUBLISH of `payload` to `topic` at `qos` with packet id `pkid`.
+pub fn publish(topic: &str, qos: QoS, pkid: u16, payload: impl Into<Bytes>) -> Packet {
     Packet::Publish(Publish {
         dup: false,
         qos,
@@ -27,11 +31,11 @@ pub(crate) fn publish(topic: &str, qos: QoS, pkid: u16, payload: impl Into<Bytes
 }
 
 /// A broker's PUBACK: mosquitto says 0x10 when no one subscribed.
-pub(crate) const ACCEPTED: [PubAckReason; 2] =
+pub const ACCEPTED: [PubAckReason; 2] =
     [PubAckReason::Success, PubAckReason::NoMatchingSubscribers];
 
 /// The next PUBACK: (packet id, reason, reason string).
-pub(crate) async fn puback(client: &mut RawMqtt) -> (u16, PubAckReason, String) {
+pub async fn puback(client: &mut RawMqtt) -> (u16, PubAckReason, String) {
     match client.recv().await {
         Some(Packet::PubAck(ack)) => (
             ack.pkid,
@@ -45,15 +49,18 @@ pub(crate) async fn puback(client: &mut RawMqtt) -> (u16, PubAckReason, String) 
 }
 
 /// A raw MQTT 3.1.1 client.
-pub(crate) struct V311 {
-    pub(crate) stream: TcpStream,
-    pub(crate) buf: BytesMut,
+#[derive(Debug)]
+pub struct V311 {
+    /// The connection to the proxy.
+    pub stream: TcpStream,
+    /// What was read and not yet decoded.
+    pub buf: BytesMut,
 }
 
 impl V311 {
     /// Connects `id` with `username` as its user name, after `header` (a
     /// PROXY protocol header) when given; the CONNACK return code.
-    pub(crate) async fn connect_with(
+    pub async fn connect_with(
         port: u16,
         id: &str,
         username: String,
@@ -80,7 +87,8 @@ impl V311 {
         }
     }
 
-    pub(crate) async fn send(
+    /// Sends what `write` encodes; a closed connection is not an error here.
+    pub async fn send(
         &mut self,
         write: impl FnOnce(&mut BytesMut) -> Result<usize, rumqttc::mqttbytes::Error>,
     ) {
@@ -89,14 +97,15 @@ impl V311 {
         let _ = self.stream.write_all(&out).await;
     }
 
-    pub(crate) async fn publish(&mut self, topic: &str, pkid: u16, payload: &[u8]) {
+    /// Sends a QoS 1 PUBLISH of `payload` to `topic` with packet id `pkid`.
+    pub async fn publish(&mut self, topic: &str, pkid: u16, payload: &[u8]) {
         let mut publish = v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtLeastOnce, payload);
         publish.pkid = pkid;
         self.send(|out| publish.write(out)).await;
     }
 
     /// The next packet, or `None` once the proxy closed the connection.
-    pub(crate) async fn recv(&mut self) -> Option<v4::Packet> {
+    pub async fn recv(&mut self) -> Option<v4::Packet> {
         tokio::time::timeout(RECV_TIMEOUT, async {
             loop {
                 match v4::read(&mut self.buf, 1 << 20) {
@@ -115,7 +124,7 @@ impl V311 {
     }
 
     /// The next PUBACK's packet id.
-    pub(crate) async fn puback(&mut self) -> u16 {
+    pub async fn puback(&mut self) -> u16 {
         match self.recv().await {
             Some(v4::Packet::PubAck(ack)) => ack.pkid,
             other => panic!("expected a 3.1.1 PUBACK, got {other:?}"),
@@ -123,14 +132,14 @@ impl V311 {
     }
 
     /// Whether the proxy closes the connection (after anything else it sends).
-    pub(crate) async fn closed(&mut self) -> bool {
+    pub async fn closed(&mut self) -> bool {
         while self.recv().await.is_some() {}
         true
     }
 }
 
 /// Captured events containing every one of `needles`.
-pub(crate) fn events(needles: &[&str]) -> usize {
+pub fn events(needles: &[&str]) -> usize {
     captured_events()
         .iter()
         .filter(|line| needles.iter().all(|n| line.contains(n)))
