@@ -75,11 +75,15 @@
 //!
 //! A third-party crate implements [`Binding`] (or [`Guard`], [`Vault`],
 //! [`Catalog`], [`Model`], [`Store`]) and registers a factory with
-//! [`register_binding!`] (or its siblings); see `docs/writing-a-binding.md`.
+//! [`register_binding!`] (or its siblings), and describes its options for
+//! `zilla schema` with [`register_schema!`] ([`schema`]); see
+//! `docs/writing-a-binding.md`.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod binding;
+mod builtin;
 pub mod catalog;
 pub mod config;
 mod context;
@@ -94,7 +98,9 @@ pub mod port;
 pub mod properties;
 pub mod registry;
 pub mod route;
+pub mod schema;
 pub mod shutdown;
+mod start_error;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
@@ -110,8 +116,8 @@ pub use handover::Handover;
 pub use listeners::{ListenKey, Listeners};
 pub use model::{CatalogReferences, CatalogSelector, Compile, LiveSchema, Model, ValidationError};
 pub use port::{
-    Authority, ByteStream, ConnectRequest, Granted, Port, Ports, StreamConnector, StreamHandler,
-    StreamInfo,
+    Authority, ByteStream, ConnectRequest, Granted, Port, Ports, Reached, StreamConnector,
+    StreamHandler, StreamInfo,
 };
 pub use properties::{EngineProperties, HealthEndpoint, PROPERTY_SHUTDOWN_GRACE};
 pub use registry::{

@@ -171,7 +171,15 @@ pub struct ConnectRequest {
     pub authority: Option<Authority>,
     /// What is known about the stream this connection serves, if any.
     pub origin: StreamInfo,
+    /// Where the connection ended up, filled in by the binding that opens
+    /// the socket (a tcp client) when the caller asks: `zilla dump` writes
+    /// a broker connection's real addresses. Bindings in between (tls, ws)
+    /// pass it on with the request.
+    pub reached: Option<Reached>,
 }
+
+/// The two ends of an opened connection, once known: (local, remote).
+pub type Reached = Arc<std::sync::OnceLock<(SocketAddr, SocketAddr)>>;
 
 /// Outbound port: "open a byte stream for me".
 #[async_trait]

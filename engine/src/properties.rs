@@ -22,6 +22,9 @@ pub const PROPERTY_HEALTH_HOST: &str = "zilla.engine.health.host";
 pub const PROPERTY_CONFIG_WATCH: &str = "zilla.engine.config.watch";
 /// Seconds between two looks at the watched files.
 pub const PROPERTY_CONFIG_POLL: &str = "zilla.engine.config.poll";
+/// The host's admin socket (`zilla sessions`, `disconnect`, `dump`);
+/// default `.zilla/admin.sock`, none when empty. Read by the host.
+pub const PROPERTY_ADMIN_SOCKET: &str = "zilla.engine.admin.socket";
 
 const ENGINE_PROPERTIES: &[&str] = &[
     PROPERTY_SHUTDOWN_GRACE,
@@ -30,6 +33,7 @@ const ENGINE_PROPERTIES: &[&str] = &[
     PROPERTY_HEALTH_HOST,
     PROPERTY_CONFIG_WATCH,
     PROPERTY_CONFIG_POLL,
+    PROPERTY_ADMIN_SOCKET,
 ];
 
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -95,6 +99,8 @@ impl EngineProperties {
                     error("expected a host name or address".to_owned())
                 }
                 PROPERTY_HEALTH_HOST => health_host = Some(value.clone()),
+                // Any path, or empty for none: the host reads it.
+                PROPERTY_ADMIN_SOCKET => {}
                 PROPERTY_CONFIG_WATCH => match value.as_str() {
                     "true" => watch = Some(true),
                     "false" => watch = Some(false),

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zilla_engine::telemetry::duration;
 use zilla_engine::{
     async_trait, Authority, Binding, BindingContext, BuildError, ConnectRequest, Exit, Ports,
-    StreamConnector,
+    Reached, StreamConnector,
 };
 
 use crate::codec::{self, Version};
@@ -89,6 +90,7 @@ impl Binding for MqttClient {
 impl MqttSessions for MqttClient {
     async fn open(&self, request: OpenSession) -> Result<Upstream, OpenError> {
         let keep_alive = request.connect.keep_alive;
+        let reached = Reached::default();
         let opening = async {
             let mut stream = self
                 .exit
@@ -98,6 +100,7 @@ impl MqttSessions for MqttClient {
                     // With the session's grants: a tls client exit selects
                     // the certificate it presents by them.
                     origin: request.origin.clone(),
+                    reached: Some(reached.clone()),
                 })
                 .await
                 .map_err(|e| OpenError::Failed(format!("{}: {e}", self.exit.name)))?;
@@ -147,11 +150,13 @@ impl MqttSessions for MqttClient {
                             connack,
                             keep_alive,
                             version: self.version,
+                            addresses: reached.get().copied(),
                         });
                     }
                     Ok(Some(other)) => {
                         return Err(OpenError::Failed(format!(
-                            "broker sent {other:?} before CONNACK"
+                            "broker sent {} before CONNACK",
+                            codec::packet_name(&other)
                         )))
                     }
                     Ok(None) => {}
@@ -175,8 +180,9 @@ impl MqttSessions for MqttClient {
             .await
             .unwrap_or_else(|_| {
                 Err(OpenError::Failed(format!(
-                    "no CONNACK from {} within {:?}",
-                    self.exit.name, self.connect_timeout
+                    "no CONNACK from {} within {}",
+                    self.exit.name,
+                    duration(self.connect_timeout)
                 )))
             })
     }

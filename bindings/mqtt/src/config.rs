@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_bytes_v5::Publish;
+use zilla_engine::telemetry::text;
 use zilla_engine::{Events, Guard, Model, Routes, Shutdown};
 
+use crate::admin::Seats;
 use crate::codec::Version;
 use crate::flow::Flow;
 use crate::limits::Limits;
@@ -50,6 +52,8 @@ pub(crate) struct ServerConfig {
     /// one: the registry of `options.store`, shared by every server naming
     /// that store, or this server's own when it names none.
     pub(crate) sessions: Arc<SessionRegistry>,
+    /// The sessions as the admin socket lists them; this server's own.
+    pub(crate) seats: Arc<Seats>,
     /// `options.limits`, with the counts of their keys: the store's when
     /// the server names one (shared with every server naming it, and kept
     /// across reloads), else this server's own.
@@ -133,7 +137,8 @@ impl TopicValidation {
                             .map(|error| ValidationFailure {
                                 model: name,
                                 message: format!(
-                                    "user property {property:?} fails model {name}: {error}"
+                                    "user property {} fails model {name}: {error}",
+                                    text(property)
                                 ),
                             })
                     })

@@ -9,10 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client;
 pub mod codec;
 mod config;
 pub mod credentials;
+mod dump_frames;
 pub mod flow;
 mod lazy_map;
 mod limits;
@@ -20,6 +22,7 @@ mod metrics;
 pub mod options;
 mod packet_ids;
 pub mod port;
+mod schema;
 mod server;
 mod session;
 mod shared_broker;

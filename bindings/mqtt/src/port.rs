@@ -2,13 +2,14 @@
 //! routes lead to. The mqtt client binding offers it; a future mqtt-kafka
 //! binding would offer the same port.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, Connect, LastWill};
 use zilla_engine::{async_trait, Authority, ByteStream, Port, StreamInfo};
 
-use crate::codec::Version;
+use crate::codec::{Reason, Version};
 use crate::credentials::Login;
 
 /// What the server asks of an upstream session: the client's CONNECT, the
@@ -51,6 +52,9 @@ pub struct Upstream {
     pub keep_alive: u16,
     /// The protocol spoken with the broker.
     pub version: Version,
+    /// The connection's (local, broker) addresses, when the socket under
+    /// it told them: what `zilla dump` writes for this upstream.
+    pub addresses: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -75,7 +79,11 @@ impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenError::Refused(connack) => {
-                write!(f, "broker refused the session: {:?}", connack.code)
+                write!(
+                    f,
+                    "broker refused the session: CONNACK {}",
+                    Reason::connack(connack.code)
+                )
             }
             OpenError::Failed(message) => f.write_str(message),
         }

@@ -13,6 +13,7 @@ use zilla_engine::{
     StartContext, StartError, StoreStatsBlock, StreamHandler, StreamInfo,
 };
 
+use crate::admin::Seats;
 use crate::codec::Version;
 use crate::config::{ServerAuthorization, ServerConfig, TopicValidation};
 use crate::flow::Flow;
@@ -204,6 +205,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             events: cx.events(),
             shutdown: cx.shutdown(),
             sessions,
+            seats: Seats::new(cx.name()),
             limits,
         }),
     }))

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use zilla_engine::telemetry::duration;
 use zilla_engine::telemetry::metrics::stream::{metered, stream_family, StreamFamily};
 use zilla_engine::{
     async_trait, Authority, Binding, BindingContext, BuildError, ByteStream, ConnectRequest,
@@ -132,7 +133,7 @@ impl TcpClient {
                     Ok(found) => found.map(Iterator::collect),
                     Err(_) => Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("name lookup timed out after {:?}", self.timeout),
+                        format!("name lookup timed out after {}", duration(self.timeout)),
                     )),
                 };
             match found {
@@ -165,8 +166,9 @@ impl TcpClient {
         self.events.error(
             "TCP_CONNECT_FAILED",
             format!(
-                "connect to {} failed; backing off {:?}; {next}",
-                failure.candidate, failure.backoff
+                "connect to {} failed; backing off {}; {next}",
+                failure.candidate,
+                duration(failure.backoff)
             ),
             failure.error,
         );
@@ -246,6 +248,11 @@ impl StreamConnector for TcpClient {
             }
         };
         self.socket.apply(&stream)?;
+        if let (Some(reached), Ok(local), Ok(remote)) =
+            (&request.reached, stream.local_addr(), stream.peer_addr())
+        {
+            let _ = reached.set((local, remote));
+        }
         Ok(metered(&self.streams, stream))
     }
 
@@ -263,6 +270,7 @@ impl StreamHandler for TcpClient {
         let request = ConnectRequest {
             authority: None,
             origin: info,
+            reached: None,
         };
         let mut outbound = match self.connect(request).await {
             Ok(outbound) => outbound,

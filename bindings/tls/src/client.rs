@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
+use zilla_engine::telemetry::text;
 use zilla_engine::{
     async_trait, Authority, Authorizations, Binding, BindingContext, BuildError, ByteStream,
     ConnectRequest, Events, Exit, Ports, Routes, Shutdown, StreamConnector, StreamHandler,
@@ -297,8 +298,12 @@ impl TlsClient {
             matches
         });
         let Some(resolved) = resolved else {
+            let authority = authority.map_or("no authority".into(), |host| {
+                format!("authority {}", text(host))
+            });
+            let port = port.map_or("no port".into(), |port| format!("port {port}"));
             let message = format!(
-                "{}no route for authority {authority:?}, port {port:?}, and no exit; not connected",
+                "{}no route for {authority}, {port}, and no exit; not connected",
                 who(&request.origin)
             );
             self.events.warn("TLS_ROUTE_REJECTED", &message);
@@ -323,11 +328,15 @@ impl TlsClient {
     ) -> Arc<ClientConfig> {
         let Some(value) = selector.resolve(&origin.granted) else {
             let granted: Vec<&str> = origin.granted.iter().map(|g| &*g.guard).collect();
+            let granted = match granted.join(", ") {
+                none if none.is_empty() => "granted by no guard".to_owned(),
+                guards => format!("granted by {guards}"),
+            };
             self.events.warn(
                 CERTIFICATE_NOT_RESOLVED,
                 format!(
-                    "{}routes[{index}].with.certificate {selector} resolved to no value (granted \
-                     by {granted:?}), so no client certificate is presented",
+                    "{}routes[{index}].with.certificate {selector} resolved to no value \
+                     ({granted}), so no client certificate is presented",
                     who(origin)
                 ),
             );
@@ -345,11 +354,11 @@ impl TlsClient {
                     CERTIFICATE_NOT_MATCHED,
                     format!(
                         "{}routes[{index}].with.certificate ({}={}) matched no key of \
-                         options.keys {:?}, so no client certificate is presented",
+                         options.keys [{}], so no client certificate is presented",
                         who(origin),
                         selector.property,
                         quoted(&value),
-                        self.keys.aliases,
+                        self.keys.aliases.join(", "),
                     ),
                 );
                 self.keys.anonymous.clone()
@@ -387,7 +396,10 @@ impl StreamConnector for TlsClient {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
             .map_err(|e| {
-                io::Error::new(e.kind(), format!("TLS handshake with {server_name:?}: {e}"))
+                io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake with {}: {e}", text(&server_name.to_str())),
+                )
             })?;
         Ok(Box::new(tls))
     }
@@ -420,6 +432,7 @@ impl StreamHandler for TlsClient {
         let request = ConnectRequest {
             authority: None,
             origin: info,
+            reached: None,
         };
         let mut outbound = match self.connect(request).await {
             Ok(outbound) => outbound,

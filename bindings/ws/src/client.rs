@@ -10,6 +10,7 @@ use http::header::SEC_WEBSOCKET_PROTOCOL;
 use http::uri::{Authority as UriAuthority, Uri};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::ClientRequestBuilder;
+use zilla_engine::telemetry::{duration, text};
 use zilla_engine::{
     async_trait, Authority, Binding, BindingContext, BuildError, ByteStream, ConnectRequest,
     Events, Exit, Ports, Shutdown, StreamConnector, StreamHandler, StreamInfo,
@@ -109,6 +110,13 @@ impl Binding for WsClient {
     }
 }
 
+/// A subprotocol as events write it: `subprotocol mqtt`, `no subprotocol`.
+fn subprotocol(protocol: Option<&str>) -> String {
+    protocol.map_or("no subprotocol".into(), |p| {
+        format!("subprotocol {}", text(p))
+    })
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -147,7 +155,10 @@ impl StreamConnector for WsClient {
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("WebSocket handshake with {authority} timed out after {HANDSHAKE_TIMEOUT:?}"),
+                    format!(
+                        "WebSocket handshake with {authority} timed out after {}",
+                        duration(HANDSHAKE_TIMEOUT)
+                    ),
                 )
             })?
             .map_err(|error| handshake_error(&authority, error))?;
@@ -162,8 +173,9 @@ impl StreamConnector for WsClient {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{authority} answered subprotocol {answered:?}, not {:?}",
-                    self.protocol
+                    "{authority} answered {}, not {}",
+                    subprotocol(answered),
+                    subprotocol(self.protocol.as_deref())
                 ),
             ));
         }
@@ -212,6 +224,7 @@ impl StreamHandler for WsClient {
         let request = ConnectRequest {
             authority: None,
             origin: info,
+            reached: None,
         };
         let mut outbound = match self.connect(request).await {
             Ok(outbound) => outbound,

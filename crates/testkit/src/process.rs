@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,20 @@ pub struct ZillaProcess {
     child: Child,
     output: Arc<Mutex<Output>>,
     listening: HashMap<String, Vec<SocketAddr>>,
+    /// Its admin socket: one of its own unless the arguments name one, so
+    /// that hosts of tests running at once do not share `.zilla/admin.sock`.
+    admin_socket: Option<PathBuf>,
+}
+
+/// The property that moves a host's admin socket.
+const ADMIN_SOCKET: &str = "zilla.engine.admin.socket";
+
+/// A fresh admin socket path for a host of this test process.
+fn own_admin_socket() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("zilla-admin-{}-{n}.sock", std::process::id()))
 }
 
 impl ZillaProcess {
@@ -38,6 +52,13 @@ impl ZillaProcess {
     ) -> Result<Self, String> {
         let mut command = Command::new(binary);
         command.arg("start").arg("-c").arg(config).args(args);
+        let named = args.iter().any(|arg| arg.contains(ADMIN_SOCKET));
+        let admin_socket = (!named).then(own_admin_socket);
+        if let Some(path) = &admin_socket {
+            command
+                .arg("-P")
+                .arg(format!("{ADMIN_SOCKET}={}", path.display()));
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -54,6 +75,7 @@ impl ZillaProcess {
             child,
             output,
             listening: HashMap::new(),
+            admin_socket,
         };
         let ready = wait_for("zilla to report ready", Duration::from_secs(30), || {
             if process
@@ -96,6 +118,15 @@ impl ZillaProcess {
             .first()
             .unwrap_or_else(|| panic!("binding {name} reported no listening address"))
             .port()
+    }
+
+    /// The `-P` arguments that reach this host's admin socket (`zilla
+    /// sessions`, `disconnect`, `dump`), when the test did not name one.
+    pub fn admin_args(&self) -> Vec<String> {
+        match &self.admin_socket {
+            Some(path) => vec!["-P".into(), format!("{ADMIN_SOCKET}={}", path.display())],
+            None => Vec::new(),
+        }
     }
 
     /// The host's process id (for reading its CPU time and memory).

@@ -31,6 +31,15 @@ enum Command {
     Metrics(crate::metrics::MetricsArgs),
     /// Print the version and the plugin types this host offers.
     Version,
+    /// List the live sessions of a running host (through its admin socket).
+    Sessions(crate::admin::client::SessionsArgs),
+    /// End the sessions with a client id (MQTT 5: DISCONNECT 0x98).
+    Disconnect(crate::admin::client::DisconnectArgs),
+    /// Write a pcap of the MQTT bytes of a running host's sessions.
+    Dump(crate::admin::client::DumpArgs),
+    /// Print the JSON Schema (draft-07) of zilla.yaml for the plugins this
+    /// host offers, for editors and CI.
+    Schema,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,15 +62,8 @@ struct StartArgs {
     print_generated: bool,
     /// An engine property, e.g. `-P zilla.engine.shutdown.grace=10` or
     /// `-P zilla.engine.health.port=8080`; repeatable.
-    #[arg(short = 'P', long = "property", value_name = "NAME=VALUE", value_parser = parse_property)]
+    #[arg(short = 'P', long = "property", value_name = "NAME=VALUE", value_parser = crate::property::parse_property)]
     properties: Vec<(String, String)>,
-}
-
-fn parse_property(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("expected NAME=VALUE, found `{text}`")),
-    }
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -72,6 +74,10 @@ pub fn main() -> ExitCode {
             print_version();
             ExitCode::SUCCESS
         }
+        Command::Schema => crate::schema::main(),
+        Command::Sessions(args) => report(crate::admin::client::sessions(args)),
+        Command::Disconnect(args) => report(crate::admin::client::disconnect(args)),
+        Command::Dump(args) => report(crate::admin::client::dump(args)),
         Command::Metrics(args) => match crate::metrics::main(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -86,6 +92,17 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// A command's outcome as its exit code, the error on stderr.
+fn report(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("zilla: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

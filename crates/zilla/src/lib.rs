@@ -6,11 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod cli;
 mod health;
 mod metrics;
+mod property;
 mod reload;
 mod run;
+mod schema;
 mod watch;
 
 pub use zilla_engine as engine;

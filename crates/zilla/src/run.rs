@@ -38,6 +38,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(started) => started,
         Err(error) => anyhow::bail!("{}", settings.describe(error)),
     };
+    // Once the configuration runs, before it says ready; never a failed
+    // start: without its socket the host runs on, warned.
+    let _admin = crate::admin::socket_path(&settings.properties)
+        .and_then(|path| crate::admin::server::open(&path));
     {
         let mut stdout = std::io::stdout().lock();
         for binding in &started {

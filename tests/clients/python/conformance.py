@@ -11,7 +11,7 @@ properties (MQTT 5 only), and a clean disconnect.
 --url connects over WebSocket (ws://, wss://: paho's transport="websockets"
 with the URL's path and query) or TLS (mqtts://) instead of TCP to
 --host:--port; --ca trusts a CA (PEM) for wss:// and mqtts://; --username is
-sent in CONNECT. Prints one JSON line per check ({"check", "ok", "detail"}; a
+sent in CONNECT, with --password when given. Prints one JSON line per check ({"check", "ok", "detail"}; a
 failure adds "error", its message, and "code", the CONNACK reason code when
 the server refused the CONNECT) and a last line {"done": true, "ok": ...};
 stops at the first failing check. Exit code 0 when every check passed, 1 when
@@ -49,6 +49,7 @@ def parse_args():
     parser.add_argument("--url", default="")
     parser.add_argument("--ca", default="")
     parser.add_argument("--username", default="")
+    parser.add_argument("--password", default="")
     parser.add_argument("--protocol", type=int, choices=[4, 5], required=True)
     parser.add_argument("--prefix", default="zilla-test")
     parser.add_argument("--timeout-ms", type=int, default=30000)
@@ -137,7 +138,7 @@ class Session:
         if TARGET.tls:
             self.client.tls_set(ca_certs=OPTS.ca or None)
         if OPTS.username:
-            self.client.username_pw_set(OPTS.username)
+            self.client.username_pw_set(OPTS.username, OPTS.password or None)
         self.lock = threading.Condition()
         self.connack = None
         self.subacks = {}

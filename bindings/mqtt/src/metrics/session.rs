@@ -17,6 +17,7 @@ use zilla_engine::telemetry::metrics::Recorder;
 
 use super::block::*;
 use super::MqttFamily;
+use crate::codec::connack_code;
 use crate::limits::Action;
 use crate::port::{OpenError, Upstream};
 use crate::session::acks::PublishRefusal;
@@ -75,35 +76,6 @@ fn qos_index(qos: QoS) -> usize {
         QoS::AtMostOnce => 0,
         QoS::AtLeastOnce => 1,
         QoS::ExactlyOnce => 2,
-    }
-}
-
-/// The MQTT 5 code of a CONNACK (3.1.1's own codes mapped to theirs).
-pub(crate) fn connack_code(code: ConnectReturnCode) -> u8 {
-    use ConnectReturnCode::*;
-    match code {
-        Success => 0x00,
-        UnspecifiedError => 0x80,
-        MalformedPacket => 0x81,
-        ProtocolError => 0x82,
-        ImplementationSpecificError => 0x83,
-        UnsupportedProtocolVersion | RefusedProtocolVersion => 0x84,
-        ClientIdentifierNotValid | BadClientId => 0x85,
-        BadUserNamePassword => 0x86,
-        NotAuthorized => 0x87,
-        ServerUnavailable | ServiceUnavailable => 0x88,
-        ServerBusy => 0x89,
-        Banned => 0x8A,
-        BadAuthenticationMethod => 0x8C,
-        TopicNameInvalid => 0x90,
-        PacketTooLarge => 0x95,
-        QuotaExceeded => 0x97,
-        PayloadFormatInvalid => 0x99,
-        RetainNotSupported => 0x9A,
-        QoSNotSupported => 0x9B,
-        UseAnotherServer => 0x9C,
-        ServerMoved => 0x9D,
-        ConnectionRateExceeded => 0x9F,
     }
 }
 
@@ -375,6 +347,7 @@ impl SessionMetrics {
             End::TakenOver | End::UpstreamClosed(_) => Some(DisconnectReasonCode::SessionTakenOver),
             End::Expired => Some(DisconnectReasonCode::MaximumConnectTime),
             End::Draining => Some(DisconnectReasonCode::ServerShuttingDown),
+            End::Administrative => Some(DisconnectReasonCode::AdministrativeAction),
             End::ClientDisconnected | End::ClientLost(_) | End::UpstreamDisconnected(..) => None,
             // 0x8C has no name in the codec crate: stored as its code below.
             End::BadAuthenticationMethod(_) => None,

@@ -17,22 +17,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use zilla_engine::admin::tap;
+use zilla_engine::telemetry::{duration, text};
 use zilla_engine::{ByteStream, GuardRejection, GuardSession, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
+use super::dump::{self, Capture, Moment};
 use super::end::{Closing, End};
 use super::io::{now, UpstreamIo};
 use super::open::{self, Opened};
 use super::state::Session;
 use super::takeover::Registration;
-use crate::codec::{self, CodecError, Version};
+use crate::admin::Seated;
+use crate::codec::{self, CodecError, Reason, Version};
 use crate::config::ServerConfig;
 use crate::credentials::{read_connect as read_connect_packet, ConnectPacket};
+use crate::dump_frames::frame_len;
 use crate::limits::{suppressed_note, Action};
-use crate::metrics::{connack_code, SessionMetrics};
+use crate::metrics::SessionMetrics;
 
 /// The most a single read takes in (a busy connection's buffer size).
 const READ_CHUNK: usize = 8 * 1024;
@@ -160,7 +165,7 @@ async fn start(
         handshake = tokio::time::timeout(config.connect_timeout, read_connect(&config, &mut client, &mut buf, &mut metrics)) => handshake,
         _ = config.shutdown.draining() => return None,
     };
-    let request = match handshake {
+    let (request, raw_connect) = match handshake {
         Ok(Ok(Some(request))) => request,
         // The client went away, or was already answered.
         Ok(Ok(None)) => return None,
@@ -175,15 +180,16 @@ async fn start(
             config.events.warn(
                 "MQTT_CONNECT_TIMEOUT",
                 format!(
-                    "client {peer} sent no CONNECT within {:?}; closed",
-                    config.connect_timeout
+                    "client {peer} sent no CONNECT within {}; closed",
+                    duration(config.connect_timeout)
                 ),
             );
             return None;
         }
     };
     metrics.connect_read(now(), request.will.is_some());
-    let opened = match open::open_session(&config, request, &info, &peer, &mut metrics).await {
+    let opening = open::open_session(&config, request, raw_connect, &info, &peer, &mut metrics);
+    let opened = match opening.await {
         Ok(opened) => opened,
         Err(refusal) => {
             log_refusal(&config, &peer, &refusal, &metrics);
@@ -195,6 +201,7 @@ async fn start(
         mut session,
         upstreams,
         registration,
+        seated,
     } = opened;
     // Session::new queued the CONNACK; it goes out with the first flush.
     metrics.connack_sent(ConnectReturnCode::Success, now());
@@ -211,6 +218,9 @@ async fn start(
         turn: 0,
         registration,
         verifying: None,
+        seated,
+        capture: None,
+        greeted: false,
     };
     Some(driver)
 }
@@ -219,18 +229,23 @@ async fn start(
 /// (one event per key value and limit per interval), any other as
 /// `MQTT_CONNECT_REJECTED`.
 fn log_refusal(config: &ServerConfig, peer: &str, refusal: &Refusal, metrics: &SessionMetrics) {
+    // Refused before an id was read, or for sending none.
+    let client = match refusal.client_id.as_str() {
+        "" => format!("client {peer} without a client id"),
+        id => format!("client {peer} id {}", text(id)),
+    };
     let Some(hit) = &refusal.limit else {
-        config.events.warn(
-            "MQTT_CONNECT_REJECTED",
-            format!("client {peer} id {:?}: {}", refusal.client_id, refusal.why),
-        );
+        let why = &refusal.why;
+        config
+            .events
+            .warn("MQTT_CONNECT_REJECTED", format!("{client}: {why}"));
         return;
     };
     metrics.limit_hit(hit.slot, Action::Refused);
     if let Some(suppressed) = hit.log {
         // What the client read: a 3.1.1 client gets a return code.
         let answer = match refusal.version {
-            Version::V5 => format!("CONNACK 0x{:02X}", connack_code(refusal.connack.code)),
+            Version::V5 => format!("CONNACK {}", Reason::connack(refusal.connack.code)),
             _ => format!(
                 "CONNACK return code {}",
                 codec::connack_code_v4(refusal.connack.code) as u8
@@ -239,8 +254,7 @@ fn log_refusal(config: &ServerConfig, peer: &str, refusal: &Refusal, metrics: &S
         config.events.warn(
             "MQTT_LIMIT_HIT",
             format!(
-                "client {peer} id {:?}: {}; {answer}{}",
-                refusal.client_id,
+                "{client}: {}; {answer}{}",
                 refusal.why,
                 suppressed_note(suppressed)
             ),
@@ -254,7 +268,7 @@ async fn read_connect(
     client: &mut ByteStream,
     buf: &mut BytesMut,
     metrics: &mut SessionMetrics,
-) -> Result<Option<Request>, CodecError> {
+) -> Result<Option<(Request, Bytes)>, CodecError> {
     let version = loop {
         match codec::connect_version(buf)? {
             Some(Ok(version)) if config.versions.contains(&version) => break version,
@@ -273,20 +287,23 @@ async fn read_connect(
         }
     };
     loop {
+        // The CONNECT as it came, for a dump attaching later (see `open`).
+        let raw = frame_len(buf).map(|length| Bytes::copy_from_slice(&buf[..length]));
         match read_connect_packet(buf, version, config.maximum_packet_size as usize) {
             Ok(Some(ConnectPacket {
                 connect,
                 will,
                 login,
             })) => {
-                return Ok(Some(Request {
+                let request = Request {
                     version,
                     connect,
                     will,
                     login,
                     assigned: None,
                     guard: None,
-                }))
+                };
+                return Ok(Some((request, raw.unwrap_or_default())));
             }
             Ok(None) => {}
             Err(error) => {
@@ -351,6 +368,14 @@ struct Driver {
     /// The guard verifying a re-authentication's token (AUTH 0x19), while
     /// the relay goes on.
     verifying: Option<Verifying>,
+    /// Its seat among the server's sessions (`zilla sessions`, `zilla
+    /// disconnect`), left when the driver drops.
+    seated: Seated,
+    /// The dumps selecting this session, while any dump is attached.
+    capture: Option<Box<Capture>>,
+    /// Whether the CONNACK was written (a dump attaching later starts the
+    /// client's stream with it).
+    greeted: bool,
 }
 
 impl Driver {
@@ -358,6 +383,13 @@ impl Driver {
     async fn relay(&mut self) -> End {
         // Bytes that arrived with the CONNECT or the CONNACKs (a pipelining
         // client, a broker sending queued messages at once) are handled first.
+        if tap::active() && !self.client_in.is_empty() {
+            let moment = Moment {
+                seated: &self.seated,
+                greeted: self.greeted,
+            };
+            dump::capture(&mut self.capture, moment, 0, true, &self.client_in);
+        }
         if let Err(end) = self.session.on_client_bytes(now(), &mut self.client_in) {
             return end;
         }
@@ -372,6 +404,8 @@ impl Driver {
                 return end;
             }
             self.start_verifying();
+            let (inbound, outbound) = self.session.in_flight();
+            self.seated.in_flight(inbound, outbound);
             if let Err(end) = self.flush().await {
                 return end;
             }
@@ -390,8 +424,14 @@ impl Driver {
                 client_last_read,
                 registration,
                 verifying,
+                seated,
+                capture,
+                greeted,
                 ..
             } = self;
+            if capture.is_some() && !tap::active() {
+                *capture = None;
+            }
             let verdict = poll_fn(|cx| match verifying.as_mut() {
                 Some(verifying) => verifying.as_mut().poll(cx),
                 None => Poll::Pending,
@@ -430,13 +470,26 @@ impl Driver {
                     Ok(0) => Err(End::ClientLost("connection closed without DISCONNECT".into())),
                     Ok(n) => {
                         *client_last_read = n;
+                        // Read now: a dump may have attached while the read waited.
+                        if tap::active() {
+                            let moment = Moment { seated, greeted: *greeted };
+                            dump::capture(capture, moment, 0, true, &client_in[client_in.len() - n..]);
+                        }
                         session.on_client_bytes(now(), client_in)
                     }
                     Err(e) => Err(End::ClientLost(format!("read failed: {e}"))),
                 },
                 (index, read) = upstream_read => match read {
                     Ok(0) => Err(End::UpstreamClosed(index)),
-                    Ok(_) => session.on_upstream_bytes(now(), index, &mut upstreams[index].read_buf),
+                    Ok(n) => {
+                        let buf = &mut upstreams[index].read_buf;
+                        // Read now: a dump may have attached while the read waited.
+                        if tap::active() {
+                            let moment = Moment { seated, greeted: *greeted };
+                            dump::capture(capture, moment, 1 + index, false, &buf[buf.len() - n..]);
+                        }
+                        session.on_upstream_bytes(now(), index, buf)
+                    }
                     Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
                 },
                 // No deadline, no timer: the branch is off (its `Sleep` is
@@ -455,6 +508,7 @@ impl Driver {
                 }
                 _ = config.shutdown.draining() => Err(End::Draining),
                 _ = registration.taken_over().notified() => Err(End::TakenOver),
+                _ = seated.seat.kick.notified() => Err(End::Administrative),
             };
             if let Err(end) = outcome {
                 return end;
@@ -501,6 +555,13 @@ impl Driver {
             if out.is_empty() {
                 continue;
             }
+            if tap::active() {
+                let moment = Moment {
+                    seated: &self.seated,
+                    greeted: self.greeted,
+                };
+                dump::capture(&mut self.capture, moment, 1 + index, true, out);
+            }
             let stream = &mut self.upstreams[index].stream;
             match tokio::time::timeout(WRITE_STALL, stream.write_all(out)).await {
                 Ok(Ok(())) => {
@@ -511,7 +572,7 @@ impl Driver {
                 Err(_) => {
                     return Err(End::UpstreamLost(
                         index,
-                        format!("stopped reading for {WRITE_STALL:?}"),
+                        format!("stopped reading for {}", duration(WRITE_STALL)),
                     ))
                 }
             }
@@ -522,6 +583,13 @@ impl Driver {
             return Ok(());
         }
         let pending = out.len();
+        if tap::active() {
+            let moment = Moment {
+                seated: &self.seated,
+                greeted: self.greeted,
+            };
+            dump::capture(&mut self.capture, moment, 0, false, out);
+        }
         let write = self.client.write_all(out);
         tokio::pin!(write);
         // While the client does not read, nothing else of this session is
@@ -539,9 +607,9 @@ impl Driver {
                     self.config.events.info(
                         "MQTT_FLOW_PAUSED",
                         format!(
-                            "client {} id {:?}: not reading; {pending} bytes unwritten, {buffered} bytes queued; reading paused",
+                            "client {} id {}: not reading; {pending} bytes unwritten, {buffered} bytes queued; reading paused",
                             Peer(self.peer),
-                            self.registration.client_id()
+                            text(self.registration.client_id())
                         ),
                     );
                 }
@@ -551,11 +619,13 @@ impl Driver {
         match written {
             Ok(Ok(())) => {
                 release_written(self.session.client_transmit());
+                self.greeted = true;
                 Ok(())
             }
             Ok(Err(e)) => Err(End::ClientLost(format!("write failed: {e}"))),
             Err(_) => Err(End::ClientLost(format!(
-                "stopped reading for {WRITE_STALL:?}"
+                "stopped reading for {}",
+                duration(WRITE_STALL)
             ))),
         }
     }
@@ -592,6 +662,13 @@ impl Driver {
     /// Writes what the client is owed and closes its connection.
     async fn close_client(&mut self) {
         let out = std::mem::take(self.session.client_transmit());
+        if tap::active() {
+            let moment = Moment {
+                seated: &self.seated,
+                greeted: self.greeted,
+            };
+            dump::capture(&mut self.capture, moment, 0, false, &out);
+        }
         let closing = async {
             let _ = self.client.write_all(&out).await;
             let _ = self.client.shutdown().await;

@@ -31,6 +31,9 @@ pub(crate) enum End {
     BadAuthenticationMethod(String),
     /// The engine is shutting down.
     Draining,
+    /// An operator ended the session (`zilla disconnect`): DISCONNECT 0x98
+    /// to an MQTT 5 client; upstreams dropped so wills fire.
+    Administrative,
 }
 
 /// How the driver closes the connections once `Session::finish` queued

@@ -191,6 +191,7 @@ fn config(guarded: bool, limited: bool) -> Arc<ServerConfig> {
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
                 sessions: Arc::default(),
+                seats: crate::admin::Seats::new("fuzz"),
                 limits: if limited {
                     fuzz_limits()
                 } else {

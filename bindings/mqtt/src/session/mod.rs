@@ -25,11 +25,13 @@
 //!   persistent session leaves for its next connection.
 //! - [`driver`]: the code that drives sockets and tokio time; `io`, the
 //!   clock and upstream sockets it shares with `open`.
+//! - `dump`: the frames a session offers `zilla dump` while one is attached.
 //! - `fuzz`: the same path without sockets, for the fuzz targets.
 
 pub(crate) mod acks;
 mod admit;
 mod driver;
+mod dump;
 pub(crate) mod end;
 #[doc(hidden)]
 pub(crate) mod fuzz;

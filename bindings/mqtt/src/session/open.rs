@@ -13,8 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use mqtt_bytes_v5::{ConnectReturnCode, DisconnectReasonCode, Packet};
 use tokio::io::AsyncWriteExt;
+use zilla_engine::admin::sessions::epoch_seconds;
+use zilla_engine::telemetry::{duration, text};
 use zilla_engine::{GuardRejection, StreamInfo};
 
 use super::admit::{self, Refusal, Request};
@@ -22,6 +25,7 @@ use super::end::disconnect;
 use super::io::{now, UpstreamIo};
 use super::state::{Session, Start};
 use super::takeover::{Carried, Predecessor, Registration};
+use crate::admin::{Hello, NewSeat, SeatUpstream, Seated};
 use crate::codec::Version;
 use crate::config::ServerConfig;
 use crate::limits::Unsettled;
@@ -56,6 +60,15 @@ fn assign_client_id() -> String {
     )
 }
 
+/// The wall clock, for when a session was admitted (`zilla sessions`).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "operators read when a session began as a wall-clock time"
+)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}
+
 /// How far in the future the wall-clock time `at` is, as a monotonic instant.
 #[expect(
     clippy::disallowed_methods,
@@ -70,6 +83,7 @@ pub(super) struct Opened {
     pub(super) session: Session,
     pub(super) upstreams: Vec<UpstreamIo>,
     pub(super) registration: Registration,
+    pub(super) seated: Seated,
 }
 
 /// Admits the CONNECT (asking the guard), opens its upstreams and starts the
@@ -77,6 +91,7 @@ pub(super) struct Opened {
 pub(super) async fn open_session(
     config: &Arc<ServerConfig>,
     mut request: Request,
+    raw_connect: Bytes,
     info: &StreamInfo,
     peer: &str,
     metrics: &mut SessionMetrics,
@@ -106,6 +121,12 @@ pub(super) async fn open_session(
         }
         _ => {}
     }
+    let identity = verdict
+        .as_ref()
+        .and_then(|verdict| verdict.as_ref().ok())
+        .and_then(|session| session.identity.clone())
+        .or_else(|| info.granted.iter().find_map(|g| g.session.identity.clone()))
+        .or_else(|| info.identity.clone());
     let mut admission = admit::admit(config, request, token, verdict, info, now())?;
     let client_id = admission.connect.client_id.clone();
     if let Some(limits) = admission.limits.as_mut() {
@@ -116,7 +137,7 @@ pub(super) async fn open_session(
     if let Some(authorized) = &admission.authorized {
         config.events.info(
             "MQTT_AUTHORIZATION_SUCCEEDED",
-            format!("client {peer} id {client_id:?}: {authorized}"),
+            format!("client {peer} id {}: {authorized}", text(&client_id)),
         );
     }
     // From the first upstream CONNECT on, a broker may take the connected
@@ -134,11 +155,17 @@ pub(super) async fn open_session(
     // The brokers' CONNACKs, merged into the client's and then dropped.
     let mut acks = Vec::with_capacity(opened.len());
     let mut upstreams = Vec::with_capacity(opened.len());
+    let mut seat_upstreams = Vec::with_capacity(opened.len());
     let mut failure = None;
     for (name, result) in names.into_iter().zip(opened) {
         metrics.upstream_opened(&name, &result);
         match result {
             Ok(upstream) => {
+                seat_upstreams.push(SeatUpstream {
+                    exit: name.clone(),
+                    version: upstream.version,
+                    addresses: upstream.addresses,
+                });
                 links.push(UpstreamLink::new(
                     name,
                     &upstream.connack,
@@ -185,6 +212,7 @@ pub(super) async fn open_session(
     let resuming = !admission.connect.clean_start && connack.session_present;
     let carried = resumed(config, &client_id, predecessor, resuming).await;
     let admitted = now();
+    let version = admission.version;
     let start = Start {
         version: admission.version,
         connect: admission.connect,
@@ -197,10 +225,23 @@ pub(super) async fn open_session(
         others_expire: admission.others_expire.map(|at| instant_of(at, admitted)),
         limits: admission.limits,
     };
+    let mut session = Session::new(config.clone(), start, admitted);
+    let seated = config.seats.seat(NewSeat {
+        client_id: registration.shared_client_id(),
+        identity,
+        peer: info.peer,
+        local: info.local,
+        version,
+        upstreams: seat_upstreams,
+        since: epoch_seconds(wall_clock()),
+        // Session::new queued the CONNACK: the client's first write.
+        hello: Hello::new(&raw_connect, session.client_transmit()),
+    });
     Ok(Opened {
-        session: Session::new(config.clone(), start, admitted),
+        session,
         upstreams,
         registration,
+        seated,
     })
 }
 
@@ -222,8 +263,10 @@ async fn resumed(
             config.events.warn(
                 "MQTT_SESSION_TAKEN_OVER",
                 format!(
-                    "id {client_id:?}: the connection taken over did not leave within {TAKEOVER_WAIT:?}; \
-                     the session resumes without the QoS 1/2 flows it had open"
+                    "id {}: the connection taken over did not leave within {}; \
+                     the session resumes without the QoS 1/2 flows it had open",
+                    text(client_id),
+                    duration(TAKEOVER_WAIT)
                 ),
             );
         }

@@ -42,12 +42,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqtt_bytes_v5::{ConnAck, Connect, Packet, PubCompReason, Publish, QoS};
+use zilla_engine::telemetry::{duration, text};
 
 use super::acks::{without_properties, PendingAck};
 use super::end::End;
 use super::router::Router;
 use super::takeover::Carried;
-use crate::codec::{self, Version};
+use crate::codec::{self, packet_name, Version};
 use crate::config::ServerConfig;
 use crate::lazy_map::LazyMap;
 use crate::limits::SessionLimits;
@@ -323,9 +324,9 @@ impl Session {
         session.config.events.info(
             "MQTT_SESSION_STARTED",
             format!(
-                "client {} id {:?} (MQTT {}) via {}",
+                "client {} id {} (MQTT {}) via {}",
                 session.peer,
-                session.client_id,
+                text(&session.client_id),
                 version.as_str(),
                 session
                     .upstreams
@@ -385,6 +386,12 @@ impl Session {
     /// broker, messages waiting for the client): what its buffers bound.
     pub(crate) fn buffered(&self) -> usize {
         self.publish_bytes + self.waiting_bytes
+    }
+
+    /// QoS 1/2 flows open: (client publishes the brokers have not
+    /// acknowledged, deliveries the client has not), for `zilla sessions`.
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
+        (self.inbound.len(), self.outbound.len())
     }
 
     /// Handles the client's bytes in `buf` that arrived at `now`, leaving an
@@ -485,9 +492,9 @@ impl Session {
         self.config.events.info(
             "MQTT_FLOW_PAUSED",
             format!(
-                "client {} id {:?}: {buffer} full ({} bytes waiting): {why}",
+                "client {} id {}: {buffer} full ({} bytes waiting): {why}",
                 self.peer,
-                self.client_id,
+                text(&self.client_id),
                 self.buffered()
             ),
         );
@@ -520,7 +527,10 @@ impl Session {
             if now >= self.last_heard + keep_alive {
                 return Err(End::Refuse(
                     mqtt_bytes_v5::DisconnectReasonCode::KeepAliveTimeout,
-                    format!("nothing received for {keep_alive:?} (1.5 x keep-alive)"),
+                    format!(
+                        "nothing received for {} (1.5 x keep-alive)",
+                        duration(keep_alive)
+                    ),
                 ));
             }
         }
@@ -529,7 +539,7 @@ impl Session {
             if let KeepAlive::Lost(keep_alive) = link.on_timeout(now, reading) {
                 return Err(End::UpstreamLost(
                     index,
-                    format!("no PINGRESP within {keep_alive:?}"),
+                    format!("no PINGRESP within {}", duration(keep_alive)),
                 ));
             }
         }
@@ -661,24 +671,5 @@ impl Session {
             next_client_pkid: self.outbound.last(),
             expires: self.session_expiry.map(|after| now + after),
         })
-    }
-}
-
-fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(..) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq(_) => "PINGREQ",
-        Packet::PingResp(_) => "PINGRESP",
-        Packet::Disconnect(_) => "DISCONNECT",
     }
 }

@@ -180,6 +180,11 @@ impl Registration {
         &self.client_id
     }
 
+    /// The client id, shared with the registry's key.
+    pub(crate) fn shared_client_id(&self) -> Arc<str> {
+        self.client_id.clone()
+    }
+
     /// Notified when a newer connection took the session over.
     pub(crate) fn taken_over(&self) -> &Notify {
         self.taken_over

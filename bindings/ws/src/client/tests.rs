@@ -50,6 +50,7 @@ fn to_broker() -> ConnectRequest {
             port: 8080,
         }),
         origin: StreamInfo::default(),
+        reached: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! The end of a session: what each side is told and what is logged.
 
 use mqtt_bytes_v5::{DisconnectReasonCode, Packet};
+use zilla_engine::telemetry::text;
 
 use super::Session;
-use crate::codec::{self, Version};
+use crate::codec::{self, Reason, Version};
 use crate::session::end::{disconnect, Closing, End};
 
 impl Session {
@@ -18,7 +19,7 @@ impl Session {
             end => end,
         };
         self.metrics.session_ended(&end);
-        let client_id = format!("{:?}", self.client_id);
+        let client_id = text(&self.client_id).to_string();
         let events = self.config.events.clone();
         let peer = self.peer.clone();
         match end {
@@ -40,8 +41,8 @@ impl Session {
                 events.warn(
                     "MQTT_SESSION_REFUSED",
                     format!(
-                        "client {peer} id {client_id}: {why}; DISCONNECT 0x{:02X}",
-                        reason as u8
+                        "client {peer} id {client_id}: {why}; DISCONNECT {}",
+                        Reason(reason as u8)
                     ),
                 );
                 self.disconnect_client(reason, why)
@@ -78,7 +79,7 @@ impl Session {
                 events.info(
                     "MQTT_SESSION_TAKEN_OVER",
                     format!(
-                        "client {peer} id {client_id}: the broker behind upstream {name} ended the session (0x8E): \
+                        "client {peer} id {client_id}: the broker behind upstream {name} ended the session (0x8E session taken over): \
                          the same client id connected elsewhere, e.g. through another proxy"
                     ),
                 );
@@ -92,8 +93,8 @@ impl Session {
                 events.info(
                     "MQTT_UPSTREAM_DISCONNECTED",
                     format!(
-                        "client {peer} id {client_id}: upstream {name} sent DISCONNECT 0x{:02X}",
-                        disconnect.reason_code as u8
+                        "client {peer} id {client_id}: upstream {name} sent DISCONNECT {}",
+                        Reason(disconnect.reason_code as u8)
                     ),
                 );
                 if self.version == Version::V5 {
@@ -113,10 +114,22 @@ impl Session {
                     "session taken over".into(),
                 )
             }
+            End::Administrative => {
+                events.info(
+                    "MQTT_SESSION_DISCONNECTED",
+                    format!(
+                        "client {peer} id {client_id}: disconnected by an operator (zilla disconnect); DISCONNECT 0x98 administrative action"
+                    ),
+                );
+                self.disconnect_client(
+                    DisconnectReasonCode::AdministrativeAction,
+                    "disconnected by an operator".into(),
+                )
+            }
             End::Expired => {
                 events.warn(
                     "MQTT_SESSION_EXPIRED",
-                    format!("client {peer} id {client_id}: credentials expired; DISCONNECT 0xA0"),
+                    format!("client {peer} id {client_id}: credentials expired; DISCONNECT 0xA0 maximum connect time"),
                 );
                 if self.version == Version::V5 {
                     codec::write_disconnect(
@@ -130,7 +143,7 @@ impl Session {
             End::BadAuthenticationMethod(why) => {
                 events.warn(
                     "MQTT_SESSION_REFUSED",
-                    format!("client {peer} id {client_id}: {why}; DISCONNECT 0x8C"),
+                    format!("client {peer} id {client_id}: {why}; DISCONNECT 0x8C bad authentication method"),
                 );
                 codec::write_disconnect(
                     codec::BAD_AUTHENTICATION_METHOD,

@@ -321,6 +321,7 @@ impl Server {
             events: Events::new("test", "mqtt_server0"),
             shutdown: Shutdown::new(),
             sessions: Arc::default(),
+            seats: crate::admin::Seats::new("test"),
             limits,
         })
     }
