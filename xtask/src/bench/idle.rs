@@ -3,48 +3,13 @@
 //! spread over several proxy processes and brokers when one process cannot
 //! hold them all under the open-file limit (`idle-sharded`).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use super::configs::proxy_yaml;
-use super::proc::{rss_kib, BENCH_DIR, LOADGEN, MOSQUITTO_TUNING};
-
-/// Starts a load generator that opens `connections` idle sessions on `port`
-/// and waits until they are all open: the running generator (kill it to
-/// close them), the sessions held and those that failed.
-fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Child, u64, u64)> {
-    let mut child = Command::new(LOADGEN)
-        .args([
-            "idle",
-            "--port",
-            &port.to_string(),
-            "--username",
-            &format!("Bearer {token}"),
-            "--connections",
-            &connections.to_string(),
-            "--hold",
-            "600",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().context("the load generator's stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if line.contains("\"ready\"") {
-            let ready: serde_json::Value = serde_json::from_str(&line)?;
-            let held = ready["ready"].as_u64().unwrap_or(0);
-            let failed = ready["failures"].as_u64().unwrap_or(0);
-            return Ok((child, held, failed));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    bail!("the idle run on port {port} ended before all sessions were open")
-}
+use super::proc::{open_idle, rss_kib, BENCH_DIR, MOSQUITTO_TUNING};
 
 /// Opens `connections` idle sessions through `name` at `port` and returns the RSS
 /// growth of `pid` per connection, in KiB.

@@ -20,6 +20,7 @@
 //! [`websocket`], [`tls`], [`storm`], and those on processes of their own:
 //! [`mtls`], [`reauth`], [`store`], [`fleet`] (`replicas`, `fairness`).
 //! [`targets`] sums issue 26's targets up from the scenarios' samples.
+//! [`admin`] (run only when named) measures the admin socket's cost.
 //!
 //! `reauth` and `store` run only when named in `--only`, each writing a
 //! report of its own (`reauth.md`, `store.md`); `replicas`, `fairness` and
@@ -28,6 +29,7 @@
 //! alone. Every other scenario writes its tables to `report.md`, under the
 //! Targets table.
 
+mod admin;
 mod configs;
 mod fanout;
 mod fleet;
@@ -404,6 +406,20 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
             Err(error) => println!("   storm: {error:#}"),
         }
     }
+    if settings.only.iter().any(|s| s == admin::ADMIN_SCENARIO) {
+        let admin = admin::Admin {
+            paths: &paths,
+            host: &host,
+            token: &token,
+            messages: settings.qos0_messages,
+            rounds: settings.rounds,
+            baseline: with_baseline,
+        };
+        match admin::admin(&admin, &common) {
+            Ok(admin) => samples.extend(admin),
+            Err(error) => println!("   admin: {error:#}"),
+        }
+    }
     drop(paths);
 
     let mut report = format!(
@@ -421,6 +437,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     pinned::tables(&mut report, &samples);
     idle::tables(&mut report, settings.idle, &idle, sharded);
     storm::tables(&mut report, &samples);
+    admin::tables(&mut report, &samples);
     report.push_str(mtls.as_deref().unwrap_or_default());
     write_report("report.md", &report)
 }

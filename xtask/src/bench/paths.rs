@@ -82,16 +82,29 @@ impl Processes {
     }
 }
 
+/// The first argument that picks the outside load tool instead of
+/// mqtt-bench: raw 3.1.1 publishers in Python (`xtask/scripts/raw-qos0.py`).
+pub(crate) const RAW_QOS0: &str = "raw-qos0";
+const RAW_QOS0_SCRIPT: &str = "xtask/scripts/raw-qos0.py";
+
 /// Runs the load generator once (on core `cpu` when given) and returns
 /// the JSON line it printed last.
 fn loadgen(args: &[String], cpu: Option<&str>) -> Result<serde_json::Value> {
+    let (program, args): (&[&str], &[String]) = match args.split_first() {
+        Some((first, rest)) if first == RAW_QOS0 => (&["python3", RAW_QOS0_SCRIPT], rest),
+        _ => (&[LOADGEN], args),
+    };
     let mut command = match cpu {
         Some(cpu) => {
             let mut command = Command::new("taskset");
-            command.args(["-c", cpu, LOADGEN]);
+            command.args(["-c", cpu]).args(program);
             command
         }
-        None => Command::new(LOADGEN),
+        None => {
+            let mut command = Command::new(program[0]);
+            command.args(&program[1..]);
+            command
+        }
     };
     let output = command
         .args(args)
@@ -140,7 +153,7 @@ pub(crate) struct MainPaths {
     pub(crate) broker: Mosquitto,
     // Held so that they run until the bench ends.
     _nodelay_broker: Mosquitto,
-    _proxies: Vec<ZillaProcess>,
+    proxies: Vec<ZillaProcess>,
     haproxy: Child,
     /// The seed's public key (PEM), as HAProxy's `jwt_verify` reads it.
     pub(crate) public_key: PathBuf,
@@ -283,7 +296,7 @@ impl MainPaths {
             proxy_metrics: Target::tcp("proxy-metrics", port(4), Some("proxy-metrics")),
             broker,
             _nodelay_broker: nodelay_broker,
-            _proxies: proxies,
+            proxies,
             haproxy,
             public_key,
             processes,
@@ -293,6 +306,11 @@ impl MainPaths {
             haproxy_jwt,
             latency,
         })
+    }
+
+    /// The `-P` arguments that reach `proxy`'s admin socket.
+    pub(crate) fn admin_args(&self) -> Vec<String> {
+        self.proxies[0].admin_args()
     }
 
     /// The paths of the message scenarios: direct, proxy, HAProxy L4 and

@@ -4,6 +4,7 @@
 //! missing). A shared helper and a leaf of the bench: it uses no other
 //! module of it, so each of them can use it without a cycle.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -118,4 +119,37 @@ pub(crate) fn start_haproxy(binary: &Path, config: &Path, l4: u16) -> Result<Chi
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(child)
+}
+
+/// Starts a load generator that opens `connections` idle sessions on `port`
+/// and waits until they are all open: the running generator (kill it to
+/// close them), the sessions held and those that failed.
+pub(crate) fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Child, u64, u64)> {
+    let mut child = Command::new(LOADGEN)
+        .args([
+            "idle",
+            "--port",
+            &port.to_string(),
+            "--username",
+            &format!("Bearer {token}"),
+            "--connections",
+            &connections.to_string(),
+            "--hold",
+            "600",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("the load generator's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("\"ready\"") {
+            let ready: serde_json::Value = serde_json::from_str(&line)?;
+            let held = ready["ready"].as_u64().unwrap_or(0);
+            let failed = ready["failures"].as_u64().unwrap_or(0);
+            return Ok((child, held, failed));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("the idle run on port {port} ended before all sessions were open")
 }

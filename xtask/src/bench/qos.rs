@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::paths::{words, MainPaths, Scenario};
+use super::paths::{words, MainPaths, Scenario, RAW_QOS0};
 use super::report::{path_table, Sample};
 
 /// How much each scenario sends.
@@ -39,6 +39,13 @@ pub(crate) fn scenarios<'a>(
             "qos0",
             targets.clone(),
             format!("throughput --qos 0 --messages {qos0}"),
+        ),
+        // The same load from an outside tool: another shape (4 publishers
+        // sending pre-built frames in large writes).
+        scenario(
+            "qos0-raw",
+            targets.clone(),
+            format!("{RAW_QOS0} --publishers 4 --messages {qos0}"),
         ),
         scenario(
             "qos1",
@@ -80,6 +87,12 @@ pub(crate) fn scenarios<'a>(
 pub(crate) fn tables(out: &mut String, samples: &[Sample]) {
     for table in [
         ("qos0", "QoS 0 throughput, 1 -> 1, 64 B", "rate", "msg/s"),
+        (
+            "qos0-raw",
+            "QoS 0 from an outside tool: 4 raw 3.1.1 publishers (xtask/scripts/raw-qos0.py) -> 1, 64 B",
+            "rate",
+            "msg/s",
+        ),
         (
             "qos1",
             "QoS 1 throughput, 1 -> 1, 64 B, window 64",
