@@ -50,10 +50,32 @@ impl ZillaProcess {
         env: &[(&str, String)],
         args: &[&str],
     ) -> Result<Self, String> {
+        let named = args.iter().any(|arg| arg.contains(ADMIN_SOCKET));
+        Self::start_with(binary, config, env, args, !named)
+    }
+
+    /// [`ZillaProcess::start`] for a build of the host from before the
+    /// admin socket (a benchmark's baseline), which refuses its property:
+    /// runs it with the arguments as given.
+    pub fn start_older(
+        binary: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Result<Self, String> {
+        Self::start_with(binary, config, env, args, false)
+    }
+
+    fn start_with(
+        binary: &Path,
+        config: &Path,
+        env: &[(&str, String)],
+        args: &[&str],
+        own_socket: bool,
+    ) -> Result<Self, String> {
         let mut command = Command::new(binary);
         command.arg("start").arg("-c").arg(config).args(args);
-        let named = args.iter().any(|arg| arg.contains(ADMIN_SOCKET));
-        let admin_socket = (!named).then(own_admin_socket);
+        let admin_socket = own_socket.then(own_admin_socket);
         if let Some(path) = &admin_socket {
             command
                 .arg("-P")

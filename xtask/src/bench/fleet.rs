@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use super::configs::proxy_yaml;
-use super::proc::{cpu_seconds, LOADGEN};
+use super::proc::{cpu_seconds, start_zilla, LOADGEN};
 
 /// What `--only` selects here.
 pub(crate) const FLEET_SCENARIOS: [&str; 2] = ["replicas", "fairness"];
@@ -89,7 +89,7 @@ fn target(port: u16, token: &str) -> Vec<String> {
 fn start_proxy(fleet: &Fleet<'_>, name: &str, yaml: String) -> Result<ZillaProcess> {
     let config = fleet.dir.join(format!("{name}.yaml"));
     std::fs::write(&config, yaml)?;
-    ZillaProcess::start(fleet.host, &config, &[], &[]).map_err(anyhow::Error::msg)
+    start_zilla(fleet.host, &config, &[]).map_err(anyhow::Error::msg)
 }
 
 fn ratio(value: f64, base: f64) -> String {

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use zilla_testkit::{Mosquitto, ZillaProcess};
+use zilla_testkit::Mosquitto;
 
 use super::configs::proxy_yaml;
-use super::proc::{open_idle, rss_kib, BENCH_DIR, MOSQUITTO_TUNING};
+use super::proc::{open_idle, rss_kib, start_zilla, BENCH_DIR, MOSQUITTO_TUNING};
 
 /// Opens `connections` idle sessions through `name` at `port` and returns the RSS
 /// growth of `pid` per connection, in KiB.
@@ -56,7 +56,7 @@ pub(crate) fn sharded_idle(guards: &str, token: &str, total: u64) -> Result<(u64
         let broker = &brokers[shard % brokers.len()];
         std::fs::write(&config, proxy_yaml(guards, broker.port(), false))?;
         proxies.push(
-            ZillaProcess::start(Path::new("target/release/zilla"), &config, &[], &[])
+            start_zilla(Path::new("target/release/zilla"), &config, &[])
                 .map_err(anyhow::Error::msg)?,
         );
     }

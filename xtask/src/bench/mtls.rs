@@ -54,10 +54,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use zilla_testkit::{free_port, Mosquitto, ZillaProcess};
+use zilla_testkit::{free_port, Mosquitto};
 
 use super::proc::{
-    cpu_seconds, ended_children_cpu_seconds, start_haproxy, LOADGEN, MOSQUITTO_TUNING,
+    cpu_seconds, ended_children_cpu_seconds, start_haproxy, start_zilla, LOADGEN, MOSQUITTO_TUNING,
 };
 
 /// Every scenario here; `--only mtls` selects them all.
@@ -523,7 +523,7 @@ pub(crate) fn mtls(mtls: &Mtls<'_>, wants: impl Fn(&str) -> bool) -> Result<Opti
     let broker = Mosquitto::start_with(MOSQUITTO_TUNING).map_err(anyhow::Error::msg)?;
     let config = dir.join("zilla.yaml");
     std::fs::write(&config, proxy_yaml(broker.port()))?;
-    let proxy = ZillaProcess::start(mtls.host, &config, &[], &[]).map_err(anyhow::Error::msg)?;
+    let proxy = start_zilla(mtls.host, &config, &[]).map_err(anyhow::Error::msg)?;
     let ports: HaproxyPorts = std::array::from_fn(|_| free_port());
     let haproxy_config = dir.join("haproxy.cfg");
     std::fs::write(&haproxy_config, haproxy_cfg(&pki, &ports, broker.port()))?;

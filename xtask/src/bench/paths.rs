@@ -16,7 +16,8 @@ use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use super::configs::{haproxy_cfg, proxy_yaml, with_every_metric};
 use super::proc::{
-    cpu_seconds, ended_children_cpu_seconds, start_haproxy, LOADGEN, LOADGEN_CPU, MOSQUITTO_TUNING,
+    cpu_seconds, ended_children_cpu_seconds, start_haproxy, start_zilla, LOADGEN, LOADGEN_CPU,
+    MOSQUITTO_TUNING,
 };
 use super::report::Sample;
 use crate::run;
@@ -239,8 +240,7 @@ impl MainPaths {
                 yaml = with_every_metric(&yaml, zilla_testkit::free_port());
             }
             std::fs::write(&config, yaml)?;
-            let process =
-                ZillaProcess::start(binary, &config, &[], workers).map_err(anyhow::Error::msg)?;
+            let process = start_zilla(binary, &config, workers).map_err(anyhow::Error::msg)?;
             processes.0.push((name, process.pid()));
             proxies.push(process);
         }

@@ -153,3 +153,19 @@ pub(crate) fn open_idle(port: u16, token: &str, connections: u64) -> Result<(Chi
     let _ = child.wait();
     bail!("the idle run on port {port} ended before all sessions were open")
 }
+
+/// Starts `binary` with `config`: the working tree's build with an admin
+/// socket of its own (the admin scenario dumps through it), any other build
+/// (a `--baseline` or `--host` from before the socket, which would refuse
+/// its property) with the arguments as given.
+pub(crate) fn start_zilla(
+    binary: &Path,
+    config: &Path,
+    args: &[&str],
+) -> std::result::Result<zilla_testkit::ZillaProcess, String> {
+    if binary == Path::new("target/release/zilla") {
+        zilla_testkit::ZillaProcess::start(binary, config, &[], args)
+    } else {
+        zilla_testkit::ZillaProcess::start_older(binary, config, &[], args)
+    }
+}

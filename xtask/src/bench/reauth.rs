@@ -25,7 +25,9 @@ use anyhow::{Context, Result};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use super::configs::proxy_yaml;
-use super::proc::{cpu_seconds, ended_children_cpu_seconds, LOADGEN, MOSQUITTO_TUNING};
+use super::proc::{
+    cpu_seconds, ended_children_cpu_seconds, start_zilla, LOADGEN, MOSQUITTO_TUNING,
+};
 
 /// What the scenario needs from the bench.
 pub(crate) struct Reauth<'a> {
@@ -240,7 +242,7 @@ pub(crate) fn reauth(reauth: &Reauth<'_>) -> Result<String> {
     .map_err(anyhow::Error::msg)?;
     let config = dir.join("zilla.yaml");
     std::fs::write(&config, reauth_yaml(reauth.guards, broker.port()))?;
-    let proxy = ZillaProcess::start(reauth.host, &config, &[], &[]).map_err(anyhow::Error::msg)?;
+    let proxy = start_zilla(reauth.host, &config, &[]).map_err(anyhow::Error::msg)?;
     let mut runs = Vec::new();
     for round in 0..reauth.rounds {
         println!("   round {}/{}", round + 1, reauth.rounds);

@@ -34,9 +34,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use mqtt_bytes_v5::{Connect, Filter, Login, Packet, QoS, RetainForwardRule, Subscribe};
-use zilla_testkit::{Mosquitto, Redis, ZillaProcess};
+use zilla_testkit::{Mosquitto, Redis};
 
-use super::proc::{cpu_seconds, MOSQUITTO_TUNING};
+use super::proc::{cpu_seconds, start_zilla, MOSQUITTO_TUNING};
 
 /// CONNECTs in progress at once.
 const CONCURRENCY: usize = 16;
@@ -438,7 +438,7 @@ fn run_once(
         &config,
         store_yaml(&tenants_guards()?, &store_body, broker.port()),
     )?;
-    let proxy = ZillaProcess::start(store.host, &config, &[], &[]).map_err(anyhow::Error::msg)?;
+    let proxy = start_zilla(store.host, &config, &[]).map_err(anyhow::Error::msg)?;
     let (port, pid, redis_pid) = (
         proxy.port("north_tcp_server"),
         proxy.pid(),

@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use zilla_testkit::{free_port, mosquitto_path, wait_for, ZillaProcess};
 
 use super::configs::{haproxy_cfg, proxy_yaml};
-use super::proc::{cpu_seconds, start_haproxy, LOADGEN};
+use super::proc::{cpu_seconds, start_haproxy, start_zilla, LOADGEN};
 use super::report::{front_of, median, metric, ratio, Sample};
 
 /// What the scenario needs from the bench.
@@ -245,7 +245,7 @@ pub(crate) fn storm(storm: &Storm<'_>) -> Result<Vec<Sample>> {
     let start_proxy = |name: &str, binary: &Path| -> Result<ZillaProcess> {
         let config = storm.dir.join(format!("storm-{name}.yaml"));
         std::fs::write(&config, proxy_yaml(storm.guards, broker.port, false))?;
-        ZillaProcess::start(binary, &config, &[], &[]).map_err(anyhow::Error::msg)
+        start_zilla(binary, &config, &[]).map_err(anyhow::Error::msg)
     };
     let proxy = start_proxy("proxy", storm.host)?;
     let baseline = match storm.baseline {

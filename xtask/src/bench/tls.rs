@@ -22,7 +22,7 @@ use zilla_testkit::ZillaProcess;
 
 use super::configs::proxy_yaml;
 use super::paths::{words, Scenario, Target};
-use super::proc::LOADGEN_CPU;
+use super::proc::{start_zilla, LOADGEN_CPU};
 use super::report::{cpu_per_million, metric, ratio, shown, Sample};
 
 /// What `--only tls` selects (all three run on the same two paths).
@@ -165,7 +165,7 @@ pub(crate) fn start_tls_path(
     std::fs::write(&ca_pem, &ca.cert_pem)?;
     let config = dir.join(format!("{TLS_PROXY}.yaml"));
     std::fs::write(&config, proxy_tls_yaml(guards, broker))?;
-    let proxy = ZillaProcess::start(host, &config, &[], &[]).map_err(anyhow::Error::msg)?;
+    let proxy = start_zilla(host, &config, &[]).map_err(anyhow::Error::msg)?;
     Ok(TlsPath { proxy, ca: ca_pem })
 }
 

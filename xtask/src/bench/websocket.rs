@@ -19,6 +19,7 @@ use zilla_testkit::{Mosquitto, ZillaProcess};
 
 use super::configs::{proxy_ws_yaml, proxy_yaml};
 use super::paths::{words, Scenario, Target};
+use super::proc::start_zilla;
 use super::report::{cpu_per_million, metric, ratio, Sample};
 
 /// What `--only websocket` selects (both run on the same four paths).
@@ -59,7 +60,7 @@ pub(crate) fn start(dir: &Path, host: &Path, guards: &str, tuning: &str) -> Resu
     let start_proxy = |name: &str, yaml: String| -> Result<ZillaProcess> {
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, yaml)?;
-        ZillaProcess::start(host, &config, &[], &[]).map_err(anyhow::Error::msg)
+        start_zilla(host, &config, &[]).map_err(anyhow::Error::msg)
     };
     let tcp = start_proxy(WS_PROXY_TCP, proxy_yaml(guards, broker.port(), false))?;
     let ws = start_proxy(WS_PROXY_WS, proxy_ws_yaml(guards, broker.port()))?;
