@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use zilla_engine::admin::sessions::{SessionInfo, SessionSource};
 
 use crate::codec::Version;
-use crate::dump_frames::{frame_len, secrets};
+use crate::dump_frames::{frame_len, secrets_with};
 
 /// The seats of one mqtt server's sessions.
 #[derive(Debug)]
@@ -73,13 +73,15 @@ pub(crate) struct Hello {
 }
 
 impl Hello {
-    /// Keeps `connect` (a CONNECT frame) without its secrets, and the
-    /// CONNACK at the start of `client_out`.
-    pub(crate) fn new(connect: &[u8], client_out: &[u8]) -> Self {
+    /// Keeps `connect` (a CONNECT frame) without its secrets (the user
+    /// name too when `username_was_token`: a bearer token is a secret, and
+    /// the largest part of a CONNECT every idle session would keep), and
+    /// the CONNACK at the start of `client_out`.
+    pub(crate) fn new(connect: &[u8], client_out: &[u8], username_was_token: bool) -> Self {
         let mut kept = Vec::with_capacity(connect.len());
         let mut cut = Vec::new();
         let mut at = 0;
-        for range in secrets(connect) {
+        for range in secrets_with(connect, username_was_token) {
             kept.extend_from_slice(&connect[at..range.start]);
             cut.push((range.start as u32, range.len() as u32));
             at = range.end;

@@ -56,6 +56,12 @@ pub(crate) fn publish_topic(frame: &[u8]) -> Option<&[u8]> {
 /// The byte ranges of `frame` that hold secrets: a CONNECT's password and
 /// Authentication Data, an AUTH's Authentication Data.
 pub(crate) fn secrets(frame: &[u8]) -> Vec<Range<usize>> {
+    secrets_with(frame, false)
+}
+
+/// [`secrets`], and a CONNECT's user name too when `username` (it carried
+/// the credentials a guard took, e.g. `Bearer <JWT>`).
+pub(crate) fn secrets_with(frame: &[u8], username: bool) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let Some((_, header)) = frame.get(1..).and_then(remaining_length) else {
         return found;
@@ -64,7 +70,7 @@ pub(crate) fn secrets(frame: &[u8]) -> Vec<Range<usize>> {
     match packet_type(frame) {
         CONNECT => {
             // What could be read is found; a truncated rest has no more.
-            let _ = connect_secrets(&mut reader, &mut found);
+            let _ = connect_secrets(&mut reader, &mut found, username);
         }
         // Reason code, then properties (both absent in the short form).
         AUTH if reader.byte().is_some() => {
@@ -75,7 +81,11 @@ pub(crate) fn secrets(frame: &[u8]) -> Vec<Range<usize>> {
     found
 }
 
-fn connect_secrets(reader: &mut Reader<'_>, found: &mut Vec<Range<usize>>) -> Option<()> {
+fn connect_secrets(
+    reader: &mut Reader<'_>,
+    found: &mut Vec<Range<usize>>,
+    username: bool,
+) -> Option<()> {
     reader.binary()?; // protocol name
     let level = reader.byte()?;
     let flags = reader.byte()?;
@@ -95,7 +105,10 @@ fn connect_secrets(reader: &mut Reader<'_>, found: &mut Vec<Range<usize>>) -> Op
         reader.binary()?; // will payload
     }
     if flags & 0x80 != 0 {
-        reader.binary()?; // user name
+        let name = reader.binary()?;
+        if username {
+            found.push(name);
+        }
     }
     if flags & 0x40 != 0 {
         found.push(reader.binary()?);
@@ -228,6 +241,9 @@ mod tests {
                 assert!(!text.contains("s3cret"), "{version:?} {will}: {text}");
                 assert!(text.contains("************"), "{text}");
                 assert!(text.contains("device-1") && text.contains("user"), "{text}");
+                let cut: Vec<_> = secrets_with(&frame, true);
+                assert_eq!(cut.len(), 2, "the user name and the password");
+                assert_eq!(&frame[cut[0].clone()], b"user");
             }
         }
     }

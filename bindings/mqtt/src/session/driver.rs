@@ -208,7 +208,6 @@ async fn start(
     session.set_metrics(metrics);
     let driver = Driver {
         config,
-        peer: info.peer,
         stall_logged: None,
         session,
         client,
@@ -349,9 +348,6 @@ type Verifying = Pin<Box<dyn Future<Output = Result<GuardSession, GuardRejection
 /// A running session with its sockets.
 struct Driver {
     config: Arc<ServerConfig>,
-    /// The client's address, for events: the session's label ("peer id
-    /// \"client id\"") is made when an event needs it, not kept as a string.
-    peer: Option<SocketAddr>,
     /// When a stalled client was last logged.
     stall_logged: Option<Instant>,
     session: Session,
@@ -369,7 +365,8 @@ struct Driver {
     /// the relay goes on.
     verifying: Option<Verifying>,
     /// Its seat among the server's sessions (`zilla sessions`, `zilla
-    /// disconnect`), left when the driver drops.
+    /// disconnect`), left when the driver drops; also the client's address
+    /// events name (kept once, not as a string).
     seated: Seated,
     /// The dumps selecting this session, while any dump is attached.
     capture: Option<Box<Capture>>,
@@ -608,7 +605,7 @@ impl Driver {
                         "MQTT_FLOW_PAUSED",
                         format!(
                             "client {} id {}: not reading; {pending} bytes unwritten, {buffered} bytes queued; reading paused",
-                            Peer(self.peer),
+                            Peer(self.seated.seat.peer),
                             text(self.registration.client_id())
                         ),
                     );

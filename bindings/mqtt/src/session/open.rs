@@ -127,6 +127,8 @@ pub(super) async fn open_session(
         .and_then(|session| session.identity.clone())
         .or_else(|| info.granted.iter().find_map(|g| g.session.identity.clone()))
         .or_else(|| info.identity.clone());
+    // Credentials from the CONNECT: its user name may be a bearer token.
+    let took_credentials = token.is_some();
     let mut admission = admit::admit(config, request, token, verdict, info, now())?;
     let client_id = admission.connect.client_id.clone();
     if let Some(limits) = admission.limits.as_mut() {
@@ -235,7 +237,7 @@ pub(super) async fn open_session(
         upstreams: seat_upstreams,
         since: epoch_seconds(wall_clock()),
         // Session::new queued the CONNACK: the client's first write.
-        hello: Hello::new(&raw_connect, session.client_transmit()),
+        hello: Hello::new(&raw_connect, session.client_transmit(), took_credentials),
     });
     Ok(Opened {
         session,
