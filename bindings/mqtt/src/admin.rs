@@ -78,10 +78,14 @@ impl Hello {
     /// the largest part of a CONNECT every idle session would keep), and
     /// the CONNACK at the start of `client_out`.
     pub(crate) fn new(connect: &[u8], client_out: &[u8], username_was_token: bool) -> Self {
-        let mut kept = Vec::with_capacity(connect.len());
-        let mut cut = Vec::new();
+        let secrets = secrets_with(connect, username_was_token);
+        // Exactly what is kept: every idle session holds it, and a
+        // shrinking reallocation would leave the token's room behind.
+        let cut_len: usize = secrets.iter().map(|range| range.len()).sum();
+        let mut kept = Vec::with_capacity(connect.len() - cut_len);
+        let mut cut = Vec::with_capacity(secrets.len());
         let mut at = 0;
-        for range in secrets_with(connect, username_was_token) {
+        for range in secrets {
             kept.extend_from_slice(&connect[at..range.start]);
             cut.push((range.start as u32, range.len() as u32));
             at = range.end;
