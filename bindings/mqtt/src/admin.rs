@@ -9,14 +9,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
 use zilla_engine::admin::sessions::{SessionInfo, SessionSource};
 
 use crate::codec::Version;
 use crate::dump_frames::{frame_len, secrets_with};
+use crate::session::takeover::SessionRegistry;
 
 /// The seats of one mqtt server's sessions.
 #[derive(Debug)]
@@ -24,6 +24,10 @@ pub(crate) struct Seats {
     /// The server binding's name.
     pub(crate) binding: Arc<str>,
     seats: Mutex<HashMap<u64, Arc<Seat>>>,
+    /// Where the sessions' takeover signals are: a disconnect wakes a
+    /// session through its own (no second signal for every idle session to
+    /// wait on), and the session reads its seat's `kicked` to tell why.
+    registry: Arc<SessionRegistry>,
 }
 
 /// Stream numbers for dumps, unique in the process.
@@ -43,8 +47,8 @@ pub(crate) struct Seat {
     pub(crate) upstreams: Box<[SeatUpstream]>,
     /// Seconds since the Unix epoch at admission.
     pub(crate) since: u64,
-    /// Told by `zilla disconnect`.
-    pub(crate) kick: Notify,
+    /// Set by `zilla disconnect` before the session's signal is given.
+    kicked: AtomicBool,
     inflight_in: AtomicU32,
     inflight_out: AtomicU32,
     /// The client's CONNECT with its secrets cut out, and the CONNACK it
@@ -136,10 +140,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Seats {
     /// The seats of binding `binding`, visible to the admin socket while they live.
-    pub(crate) fn new(binding: &str) -> Arc<Self> {
+    pub(crate) fn new(binding: &str, registry: Arc<SessionRegistry>) -> Arc<Self> {
         let seats = Arc::new(Self {
             binding: binding.into(),
             seats: Mutex::new(HashMap::new()),
+            registry,
         });
         let weak: std::sync::Weak<dyn SessionSource> = Arc::downgrade(&seats) as _;
         zilla_engine::admin::register_sessions(weak);
@@ -157,7 +162,7 @@ impl Seats {
             version: new.version,
             upstreams: new.upstreams.into(),
             since: new.since,
-            kick: Notify::new(),
+            kicked: AtomicBool::new(false),
             inflight_in: AtomicU32::new(0),
             inflight_out: AtomicU32::new(0),
             hello: new.hello,
@@ -193,12 +198,16 @@ impl SessionSource for Seats {
     }
 
     fn disconnect(&self, client_id: &str) -> usize {
-        let seats = lock(&self.seats);
-        let mut told = 0;
-        for seat in seats.values().filter(|s| &*s.client_id == client_id) {
+        let told = {
+            let seats = lock(&self.seats);
+            let kicked = seats.values().filter(|s| &*s.client_id == client_id);
+            kicked
+                .map(|seat| seat.kicked.store(true, Ordering::Release))
+                .count()
+        };
+        if told > 0 {
             // A permit if the session is not waiting right now: not lost.
-            seat.kick.notify_one();
-            told += 1;
+            self.registry.signal(client_id);
         }
         told
     }
@@ -209,6 +218,13 @@ impl SessionSource for Seats {
 pub(crate) struct Seated {
     seats: Arc<Seats>,
     pub(crate) seat: Arc<Seat>,
+}
+
+impl Seat {
+    /// Whether `zilla disconnect` ended it (else its signal is a takeover).
+    pub(crate) fn kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
 }
 
 impl Seated {
@@ -256,7 +272,9 @@ mod tests {
 
     #[test]
     fn seats_list_and_kick_their_sessions_until_they_leave() {
-        let seats = Seats::new("north_mqtt_server");
+        let registry: Arc<SessionRegistry> = Arc::default();
+        let seats = Seats::new("north_mqtt_server", registry.clone());
+        let (registration, _) = registry.register("one");
         let one = seats.seat(new_seat("one"));
         let two = seats.seat(new_seat("two"));
         two.in_flight(3, 1);
@@ -270,8 +288,10 @@ mod tests {
         assert_eq!(listed[0].upstreams, ["north_mqtt_client"]);
         assert_eq!(seats.disconnect("one"), 1);
         assert_eq!(seats.disconnect("three"), 0);
+        assert!(one.seat.kicked() && !two.seat.kicked());
         {
-            let notified = one.seat.kick.notified();
+            // The session is woken through its takeover signal.
+            let notified = registration.taken_over().notified();
             futures_util::pin_mut!(notified);
             assert!(futures_util::FutureExt::now_or_never(notified).is_some());
         }

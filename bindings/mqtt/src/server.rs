@@ -204,8 +204,8 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             topics,
             events: cx.events(),
             shutdown: cx.shutdown(),
+            seats: Seats::new(cx.name(), sessions.clone()),
             sessions,
-            seats: Seats::new(cx.name()),
             limits,
         }),
     }))

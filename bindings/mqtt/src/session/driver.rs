@@ -504,8 +504,11 @@ impl Driver {
                     session.on_reauth(now, verdict, expires_at)
                 }
                 _ = config.shutdown.draining() => Err(End::Draining),
-                _ = registration.taken_over().notified() => Err(End::TakenOver),
-                _ = seated.seat.kick.notified() => Err(End::Administrative),
+                // A newer connection, or an operator (its seat says which).
+                _ = registration.taken_over().notified() => Err(match seated.seat.kicked() {
+                    true => End::Administrative,
+                    false => End::TakenOver,
+                }),
             };
             if let Err(end) = outcome {
                 return end;

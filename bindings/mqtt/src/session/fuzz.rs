@@ -170,6 +170,7 @@ fn config(guarded: bool, limited: bool) -> Arc<ServerConfig> {
             } else {
                 Vec::new()
             };
+            let sessions: Arc<crate::session::takeover::SessionRegistry> = Arc::default();
             Arc::new(ServerConfig {
                 versions: vec![Version::V4, Version::V5],
                 maximum_packet_size: 64 * 1024,
@@ -190,8 +191,8 @@ fn config(guarded: bool, limited: bool) -> Arc<ServerConfig> {
                 topics: Vec::new(),
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
-                sessions: Arc::default(),
-                seats: crate::admin::Seats::new("fuzz"),
+                sessions: sessions.clone(),
+                seats: crate::admin::Seats::new("fuzz", sessions),
                 limits: if limited {
                     fuzz_limits()
                 } else {

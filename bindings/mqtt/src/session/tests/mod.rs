@@ -302,6 +302,7 @@ impl Server {
             serde_yaml::from_str(self.limits).expect("limits YAML");
         let limits = Limits::new(&limits, self.limit_wait, Arc::default())
             .unwrap_or_else(|(path, why)| panic!("options.{path}: {why}"));
+        let sessions: Arc<crate::session::takeover::SessionRegistry> = Arc::default();
         Arc::new(ServerConfig {
             versions: vec![Version::V4, Version::V5],
             maximum_packet_size: self.maximum_packet_size,
@@ -320,8 +321,8 @@ impl Server {
             topics,
             events: Events::new("test", "mqtt_server0"),
             shutdown: Shutdown::new(),
-            sessions: Arc::default(),
-            seats: crate::admin::Seats::new("test"),
+            sessions: sessions.clone(),
+            seats: crate::admin::Seats::new("test", sessions),
             limits,
         })
     }
