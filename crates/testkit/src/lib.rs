@@ -169,3 +169,24 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Awaits `condition` until it holds (the runtime runs meanwhile), or
+/// panics after `timeout` naming `what`: [`wait_for`] for async tests.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        // Polling interval, not synchronisation: the condition decides.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,7 +3,6 @@
 //! true.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tracing_subscriber::Layer;
 use zilla_engine::telemetry::EVENT_TARGET;
 use zilla_engine::{Events, SharedCounts, Store};
 use zilla_store_redis::{RedisOptions, RedisStore};
+pub(crate) use zilla_testkit::eventually;
 
 /// A store named `fleet` (base dir `.`) and its counts.
 pub(crate) fn store(options: &RedisOptions) -> (RedisStore, Arc<dyn SharedCounts>) {
@@ -29,27 +29,6 @@ pub(crate) fn store_in(
         .expect("valid options");
     let counts = store.shared_counts().expect("a redis store shares counts");
     (store, counts)
-}
-
-/// Waits (the runtime runs meanwhile) until `condition` holds, or panics
-/// after `timeout` naming `what`.
-pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        // Polling interval, not synchronisation: the condition decides.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until the store says it is available and a heartbeat was
