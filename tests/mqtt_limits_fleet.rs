@@ -293,8 +293,8 @@ async fn the_mqtt_server_reports_the_stores_commands_errors_latency_and_availabi
     let yaml = config(broker.port(), &redis_store(&redis.url()), SIX_SESSIONS)
         .replace("  exporters:\n", "  metrics:\n    - store.*\n  exporters:\n")
         .replace(
-            "    kind: server\n    options:\n      store: fleet0",
-            "    kind: server\n    telemetry:\n      metrics:\n        - store.*\n    options:\n      store: fleet0",
+            "    kind: server\n    options:\n",
+            "    kind: server\n    telemetry:\n      metrics:\n        - store.*\n    options:\n",
         );
     let proxy = Proxy::start(&yaml).await;
     let _one = admitted(proxy.port, "m1").await;

@@ -7,7 +7,6 @@
 //! the refused client reads and that another key value goes on unaffected.
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -57,14 +56,7 @@ async fn metered_proxy(broker: &Mosquitto, options: &str) -> (Proxy, u16) {
 /// The configuration [`proxy`] starts, with `exporter` (indented for
 /// `exporters:`) besides the capture.
 fn yaml(broker: &Mosquitto, tcp: &str, options: &str, exporter: &str) -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqtt.proxy.tenants/zilla.yaml");
-    let example = std::fs::read_to_string(path).expect("the tenants example");
-    let guards = example
-        .split("guards:\n")
-        .nth(1)
-        .and_then(|rest| rest.split("bindings:\n").next())
-        .expect("the example has guards before bindings");
+    let guards = zilla_testkit::tenants::tenants_guards();
     let port = broker.port();
     format!(
         r#"

@@ -20,6 +20,7 @@ use zilla_testkit::mqtt::packets::{
 use zilla_testkit::mqtt::{connect_packet, RawMqtt};
 use zilla_testkit::proxy::{wait_for_event, Proxy};
 use zilla_testkit::seed::sign;
+use zilla_testkit::tenants::{tenant_bindings, tenants_guards};
 use zilla_testkit::Mosquitto;
 
 /// The tenants example, which holds the guard these tests use.
@@ -39,12 +40,8 @@ async fn proxy(broker: &Mosquitto, options: &str) -> Proxy {
 /// The configuration [`proxy`] starts (the broker on `port`); `options` may
 /// name the store `memory0`.
 fn config(port: u16, options: &str) -> String {
-    let example = example();
-    let guards = example
-        .split("guards:\n")
-        .nth(1)
-        .and_then(|rest| rest.split("bindings:\n").next())
-        .expect("the example has guards before bindings");
+    let guards = tenants_guards();
+    let bindings = tenant_bindings(options, port);
     format!(
         r#"
 name: limits-test
@@ -57,42 +54,7 @@ telemetry:
   exporters:
     capture:
       type: capture
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options: {{ host: 127.0.0.1, port: 0 }}
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    options:
-      authorization:
-        authn_jwt:
-          credentials:
-            connect:
-              username: Bearer {{credentials}}
-{options}
-    routes:
-      - when:
-          - publish:
-              - topic: tenants/{{tenant}}/#
-                params:
-                  tenant: ${{guarded['authn_jwt'].attributes.tenant}}
-          - subscribe:
-              - topic: tenants/{{tenant}}/#
-                params:
-                  tenant: ${{guarded['authn_jwt'].attributes.tenant}}
-        exit: mqtt_client
-  mqtt_client:
-    type: mqtt
-    kind: client
-    exit: tcp_client
-  tcp_client:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {port} }}
-"#
+{bindings}"#
     )
 }
 

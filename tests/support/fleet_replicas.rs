@@ -16,6 +16,7 @@ use zilla_testkit::mqtt::packets::{
 };
 use zilla_testkit::mqtt::{connect_packet, publish_packet, subscribe_packet, RawMqtt};
 use zilla_testkit::seed::sign;
+use zilla_testkit::tenants::{tenant_bindings, tenants_guards};
 use zilla_testkit::{Mosquitto, ZillaProcess};
 
 /// The tenant every test counts.
@@ -27,24 +28,12 @@ pub(crate) struct Replicas {
     _dir: tempfile::TempDir,
 }
 
-/// The tenants example's guards (the key the tokens are signed with).
-fn guards() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mqtt.proxy.tenants/zilla.yaml");
-    let example = std::fs::read_to_string(path).expect("the tenants example");
-    example
-        .split("guards:\n")
-        .nth(1)
-        .and_then(|rest| rest.split("bindings:\n").next())
-        .expect("the example has guards before bindings")
-        .to_owned()
-}
-
 /// A replica's configuration: the store `fleet0` as `store` (indented for
 /// `fleet0:`), the mqtt server's `options` (indented for `options:`)
 /// besides its authorization and store, the broker on `broker`.
 pub(crate) fn config(broker: u16, store: &str, options: &str) -> String {
-    let guards = guards();
+    let guards = tenants_guards();
+    let bindings = tenant_bindings(&format!("      store: fleet0\n{options}"), broker);
     format!(
         r#"
 name: fleet-limits-test
@@ -57,43 +46,7 @@ telemetry:
   exporters:
     stdout_logs_exporter:
       type: stdout
-bindings:
-  north_tcp_server:
-    type: tcp
-    kind: server
-    options: {{ host: 127.0.0.1, port: 0 }}
-    exit: north_mqtt_server
-  north_mqtt_server:
-    type: mqtt
-    kind: server
-    options:
-      store: fleet0
-      authorization:
-        authn_jwt:
-          credentials:
-            connect:
-              username: Bearer {{credentials}}
-{options}
-    routes:
-      - when:
-          - publish:
-              - topic: tenants/{{tenant}}/#
-                params:
-                  tenant: ${{guarded['authn_jwt'].attributes.tenant}}
-          - subscribe:
-              - topic: tenants/{{tenant}}/#
-                params:
-                  tenant: ${{guarded['authn_jwt'].attributes.tenant}}
-        exit: mqtt_client
-  mqtt_client:
-    type: mqtt
-    kind: client
-    exit: tcp_client
-  tcp_client:
-    type: tcp
-    kind: client
-    options: {{ host: 127.0.0.1, port: {broker} }}
-"#
+{bindings}"#
     )
 }
 

@@ -17,6 +17,7 @@ mod process;
 pub mod proxy;
 pub mod redis;
 pub mod seed;
+pub mod tenants;
 
 pub use mosquitto::{mosquitto_path, Mosquitto, MOSQUITTO_INSTALL};
 pub use nats::{nats_server_path, NatsCluster, NATS_INSTALL};

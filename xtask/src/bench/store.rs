@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use mqtt_bytes_v5::{Connect, Filter, Login, Packet, QoS, RetainForwardRule, Subscribe};
+use zilla_testkit::tenants::tenants_guards;
 use zilla_testkit::{Mosquitto, Redis};
 
 use super::proc::{cpu_seconds, start_zilla, MOSQUITTO_TUNING};
@@ -61,19 +62,6 @@ pub(crate) struct Store<'a> {
     pub(crate) duration: u64,
     /// Runs of each store.
     pub(crate) rounds: usize,
-}
-
-/// The jwt guard of `examples/mqtt.proxy.tenants` (the seed's key, with the
-/// `tenant` claim as an attribute): the body of its `guards:` section.
-fn tenants_guards() -> Result<String> {
-    let example = std::fs::read_to_string("examples/mqtt.proxy.tenants/zilla.yaml")
-        .context("reading examples/mqtt.proxy.tenants/zilla.yaml")?;
-    example
-        .split("guards:\n")
-        .nth(1)
-        .and_then(|rest| rest.split("bindings:\n").next())
-        .map(str::to_owned)
-        .context("the tenants example has guards before bindings")
 }
 
 /// The proxy: tcp -> mqtt server (jwt at CONNECT, limits per tenant in
@@ -436,7 +424,7 @@ fn run_once(
     let config = dir.join(format!("zilla-{run}-{name}.yaml"));
     std::fs::write(
         &config,
-        store_yaml(&tenants_guards()?, &store_body, broker.port()),
+        store_yaml(&tenants_guards(), &store_body, broker.port()),
     )?;
     let proxy = start_zilla(store.host, &config, &[]).map_err(anyhow::Error::msg)?;
     let (port, pid, redis_pid) = (
