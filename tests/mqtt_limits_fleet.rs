@@ -291,7 +291,10 @@ async fn the_mqtt_server_reports_the_stores_commands_errors_latency_and_availabi
     let broker = Mosquitto::start().unwrap();
     let mut redis = Redis::start().unwrap();
     let yaml = config(broker.port(), &redis_store(&redis.url()), SIX_SESSIONS)
-        .replace("  exporters:\n", "  metrics:\n    - store.*\n  exporters:\n")
+        .replace(
+            "  exporters:\n",
+            "  metrics:\n    - store.*\n  exporters:\n",
+        )
         .replace(
             "    kind: server\n    options:\n",
             "    kind: server\n    telemetry:\n      metrics:\n        - store.*\n    options:\n",
