@@ -109,7 +109,27 @@ pub(crate) struct FixedHeader {
 }
 
 /// Reads the fixed header, or `None` when more bytes are needed.
+#[inline]
 pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
+    // One or two length bytes, every packet under 16 KiB: read at once.
+    match *buf {
+        [byte1, len, ..] if len & 0x80 == 0 => {
+            return Ok(Some(FixedHeader {
+                byte1,
+                header_len: 2,
+                remaining_len: usize::from(len),
+            }))
+        }
+        // A second byte of 0 is not the fewest bytes: the loop refuses it.
+        [byte1, low, high, ..] if high & 0x80 == 0 && high != 0 => {
+            return Ok(Some(FixedHeader {
+                byte1,
+                header_len: 3,
+                remaining_len: usize::from(low & 0x7F) | usize::from(high) << 7,
+            }))
+        }
+        _ => {}
+    }
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };
@@ -185,19 +205,47 @@ fn check_flags(byte1: u8, version: Version) -> Result<(), CodecError> {
     }
 }
 
+/// Whether a packet's first byte names a packet type with the flags it
+/// must carry in `version`: [`check_flags`] without its messages, as a
+/// table, so framing a packet checks its flags with one load.
+const fn flags_valid(byte1: u8, v5: bool) -> bool {
+    let flags = byte1 & 0x0F;
+    match byte1 >> 4 {
+        PUBLISH => {
+            let qos = (flags & QOS_BITS) >> 1;
+            qos != 3 && !(qos == 0 && flags & DUP != 0)
+        }
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE => flags == FLAGS_0010,
+        RESERVED => false,
+        AUTH if !v5 => false,
+        _ => flags == 0,
+    }
+}
+
+/// [`flags_valid`] for every first byte, MQTT 3.1.1's and MQTT 5's.
+static VALID_FIRST_BYTE: [[bool; 256]; 2] = {
+    let mut table = [[false; 256]; 2];
+    let mut byte = 0;
+    while byte < 256 {
+        table[0][byte] = flags_valid(byte as u8, false);
+        table[1][byte] = flags_valid(byte as u8, true);
+        byte += 1;
+    }
+    table
+};
+
 /// The framing both readers share: the fixed header, its flags and the size
 /// limit, measured on the whole packet (fixed header included, as MQTT 5
 /// defines Maximum Packet Size) as soon as the header arrives, before the
 /// body is buffered. `Ok(None)` until the packet is complete.
-fn frame(
-    buf: &BytesMut,
-    version: Version,
-    max_size: usize,
-) -> Result<Option<FixedHeader>, CodecError> {
+#[inline]
+fn frame(buf: &[u8], version: Version, max_size: usize) -> Result<Option<FixedHeader>, CodecError> {
     let Some(header) = fixed_header(buf)? else {
         return Ok(None);
     };
-    check_flags(header.byte1, version)?;
+    if !VALID_FIRST_BYTE[usize::from(version == Version::V5)][usize::from(header.byte1)] {
+        check_flags(header.byte1, version)?;
+    }
     let size = header.header_len + header.remaining_len;
     if size > max_size {
         return Err(CodecError {
@@ -244,7 +292,7 @@ pub fn read_from_client(
 /// it is complete.
 #[inline]
 pub(crate) fn next_frame(
-    buf: &BytesMut,
+    buf: &[u8],
     version: Version,
     max_size: usize,
 ) -> Result<Option<FixedHeader>, CodecError> {
@@ -650,6 +698,60 @@ mod tests {
             decode(&[0xE0, 0x01, 0x05], Version::V5).is_err(),
             "0x05 is no reason"
         );
+    }
+
+    #[test]
+    fn the_first_byte_table_agrees_with_the_flag_checks() {
+        for byte in 0..=255u8 {
+            for version in [Version::V4, Version::V5] {
+                let valid =
+                    VALID_FIRST_BYTE[usize::from(version == Version::V5)][usize::from(byte)];
+                assert_eq!(
+                    valid,
+                    check_flags(byte, version).is_ok(),
+                    "{byte:#04X} {version:?}"
+                );
+            }
+        }
+    }
+
+    /// The remaining length as the specification writes its decoder (1.5.5),
+    /// byte by byte, against the fixed header's shortcut for short lengths.
+    #[test]
+    fn fixed_header_shortcut_agrees_with_the_specification_decoder() {
+        let reference = |buf: &[u8]| -> Result<Option<(usize, usize)>, ()> {
+            let (mut value, mut multiplier) = (0usize, 1usize);
+            for (index, &byte) in buf.iter().skip(1).take(4).enumerate() {
+                value += usize::from(byte & 0x7F) * multiplier;
+                multiplier *= 128;
+                if byte & 0x80 == 0 {
+                    return if index > 0 && byte == 0 {
+                        Err(())
+                    } else {
+                        Ok(Some((index + 2, value)))
+                    };
+                }
+            }
+            if buf.len() >= 5 {
+                Err(())
+            } else {
+                Ok(None)
+            }
+        };
+        let interesting = [0x00, 0x01, 0x7F, 0x80, 0x81, 0xFF];
+        for &second in &interesting {
+            for &third in &interesting {
+                for &fourth in &interesting {
+                    for len in 1..=5 {
+                        let buf = &[0x30, second, third, fourth, 0x01][..len];
+                        let ours = fixed_header(buf)
+                            .map(|h| h.map(|h| (h.header_len, h.remaining_len)))
+                            .map_err(|_| ());
+                        assert_eq!(ours, reference(buf), "{buf:02X?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl PublishView {
 /// takes the fast path: every check the conformance walk and the decoder
 /// apply to a PUBLISH has passed (the fixed header's flags and size were
 /// checked as it was framed), and nothing is consumed.
+#[inline]
 pub(crate) fn view(buf: &[u8], header: &FixedHeader, version: Version) -> Option<PublishView> {
     let size = header.header_len + header.remaining_len;
     let body = buf.get(header.header_len..size)?;
@@ -66,7 +67,7 @@ pub(crate) fn view(buf: &[u8], header: &FixedHeader, version: Version) -> Option
     let mut at = 2 + topic_len;
     let topic = body.get(2..at)?;
     // ASCII holds no non-character, so the string rules reduce to these.
-    if topic.is_empty() || !topic.is_ascii() || topic::has_wildcard_or_nul(topic) {
+    if !topic::is_plain_ascii_name(topic) {
         return None;
     }
     let pkid_at = at;
