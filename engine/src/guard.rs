@@ -37,7 +37,9 @@ pub trait Guard: Send + Sync + 'static {
     /// Checks `credentials` and returns the session they grant.
     async fn authorize(&self, credentials: &str) -> Result<GuardSession, GuardRejection>;
 
-    /// Whether `session` holds every one of `roles`.
+    /// Whether `session` holds every one of `roles`. A function of its
+    /// arguments only: a binding may decide a route once per granted session
+    /// and keep the answer until the session is granted again.
     fn verify(&self, session: &GuardSession, roles: &[String]) -> bool {
         roles.iter().all(|role| session.roles.contains(role))
     }

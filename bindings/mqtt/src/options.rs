@@ -534,6 +534,11 @@ impl RouteConditions {
         RouteTemplate::new(when).unwrap_or_default().unbound()
     }
 
+    /// Whether the route's answer for a publish depends on its topic.
+    pub fn names_publish_topics(&self) -> bool {
+        self.publishes.is_some()
+    }
+
     /// Whether this route accepts `operation`.
     pub fn accepts(&self, operation: Operation<'_>) -> bool {
         match operation {

@@ -22,7 +22,7 @@ use mqtt_bytes_v5::{
 use zilla_engine::telemetry::{identity, text};
 use zilla_engine::{Authorizations, Granted, GuardRejection, GuardSession, StreamInfo};
 
-use super::router::Router;
+use super::router::{self, Router};
 use crate::codec::{CodecError, Reason, Version};
 use crate::config::{ServerAuthorization, ServerConfig};
 use crate::credentials::Login;
@@ -466,14 +466,16 @@ pub(crate) fn admit(
             "no route accepts this session".into(),
         );
     }
-    let router = Router {
+    let mut router = Router {
         config: config.clone(),
         session_accepted: conditions.iter().map(|c| c.accepts(session)).collect(),
         unbound_session_accepted: config.unbound.iter().map(|c| c.accepts(session)).collect(),
         authorizations,
         conditions,
         exits: exits.iter().map(|(name, _)| name.clone()).collect(),
+        any_publish: None,
     };
+    router.any_publish = router::any_publish(&router);
     let will_exit = match &will {
         Some(will) => {
             let will_topic = String::from_utf8_lossy(&will.topic);

@@ -21,6 +21,19 @@ pub(crate) struct Router {
     pub(super) conditions: Vec<RouteConditions>,
     /// Exit names, by upstream index.
     pub(super) exits: Vec<Arc<str>>,
+    /// Where every publish goes when no route's conditions name publish
+    /// topics (most configurations): decided once, so a PUBLISH is routed
+    /// without its topic as a `str`. `None` when the topic decides.
+    pub(super) any_publish: Option<Option<usize>>,
+}
+
+/// Decides where every publish goes when the topic does not matter.
+pub(super) fn any_publish(router: &Router) -> Option<Option<usize>> {
+    let topic_free = !router
+        .conditions
+        .iter()
+        .any(RouteConditions::names_publish_topics);
+    topic_free.then(|| router.route(Operation::Publish("any")))
 }
 
 impl Router {
@@ -38,6 +51,16 @@ impl Router {
             .position(|name| *name == resolved.exit.name)
     }
 
+    /// The upstream a PUBLISH to `topic` goes to, the topic's bytes checked
+    /// as ASCII already (`codec::view_publish`); `None` when no route takes it.
+    #[inline]
+    pub(crate) fn route_publish(&self, topic: &[u8]) -> Option<usize> {
+        match self.any_publish {
+            Some(exit) => exit,
+            None => self.route(Operation::Publish(std::str::from_utf8(topic).ok()?)),
+        }
+    }
+
     /// Authorizes the session's later operations with what guard `guard`
     /// granted a refreshed token: its conditions bound again, and which
     /// routes accept the session's client id decided again.
@@ -53,6 +76,7 @@ impl Router {
             .collect();
         let session = Operation::Session(client_id);
         self.session_accepted = self.conditions.iter().map(|c| c.accepts(session)).collect();
+        self.any_publish = any_publish(self);
     }
 
     /// Whether some token could have been allowed `operation`: the difference

@@ -25,7 +25,6 @@ use mqtt_bytes_v5::{DisconnectReasonCode, QoS};
 
 use super::{Delivery, Inbound, Session, Stage};
 use crate::codec::{self, FixedHeader, PublishView};
-use crate::options::Operation;
 use crate::session::end::End;
 use crate::upstream::Waiting;
 
@@ -55,11 +54,7 @@ impl Session {
         if qos > self.limits.maximum_qos || (view.retain && !self.limits.retain_available) {
             return false;
         }
-        // ASCII, as the view checked.
-        let Ok(topic) = std::str::from_utf8(&buf[view.topic.clone()]) else {
-            return false;
-        };
-        let Some(index) = self.router.route(Operation::Publish(topic)) else {
+        let Some(index) = self.router.route_publish(&buf[view.topic.clone()]) else {
             return false;
         };
         if qos != QoS::AtMostOnce
