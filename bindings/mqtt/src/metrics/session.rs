@@ -172,6 +172,25 @@ impl SessionMetrics {
         }
     }
 
+    /// `count` PUBLISHes with `bytes` of payload in all came from the
+    /// client (a run of the express lane).
+    #[inline]
+    pub(crate) fn publishes_received(&self, qos: QoS, count: u64, bytes: u64) {
+        if let Some(m) = &self.0 {
+            m.block.received[qos_index(qos)].add(count);
+            m.block.payload_received.add(bytes);
+        }
+    }
+
+    /// `count` PUBLISHes with `bytes` of payload in all went to the client.
+    #[inline]
+    pub(crate) fn publishes_delivered(&self, qos: QoS, count: u64, bytes: u64) {
+        if let Some(m) = &self.0 {
+            m.block.delivered[qos_index(qos)].add(count);
+            m.block.payload_delivered.add(bytes);
+        }
+    }
+
     /// A PUBLISH with `bytes` of payload went to the client.
     #[inline]
     pub(crate) fn publish_delivered(&self, qos: QoS, bytes: usize) {

@@ -35,6 +35,7 @@ mod from_upstream;
 mod limited;
 mod reauth;
 mod resent;
+mod runs;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -409,6 +410,8 @@ impl Session {
         let refuse = |error: codec::CodecError| End::Refuse(error.reason, error.message);
         while self.wants_client_input() {
             let maximum = self.limits.server_maximum_packet_size;
+            // Runs of QoS 0 PUBLISHes go on as one copy, the rest one by one.
+            self.express_run_from_client(buf);
             let Some(header) = codec::next_frame(buf, self.version, maximum).map_err(refuse)?
             else {
                 return Ok(());
@@ -458,6 +461,7 @@ impl Session {
             End::UpstreamLost(index, format!("sent a bad packet: {error}"))
         };
         while self.wants_upstream_input() {
+            self.express_run_to_client(index, buf);
             let Some(header) = codec::next_frame(buf, version, usize::MAX).map_err(lost)? else {
                 return Ok(());
             };

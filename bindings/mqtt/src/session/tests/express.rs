@@ -143,6 +143,19 @@ fn crafted() -> Vec<Step> {
         payload: 8,
         alias: true,
     });
+    // A burst of small QoS 0 publishes to both exits: runs of several
+    // frames in one read, split where the route changes.
+    for n in 0..16u16 {
+        steps.push(Step::Publish {
+            qos: QoS::AtMostOnce,
+            north: n % 5 != 0,
+            retain: n % 3 == 0,
+            dup: false,
+            pkid: 0,
+            payload: usize::from(n % 4),
+            alias: false,
+        });
+    }
     for pkid in 1..=12 {
         steps.push(Step::Ack { pkid, qos2: false });
     }
@@ -278,4 +291,55 @@ fn the_release_of_a_qos2_delivery_is_unchanged() {
         one(h.take_client()),
         Packet::PubRel(PubRel::new(got.pkid, None))
     );
+}
+
+#[test]
+fn a_run_of_qos0_publishes_goes_on_as_one_copy_each_way() {
+    for version in [Version::V5, Version::V4] {
+        let mut opening = Opening::new(Server::default().build(), version);
+        opening.upstream_version = version;
+        let mut h = opening.start();
+        let _ = h.take_client();
+        // 40 QoS 0 (some retained), a QoS 1 in the middle, 10 more.
+        let mut sent = Vec::new();
+        let mut expected = Vec::new();
+        for n in 0..51u16 {
+            let qos = if n == 40 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            };
+            let mut publish = Publish::new(format!("sensors/{n}"), qos, vec![n as u8; 70], None);
+            publish.retain = n % 7 == 0;
+            if qos == QoS::AtLeastOnce {
+                publish.pkid = 900;
+            }
+            sent.extend(wire(&Packet::Publish(publish.clone()), version));
+            if qos == QoS::AtLeastOnce {
+                publish.pkid = 1;
+            }
+            expected.extend(wire(&Packet::Publish(publish), version));
+        }
+        h.client_bytes(&sent).unwrap();
+        assert_eq!(h.session.express_taken(), 51, "{version:?}");
+        assert_eq!(h.session.upstream_transmit(0).to_vec(), expected);
+        // Deliveries: a run of 30 and an incomplete one that waits.
+        let mut delivered = Vec::new();
+        for n in 0..31u16 {
+            let publish = Publish::new(format!("north/{n}"), QoS::AtMostOnce, vec![1; 50], None);
+            delivered.extend(wire(&Packet::Publish(publish), version));
+        }
+        // The last one comes in two reads: it waits whole in the buffer.
+        let whole = delivered.len() - 10;
+        let mut buf = BytesMut::from(&delivered[..whole]);
+        h.session.on_upstream_bytes(h.now, 0, &mut buf).unwrap();
+        assert_eq!(h.session.express_taken(), 51 + 30, "{version:?}");
+        let to_client = h.session.client_transmit().split().to_vec();
+        assert_eq!(to_client, delivered[..to_client.len()]);
+        buf.extend_from_slice(&delivered[whole..]);
+        h.session.on_upstream_bytes(h.now, 0, &mut buf).unwrap();
+        assert!(buf.is_empty());
+        let rest = h.session.client_transmit().split().to_vec();
+        assert_eq!([to_client, rest].concat(), delivered);
+    }
 }
