@@ -128,16 +128,87 @@ pub(super) fn decode(
     })
 }
 
-/// Writes the fast-path PUBLISH `frame` (seen as `view`) under packet id
-/// `pkid` to a peer speaking the frame's own version: the frame as it
-/// came, its two packet-id bytes replaced.
-pub(crate) fn write_frame(frame: &[u8], view: &PublishView, pkid: u16, out: &mut BytesMut) {
+/// Writes the fast-path PUBLISH `frame` (seen as `view`, in `from`'s
+/// version) under packet id `pkid` for a peer speaking `to`: the frame as it
+/// came, its two packet-id bytes replaced; between MQTT 3.1.1 and MQTT 5
+/// also its empty property length added or dropped and its remaining length
+/// written anew, which is exactly what decoding it and encoding the
+/// `Publish` for `to` would write.
+pub(crate) fn write_frame(
+    frame: &[u8],
+    view: &PublishView,
+    pkid: u16,
+    (from, to): (Version, Version),
+    out: &mut BytesMut,
+) {
     super::first_room(out);
     let start = out.len();
-    out.extend_from_slice(&frame[..view.size]);
+    let pkid_at = if from == to {
+        out.extend_from_slice(&frame[..view.size]);
+        start + view.pkid_at
+    } else {
+        let header_len = view.topic.start - 2;
+        let ids_end = ids_end(view);
+        let remaining =
+            (ids_end - header_len) + usize::from(to == Version::V5) + view.payload_len();
+        out.reserve(view.size + 1);
+        out.put_u8(frame[0]);
+        put_remaining_length(out, remaining);
+        let body_at = out.len();
+        out.extend_from_slice(&frame[header_len..ids_end]);
+        if to == Version::V5 {
+            out.put_u8(0);
+        }
+        out.extend_from_slice(&frame[view.payload_at..view.size]);
+        body_at + (view.pkid_at - header_len)
+    };
     if view.qos != QoS::AtMostOnce {
-        let at = start + view.pkid_at;
-        out[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
+        out[pkid_at..pkid_at + 2].copy_from_slice(&pkid.to_be_bytes());
+    }
+}
+
+/// Where the topic and packet id of the PUBLISH seen as `view` end (where
+/// MQTT 5's property length is).
+fn ids_end(view: &PublishView) -> usize {
+    view.topic.end + if view.qos == QoS::AtMostOnce { 0 } else { 2 }
+}
+
+/// The remaining length, in the fewest bytes (1.5.5).
+fn put_remaining_length(out: &mut BytesMut, mut length: usize) {
+    loop {
+        let byte = (length % 128) as u8;
+        length /= 128;
+        if length == 0 {
+            out.put_u8(byte);
+            return;
+        }
+        out.put_u8(byte | 0x80);
+    }
+}
+
+impl PublishView {
+    /// The PUBLISH's size written for a peer of `to`'s version
+    /// ([`write_frame`]); `None` when MQTT cannot encode it (a 3.1.1
+    /// PUBLISH of the largest size has no room for MQTT 5's property length).
+    #[inline]
+    pub(crate) fn size_as(&self, from: Version, to: Version) -> Option<usize> {
+        if from == to {
+            return Some(self.size);
+        }
+        let header_len = self.topic.start - 2;
+        let remaining =
+            (ids_end(self) - header_len) + usize::from(to == Version::V5) + self.payload_len();
+        (remaining <= MAX_REMAINING_LENGTH).then(|| remaining + 1 + remaining_length_len(remaining))
+    }
+}
+
+/// How many bytes the remaining length `length` takes.
+fn remaining_length_len(length: usize) -> usize {
+    match length {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 
@@ -176,16 +247,7 @@ pub(super) fn write_bare(
     out.reserve(5 + remaining);
     let flags = u8::from(publish.dup) << 3 | (publish.qos as u8) << 1 | u8::from(publish.retain);
     out.put_u8(0x30 | flags);
-    let mut length = remaining;
-    loop {
-        let byte = (length % 128) as u8;
-        length /= 128;
-        if length == 0 {
-            out.put_u8(byte);
-            break;
-        }
-        out.put_u8(byte | 0x80);
-    }
+    put_remaining_length(out, remaining);
     out.put_u16(topic_len);
     out.put_slice(topic);
     if with_id {
@@ -331,6 +393,80 @@ mod tests {
             }
             assert!(written > 500, "{version:?}: {written}");
         }
+    }
+
+    /// The frame as forwarded (packet id patched, and between versions the
+    /// property length added or dropped) is byte for byte what decoding it
+    /// and writing the `Publish` for the other side writes, for every
+    /// PUBLISH the view takes, every packet id and version pairing; its
+    /// size is what `size_as` said.
+    #[test]
+    fn a_forwarded_frame_is_what_decoding_and_writing_would_send() {
+        let mut checked = 0;
+        for from in [Version::V5, Version::V4] {
+            for wire in wires(from) {
+                let header = fixed_header(&wire).unwrap().unwrap();
+                let Some(view) = view(&wire, &header, from) else {
+                    continue;
+                };
+                let mut decoded = wire.clone();
+                let mut publish = decode(&mut decoded, &header, from).expect("the view took it");
+                for to in [Version::V5, Version::V4] {
+                    for pkid in [1, 0x1234, u16::MAX] {
+                        let pkid = if view.qos == QoS::AtMostOnce { 0 } else { pkid };
+                        publish.pkid = pkid;
+                        let mut expected = BytesMut::new();
+                        super::super::write(&Packet::Publish(publish.clone()), to, &mut expected)
+                            .unwrap();
+                        let mut ours = BytesMut::from(&b"before"[..]);
+                        write_frame(&wire, &view, pkid, (from, to), &mut ours);
+                        assert_eq!(&ours[6..], &expected[..], "{wire:?} {from:?} -> {to:?}");
+                        assert_eq!(view.size_as(from, to), Some(expected.len()));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    /// Lengths where the remaining length takes another byte: 127/128 and
+    /// 16,383/16,384 either way, and the largest 3.1.1 PUBLISH, which MQTT 5
+    /// cannot carry.
+    #[test]
+    fn a_forwarded_frame_crosses_remaining_length_boundaries() {
+        for payload in [120, 121, 122, 123, 16_376, 16_377, 16_378] {
+            for (from, to) in [(Version::V4, Version::V5), (Version::V5, Version::V4)] {
+                let publish = Publish::new("a/b", QoS::AtLeastOnce, vec![7; payload], None);
+                let mut publish = publish;
+                publish.pkid = 3;
+                let mut wire = BytesMut::new();
+                super::super::write(&Packet::Publish(publish.clone()), from, &mut wire).unwrap();
+                let header = fixed_header(&wire).unwrap().unwrap();
+                let view = view(&wire, &header, from).unwrap();
+                let mut expected = BytesMut::new();
+                super::super::write(&Packet::Publish(publish), to, &mut expected).unwrap();
+                let mut ours = BytesMut::new();
+                write_frame(&wire, &view, 3, (from, to), &mut ours);
+                assert_eq!(ours, expected, "{payload} {from:?} -> {to:?}");
+                assert_eq!(view.size_as(from, to), Some(expected.len()));
+            }
+        }
+        let largest = PublishView {
+            qos: QoS::AtMostOnce,
+            dup: false,
+            retain: false,
+            topic: 5..6,
+            pkid: 0,
+            pkid_at: 6,
+            payload_at: 6,
+            size: 5 + MAX_REMAINING_LENGTH,
+        };
+        assert_eq!(largest.size_as(Version::V4, Version::V5), None);
+        assert_eq!(
+            largest.size_as(Version::V4, Version::V4),
+            Some(largest.size)
+        );
     }
 
     #[test]

@@ -2,23 +2,25 @@
 //! only its packet id changed.
 //!
 //! Most messages through the proxy need nothing but a new packet id: the
-//! client and the broker speak the same protocol version, the PUBLISH has
-//! no properties (so no topic alias to resolve or assign, no payload format
-//! to check), and the session has no limits or validation that read it.
-//! Such a PUBLISH is seen in place ([`codec::view_publish`], which has run
-//! every check the full decode and the conformance walk would), routed by
-//! its topic as it lies in the read buffer, and copied into the other
-//! side's output with its two packet-id bytes patched: no `String` for the
-//! topic, no `Publish` moved through the handlers, no re-encoding.
+//! PUBLISH has no properties (so no topic alias to resolve or assign, no
+//! payload format to check), and the session has no limits or validation
+//! that read it. Such a PUBLISH is seen in place ([`codec::view_publish`],
+//! which has run every check the full decode and the conformance walk
+//! would), routed by its topic as it lies in the read buffer, and copied
+//! into the other side's output with its two packet-id bytes patched: no
+//! `String` for the topic, no `Publish` moved through the handlers, no
+//! re-encoding. Between a 3.1.1 side and an MQTT 5 side the frame is
+//! written anew with its empty property length added or dropped, byte for
+//! byte what the full path's decode and encode would write
+//! (`codec::write_frame`).
 //!
 //! A client's PUBLISH that must wait for room in its broker's window waits
 //! as its frame too, and goes as one when the window opens (`send_frame`).
-//! Anything the lane does not take (another version on the other side, a
-//! resend, a delivery that must wait for the client's window, a packet too
-//! large for the other side, no route) is left unconsumed for the full path,
-//! which decides exactly as before; so the lane only ever does what the
-//! full path would have done, and the tests compare the two on the same
-//! input (`session/tests/express.rs`).
+//! Anything the lane does not take (a resend, a delivery that must wait for
+//! the client's window, a packet too large for the other side, no route) is
+//! left unconsumed for the full path, which decides exactly as before; so
+//! the lane only ever does what the full path would have done, and the
+//! tests compare the two on the same input (`session/tests/express.rs`).
 
 use bytes::{Buf, BytesMut};
 use mqtt_bytes_v5::{DisconnectReasonCode, QoS};
@@ -64,7 +66,9 @@ impl Session {
             return false;
         }
         let link = &mut self.upstreams[index];
-        if link.version != self.version || view.size > link.maximum_packet_size {
+        let versions = (self.version, link.version);
+        if (view.size_as(versions.0, versions.1)).is_none_or(|size| size > link.maximum_packet_size)
+        {
             return false;
         }
         if !link.can_send(qos) {
@@ -90,7 +94,7 @@ impl Session {
                 None => return false,
             },
         };
-        codec::write_frame(buf, &view, upstream_pkid, &mut link.out);
+        codec::write_frame(buf, &view, upstream_pkid, versions, &mut link.out);
         if qos != QoS::AtMostOnce {
             (self.inbound).insert(view.pkid, Inbound::Sent(index, upstream_pkid));
         }
@@ -125,7 +129,13 @@ impl Session {
             }
         };
         (self.metrics).publish_sent(index, view.qos, pkid, self.clock);
-        codec::write_frame(frame, view, pkid, &mut link.out);
+        codec::write_frame(
+            frame,
+            view,
+            pkid,
+            (self.version, link.version),
+            &mut link.out,
+        );
         Ok(())
     }
 
@@ -148,14 +158,15 @@ impl Session {
         buf: &mut BytesMut,
         header: &FixedHeader,
     ) -> bool {
-        let version = self.upstreams[index].version;
-        if !self.express_out || version != self.version {
+        if !self.express_out {
             return false;
         }
-        let Some(view) = codec::view_publish(buf, header, version) else {
+        let versions = (self.upstreams[index].version, self.version);
+        let Some(view) = codec::view_publish(buf, header, versions.0) else {
             return false;
         };
-        if view.size > self.limits.client_maximum_packet_size {
+        let maximum = self.limits.client_maximum_packet_size;
+        if (view.size_as(versions.0, versions.1)).is_none_or(|size| size > maximum) {
             return false;
         }
         let client_pkid = match view.qos {
@@ -176,7 +187,7 @@ impl Session {
                 }
             }
         };
-        codec::write_frame(buf, &view, client_pkid, &mut self.client_out);
+        codec::write_frame(buf, &view, client_pkid, versions, &mut self.client_out);
         self.metrics.publish_delivered(view.qos, view.payload_len());
         if view.qos != QoS::AtMostOnce {
             let delivery = Delivery {

@@ -9,6 +9,11 @@
 //! the route: the copy, the advance and the lane's bookkeeping per message
 //! were a third of the proxy's instructions per QoS 0 message.
 //!
+//! Between a 3.1.1 client and an MQTT 5 broker (the mqtt client binding's
+//! default) each frame of a run is written anew as it is seen, its empty
+//! property length added or dropped ([`codec::write_frame`]): still one
+//! pass, without the full path's decode into a `Publish` and encode.
+//!
 //! A run stops at the first frame the lane would not forward as a QoS 0
 //! PUBLISH to the same place (another packet, QoS 1 or 2, an incomplete or
 //! bad frame, another upstream, a packet too large for the other side),
@@ -85,11 +90,12 @@ impl Session {
             return;
         }
         let retain_available = self.limits.retain_available;
+        let version = self.version;
         let mut way = None;
-        let (router, upstreams) = (&self.router, &self.upstreams);
+        let (router, upstreams) = (&self.router, &mut self.upstreams);
         let run = measure(
             buf,
-            self.version,
+            version,
             self.limits.server_maximum_packet_size,
             |frame, view| {
                 if view.retain && !retain_available {
@@ -98,19 +104,32 @@ impl Session {
                 let Some(index) = router.route_publish(&frame[view.topic.clone()]) else {
                     return false;
                 };
-                let link = &upstreams[index];
-                let fits = link.version == self.version
-                    && view.size <= link.maximum_packet_size
-                    && link.can_send(QoS::AtMostOnce);
-                fits && *way.get_or_insert(index) == index
+                if *way.get_or_insert(index) != index {
+                    return false;
+                }
+                let link = &mut upstreams[index];
+                let versions = (version, link.version);
+                let size = view.size_as(versions.0, versions.1);
+                if !link.can_send(QoS::AtMostOnce)
+                    || size.is_none_or(|size| size > link.maximum_packet_size)
+                {
+                    return false;
+                }
+                // Another version: each frame written anew, as it is seen.
+                if versions.0 != versions.1 {
+                    codec::write_frame(frame, view, 0, versions, &mut link.out);
+                }
+                true
             },
         );
         let Some(index) = way.filter(|_| run.messages > 0) else {
             return;
         };
-        let out = &mut self.upstreams[index].out;
-        codec::first_room(out);
-        out.extend_from_slice(&buf[..run.end]);
+        let link = &mut self.upstreams[index];
+        if link.version == version {
+            codec::first_room(&mut link.out);
+            link.out.extend_from_slice(&buf[..run.end]);
+        }
         (self.metrics).publishes_received(QoS::AtMostOnce, run.messages, run.payload);
         buf.advance(run.end);
         self.count_express_run(run.messages);
@@ -121,19 +140,29 @@ impl Session {
     /// ([`Session::express_to_client`]), consuming it.
     #[inline]
     pub(super) fn express_run_to_client(&mut self, index: usize, buf: &mut BytesMut) {
-        let version = self.upstreams[index].version;
-        if !self.express_out || version != self.version || !starts_a_run(buf) {
+        if !self.express_out || !starts_a_run(buf) {
             return;
         }
-        let client_maximum = self.limits.client_maximum_packet_size;
-        let run = measure(buf, version, usize::MAX, |_, view| {
-            view.size <= client_maximum
+        let versions = (self.upstreams[index].version, self.version);
+        let maximum = self.limits.client_maximum_packet_size;
+        let client_out = &mut self.client_out;
+        let run = measure(buf, versions.0, usize::MAX, |frame, view| {
+            let size = view.size_as(versions.0, versions.1);
+            if size.is_none_or(|size| size > maximum) {
+                return false;
+            }
+            if versions.0 != versions.1 {
+                codec::write_frame(frame, view, 0, versions, client_out);
+            }
+            true
         });
         if run.messages == 0 {
             return;
         }
-        codec::first_room(&mut self.client_out);
-        self.client_out.extend_from_slice(&buf[..run.end]);
+        if versions.0 == versions.1 {
+            codec::first_room(&mut self.client_out);
+            self.client_out.extend_from_slice(&buf[..run.end]);
+        }
         (self.metrics).publishes_delivered(QoS::AtMostOnce, run.messages, run.payload);
         buf.advance(run.end);
         self.count_express_run(run.messages);

@@ -248,17 +248,46 @@ fn a_plain_publish_goes_on_as_its_frame_with_the_upstreams_packet_id() {
 
 #[test]
 fn a_publish_that_needs_more_than_its_packet_id_takes_the_full_path() {
-    // Another version upstream: translated.
-    let mut opening = Opening::new(Server::default().build(), Version::V5);
-    opening.upstream_version = Version::V4;
-    let mut h = opening.start();
-    let _ = h.take_client();
+    // Properties (a message expiry): decoded and encoded.
+    let mut h = started(Version::V5);
+    let properties = PublishProperties {
+        message_expiry_interval: Some(60),
+        ..PublishProperties::default()
+    };
     let frame = wire(
-        &Packet::Publish(Publish::new("a", QoS::AtMostOnce, "x", None)),
+        &Packet::Publish(Publish::new(
+            "north/a",
+            QoS::AtMostOnce,
+            "x",
+            Some(properties),
+        )),
         Version::V5,
     );
     h.client_bytes(&frame).unwrap();
     assert_eq!(h.session.express_taken(), 0);
+    assert_eq!(h.take_upstream(0).len(), 1);
+}
+
+#[test]
+fn a_publish_between_versions_takes_the_lane_rewritten() {
+    for (client, broker) in [(Version::V4, Version::V5), (Version::V5, Version::V4)] {
+        let mut opening = Opening::new(Server::default().build(), client);
+        opening.upstream_version = broker;
+        let mut h = opening.start();
+        let _ = h.take_client();
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let mut sent = Publish::new("a", qos, "x", None);
+            sent.pkid = if qos == QoS::AtMostOnce { 0 } else { 40 };
+            let taken = h.session.express_taken();
+            h.client_bytes(&wire(&Packet::Publish(sent.clone()), client))
+                .unwrap();
+            assert_eq!(h.session.express_taken(), taken + 1, "{client:?} {qos:?}");
+            let mut expected = sent;
+            expected.pkid = if qos == QoS::AtMostOnce { 0 } else { 1 };
+            let upstream = h.session.upstream_transmit(0).split().to_vec();
+            assert_eq!(upstream, wire(&Packet::Publish(expected), broker));
+        }
+    }
 }
 
 #[test]
