@@ -109,7 +109,7 @@ pub(crate) struct FixedHeader {
 }
 
 /// Reads the fixed header, or `None` when more bytes are needed.
-#[inline]
+#[inline(always)]
 pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, CodecError> {
     // One or two length bytes, every packet under 16 KiB: read at once.
     match *buf {
@@ -238,7 +238,7 @@ static VALID_FIRST_BYTE: [[bool; 256]; 2] = {
 /// limit, measured on the whole packet (fixed header included, as MQTT 5
 /// defines Maximum Packet Size) as soon as the header arrives, before the
 /// body is buffered. `Ok(None)` until the packet is complete.
-#[inline]
+#[inline(always)]
 fn frame(buf: &[u8], version: Version, max_size: usize) -> Result<Option<FixedHeader>, CodecError> {
     let Some(header) = fixed_header(buf)? else {
         return Ok(None);
@@ -290,7 +290,7 @@ pub fn read_from_client(
 /// The framing of the next packet in `buf` ([`read`]'s first step, for a
 /// reader that takes PUBLISHes apart from other packets): `Ok(None)` until
 /// it is complete.
-#[inline]
+#[inline(always)]
 pub(crate) fn next_frame(
     buf: &[u8],
     version: Version,

@@ -53,7 +53,8 @@ impl PublishView {
 /// takes the fast path: every check the conformance walk and the decoder
 /// apply to a PUBLISH has passed (the fixed header's flags and size were
 /// checked as it was framed), and nothing is consumed.
-#[inline]
+// Inlined into the lanes and runs: the view's fields stay in registers.
+#[inline(always)]
 pub(crate) fn view(buf: &[u8], header: &FixedHeader, version: Version) -> Option<PublishView> {
     let size = header.header_len + header.remaining_len;
     let body = buf.get(header.header_len..size)?;
