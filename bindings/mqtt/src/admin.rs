@@ -291,7 +291,8 @@ mod tests {
         assert!(one.seat.kicked() && !two.seat.kicked());
         {
             // The session is woken through its takeover signal.
-            let notified = registration.taken_over().notified();
+            let signal = registration.taken_over();
+            let notified = signal.notified();
             futures_util::pin_mut!(notified);
             assert!(futures_util::FutureExt::now_or_never(notified).is_some());
         }

@@ -396,6 +396,18 @@ impl Driver {
                 return end;
             }
         }
+        // The signals and the timer live across turns: each registers its
+        // waiter once, not once per turn (a lock to register and another to
+        // leave, three times in every turn of a busy session).
+        let config = self.config.clone();
+        let signal = self.registration.taken_over();
+        let draining = config.shutdown.draining();
+        let taken_over = signal.notified();
+        let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(now()));
+        tokio::pin!(draining, taken_over, timer);
+        // The deadline the timer is set to; a later one only moves it (no
+        // lock while it is later than the one registered).
+        let mut armed = None;
         loop {
             if let Err(end) = self.resume() {
                 return end;
@@ -407,6 +419,10 @@ impl Driver {
                 return end;
             }
             let deadline = self.session.poll_timeout();
+            if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                armed = Some(at);
+            }
             // A full buffer stops the reads it would grow: TCP backpressure
             // slows the sender instead of the proxy holding more.
             let read_client = self.session.wants_client_input();
@@ -415,11 +431,9 @@ impl Driver {
                 client,
                 client_in,
                 upstreams,
-                config,
                 session,
                 turn,
                 client_last_read,
-                registration,
                 verifying,
                 seated,
                 capture,
@@ -489,12 +503,12 @@ impl Driver {
                     }
                     Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
                 },
-                // No deadline, no timer: the branch is off (its `Sleep` is
-                // made but never polled, so never registered). A `Sleep`
-                // here rather than an `async fn` around an `Option` keeps
-                // the wrapper's 24 bytes out of every idle session.
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.unwrap_or_else(now))),
-                    if deadline.is_some() => session.on_timeout(now()),
+                // No deadline, no timer: the branch is off. Once it fired,
+                // the timer is set again at the next turn, as a new one was.
+                _ = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    session.on_timeout(now())
+                }
                 verdict = verdict => {
                     *verifying = None;
                     let now = now();
@@ -503,9 +517,9 @@ impl Driver {
                         .map(|at| open::instant_of(at, now));
                     session.on_reauth(now, verdict, expires_at)
                 }
-                _ = config.shutdown.draining() => Err(End::Draining),
+                _ = &mut draining => Err(End::Draining),
                 // A newer connection, or an operator (its seat says which).
-                _ = registration.taken_over().notified() => Err(match seated.seat.kicked() {
+                _ = &mut taken_over => Err(match seated.seat.kicked() {
                     true => End::Administrative,
                     false => End::TakenOver,
                 }),

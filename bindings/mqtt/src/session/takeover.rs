@@ -194,10 +194,12 @@ impl Registration {
         self.client_id.clone()
     }
 
-    /// Notified when a newer connection took the session over.
-    pub(crate) fn taken_over(&self) -> &Notify {
+    /// Notified when a newer connection took the session over (or an
+    /// operator disconnected it); shared, so that the relay can wait on it
+    /// across its turns while the registration stays with the driver.
+    pub(crate) fn taken_over(&self) -> Arc<Notify> {
         self.taken_over
-            .as_deref()
+            .clone()
             .expect("a registration is in the registry until it leaves")
     }
 
@@ -327,7 +329,8 @@ mod tests {
     use crate::session::tests::clock;
 
     fn signalled(registration: &Registration) -> bool {
-        let notified = registration.taken_over().notified();
+        let signal = registration.taken_over();
+        let notified = signal.notified();
         futures_util::pin_mut!(notified);
         notified.now_or_never().is_some()
     }
