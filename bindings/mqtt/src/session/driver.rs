@@ -7,19 +7,17 @@
 //! task: reads from every stream are polled together, packets are handled in
 //! order, and each side's output is batched and written once per turn.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mqtt_bytes_v5::{ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zilla_engine::admin::tap;
 use zilla_engine::telemetry::{duration, text};
 use zilla_engine::{ByteStream, GuardRejection, GuardSession, StreamInfo};
@@ -27,7 +25,7 @@ use zilla_engine::{ByteStream, GuardRejection, GuardSession, StreamInfo};
 use super::admit::{self, Refusal, Request};
 use super::dump::{self, Capture, Moment};
 use super::end::{Closing, End};
-use super::io::{now, UpstreamIo};
+use super::io::{make_room, now, poll_read_lean, release_written, write_now, UpstreamIo};
 use super::open::{self, Opened};
 use super::state::Session;
 use super::takeover::Registration;
@@ -39,10 +37,6 @@ use crate::dump_frames::frame_len;
 use crate::limits::{suppressed_note, Action};
 use crate::metrics::SessionMetrics;
 
-/// The most a single read takes in (a busy connection's buffer size).
-const READ_CHUNK: usize = 8 * 1024;
-/// A quiet connection's read buffer: pings and small messages fit.
-const SMALL_READ: usize = 512;
 /// The first read of a connection, which holds the CONNECT and its token.
 const CONNECT_READ: usize = 1024;
 /// How long a client or broker may leave our writes unread before the session ends.
@@ -53,65 +47,6 @@ const STALL_NOTICE: Duration = Duration::from_secs(1);
 const STALL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a closing client may take to read its last packets.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// Room for the next read, sized to the traffic: a connection whose last
-/// read was small (an idle device, a ping) keeps a small buffer, and one
-/// whose reads fill the buffer grows to [`READ_CHUNK`]. An empty oversized
-/// buffer is replaced, so tens of thousands of idle sessions do not each hold
-/// a chunk that a burst once needed.
-fn make_room(buf: &mut BytesMut, last_read: usize) {
-    let want = last_read.saturating_mul(2).clamp(SMALL_READ, READ_CHUNK);
-    if buf.is_empty() && buf.capacity() > 4 * want {
-        *buf = BytesMut::with_capacity(want);
-    } else if buf.capacity() - buf.len() < want {
-        buf.reserve(want);
-    }
-}
-
-thread_local! {
-    /// This worker thread's buffer for the reads of sessions that hold none
-    /// while they wait (see [`poll_read_lean`]).
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
-}
-
-/// Polls one read from `stream` into `buf`. A session waiting for input
-/// holds no read buffer: an empty buffer is released when the read would
-/// block, and the next read goes through this worker's scratch buffer and is
-/// copied into one sized to what came. A busy session, whose reads find
-/// bytes waiting, keeps reading straight into its buffer ([`make_room`]).
-fn poll_read_lean(
-    stream: &mut ByteStream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-    last_read: usize,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() == 0 {
-        let scratched = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.try_borrow_mut().ok()?;
-            let mut read = ReadBuf::new(&mut scratch[..]);
-            Some(match Pin::new(&mut *stream).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    let filled = read.filled();
-                    buf.extend_from_slice(filled);
-                    Poll::Ready(Ok(filled.len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            })
-        });
-        // The scratch buffer is in use further up this thread's stack (a
-        // stream reading another session's): read the usual way.
-        if let Some(polled) = scratched {
-            return polled;
-        }
-    }
-    make_room(buf, last_read);
-    let polled = tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf);
-    if polled.is_pending() && buf.is_empty() {
-        *buf = BytesMut::new();
-    }
-    polled
-}
 
 /// Serves one client connection until it ends, counting it in `metrics`.
 ///
@@ -396,18 +331,16 @@ impl Driver {
                 return end;
             }
         }
-        // The signals and the timer live across turns: each registers its
-        // waiter once, not once per turn (a lock to register and another to
-        // leave, three times in every turn of a busy session).
-        let config = self.config.clone();
+        // The takeover signal and the timer live across turns: each
+        // registers once, not once per turn (a lock to register and another
+        // to leave in every turn of a busy session, the timer's shared by
+        // the worker's sessions). Shutdown's wait is made each turn: kept,
+        // its 88 bytes would be in every idle session's future beside the
+        // boxed flush's slot.
         let signal = self.registration.taken_over();
-        let draining = config.shutdown.draining();
         let taken_over = signal.notified();
         let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(now()));
-        tokio::pin!(draining, taken_over, timer);
-        // The deadline the timer is set to; a later one only moves it (no
-        // lock while it is later than the one registered).
-        let mut armed = None;
+        tokio::pin!(taken_over, timer);
         loop {
             if let Err(end) = self.resume() {
                 return end;
@@ -415,13 +348,25 @@ impl Driver {
             self.start_verifying();
             let (inbound, outbound) = self.session.in_flight();
             self.seated.in_flight(inbound, outbound);
-            if let Err(end) = self.flush().await {
-                return end;
+            // Written at once when the sockets take it (every turn but a
+            // slow peer's); only a wait is a future, boxed, so that the
+            // relay's own future does not carry its state.
+            match self.flush_now() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(end) = Box::pin(self.flush(false)).await {
+                        return end;
+                    }
+                }
+                Err(end) => return end,
             }
             let deadline = self.session.poll_timeout();
-            if let Some(at) = deadline.filter(|at| armed != Some(*at)) {
-                timer.as_mut().reset(tokio::time::Instant::from_std(at));
-                armed = Some(at);
+            // Set again when the deadline moved (a later one only moves the
+            // registered entry, without a lock) or once the timer fired.
+            if let Some(at) = deadline.map(tokio::time::Instant::from_std) {
+                if timer.deadline() != at || timer.is_elapsed() {
+                    timer.as_mut().reset(at);
+                }
             }
             // A full buffer stops the reads it would grow: TCP backpressure
             // slows the sender instead of the proxy holding more.
@@ -431,6 +376,7 @@ impl Driver {
                 client,
                 client_in,
                 upstreams,
+                config,
                 session,
                 turn,
                 client_last_read,
@@ -503,12 +449,8 @@ impl Driver {
                     }
                     Err(e) => Err(End::UpstreamLost(index, format!("read failed: {e}"))),
                 },
-                // No deadline, no timer: the branch is off. Once it fired,
-                // the timer is set again at the next turn, as a new one was.
-                _ = &mut timer, if deadline.is_some() => {
-                    armed = None;
-                    session.on_timeout(now())
-                }
+                // No deadline, no timer: the branch is off.
+                _ = &mut timer, if deadline.is_some() => session.on_timeout(now()),
                 verdict = verdict => {
                     *verifying = None;
                     let now = now();
@@ -517,7 +459,7 @@ impl Driver {
                         .map(|at| open::instant_of(at, now));
                     session.on_reauth(now, verdict, expires_at)
                 }
-                _ = &mut draining => Err(End::Draining),
+                _ = config.shutdown.draining() => Err(End::Draining),
                 // A newer connection, or an operator (its seat says which).
                 _ = &mut taken_over => Err(match seated.seat.kicked() {
                     true => End::Administrative,
@@ -561,15 +503,71 @@ impl Driver {
         Ok(())
     }
 
-    /// Writes what each side has pending. A peer that stops reading for
-    /// [`WRITE_STALL`] ends the session instead of holding it forever.
-    async fn flush(&mut self) -> Result<(), End> {
+    /// Writes what each side has pending as far as the sockets take it
+    /// without waiting: true when everything went, false when something is
+    /// left for [`Driver::flush`] (a dump attached has seen all of it).
+    fn flush_now(&mut self) -> Result<bool, End> {
+        if tap::active() {
+            for index in 0..self.upstreams.len() {
+                let moment = Moment {
+                    seated: &self.seated,
+                    greeted: self.greeted,
+                };
+                let out = self.session.upstream_transmit(index);
+                if !out.is_empty() {
+                    dump::capture(&mut self.capture, moment, 1 + index, true, out);
+                }
+            }
+            let moment = Moment {
+                seated: &self.seated,
+                greeted: self.greeted,
+            };
+            let out = self.session.client_transmit();
+            if !out.is_empty() {
+                dump::capture(&mut self.capture, moment, 0, false, out);
+            }
+        }
         for index in 0..self.upstreams.len() {
             let out = self.session.upstream_transmit(index);
             if out.is_empty() {
                 continue;
             }
-            if tap::active() {
+            let stream = &mut self.upstreams[index].stream;
+            match write_now(stream, out) {
+                Ok(true) => {
+                    release_written(out);
+                    self.session.upstream_sent(index, now());
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => return Err(End::UpstreamLost(index, format!("write failed: {e}"))),
+            }
+        }
+        let out = self.session.client_transmit();
+        if out.is_empty() {
+            return Ok(true);
+        }
+        match write_now(&mut self.client, out) {
+            Ok(true) => {
+                release_written(out);
+                self.greeted = true;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => Err(End::ClientLost(format!("write failed: {e}"))),
+        }
+    }
+
+    /// Writes what each side has pending, waiting for sockets that do not
+    /// take it at once; what a dump attached sees unless it saw it already
+    /// (`captured`). A peer that stops reading for [`WRITE_STALL`] ends the
+    /// session instead of holding it forever.
+    async fn flush(&mut self, captured: bool) -> Result<(), End> {
+        for index in 0..self.upstreams.len() {
+            let out = self.session.upstream_transmit(index);
+            if out.is_empty() {
+                continue;
+            }
+            if !captured && tap::active() {
                 let moment = Moment {
                     seated: &self.seated,
                     greeted: self.greeted,
@@ -597,7 +595,7 @@ impl Driver {
             return Ok(());
         }
         let pending = out.len();
-        if tap::active() {
+        if !captured && tap::active() {
             let moment = Moment {
                 seated: &self.seated,
                 greeted: self.greeted,
@@ -654,7 +652,7 @@ impl Driver {
         self.registration.leave(carried, ended);
         match self.session.finish(end) {
             Closing::FlushAll => {
-                let _ = self.flush().await;
+                let _ = self.flush(false).await;
             }
             Closing::Abort => {}
             Closing::CloseClient => self.close_client().await,
@@ -696,14 +694,6 @@ impl Driver {
 /// batch is kept for the next one; one that held a few small packets (an
 /// ack, a PINGRESP, the CONNACK) is released, so a quiet session holds no
 /// write buffer between its packets.
-fn release_written(out: &mut BytesMut) {
-    if out.len() <= SMALL_READ {
-        *out = BytesMut::new();
-    } else {
-        out.clear();
-    }
-}
-
 /// A client's address as events name it: "?" when the stream has none.
 struct Peer(Option<SocketAddr>);
 
@@ -713,28 +703,5 @@ impl fmt::Display for Peer {
             Some(peer) => peer.fmt(f),
             None => f.write_str("?"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_buffers_follow_the_traffic() {
-        let mut buf = BytesMut::new();
-        make_room(&mut buf, 0);
-        assert!(buf.capacity() >= SMALL_READ && buf.capacity() < READ_CHUNK);
-        // Reads that fill the buffer grow it to a full chunk.
-        make_room(&mut buf, READ_CHUNK);
-        assert!(buf.capacity() >= READ_CHUNK);
-        // Once the burst is over and the buffer is drained, it shrinks back.
-        make_room(&mut buf, 40);
-        assert!(buf.capacity() < READ_CHUNK / 2, "{}", buf.capacity());
-        // Bytes still waiting are never dropped.
-        buf.extend_from_slice(b"partial packet");
-        make_room(&mut buf, 0);
-        assert_eq!(&buf[..], b"partial packet");
-        assert!(buf.capacity() - buf.len() >= SMALL_READ);
     }
 }
