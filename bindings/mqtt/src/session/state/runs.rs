@@ -80,6 +80,17 @@ fn measure(
     }
 }
 
+/// Consumes `run` from `buf`, copied whole into `out` when its frames go as
+/// they came (one version on both sides; otherwise each was written anew
+/// as it was measured).
+fn take(run: &Run, buf: &mut BytesMut, out: &mut BytesMut, as_they_came: bool) {
+    if as_they_came {
+        codec::first_room(out);
+        out.extend_from_slice(&buf[..run.end]);
+    }
+    buf.advance(run.end);
+}
+
 impl Session {
     /// Forwards the run of QoS 0 PUBLISHes at the start of `buf` that the
     /// express lane would forward one by one to the same upstream
@@ -126,12 +137,8 @@ impl Session {
             return;
         };
         let link = &mut self.upstreams[index];
-        if link.version == version {
-            codec::first_room(&mut link.out);
-            link.out.extend_from_slice(&buf[..run.end]);
-        }
+        take(&run, buf, &mut link.out, link.version == version);
         (self.metrics).publishes_received(QoS::AtMostOnce, run.messages, run.payload);
-        buf.advance(run.end);
         self.count_express_run(run.messages);
     }
 
@@ -159,12 +166,8 @@ impl Session {
         if run.messages == 0 {
             return;
         }
-        if versions.0 == versions.1 {
-            codec::first_room(&mut self.client_out);
-            self.client_out.extend_from_slice(&buf[..run.end]);
-        }
+        take(&run, buf, &mut self.client_out, versions.0 == versions.1);
         (self.metrics).publishes_delivered(QoS::AtMostOnce, run.messages, run.payload);
-        buf.advance(run.end);
         self.count_express_run(run.messages);
     }
 

@@ -217,6 +217,16 @@ proptest! {
     }
 }
 
+/// A session of a `client` version client whose broker speaks `broker`,
+/// its CONNACK taken.
+fn connected(client: Version, broker: Version) -> Harness {
+    let mut opening = Opening::new(Server::default().build(), client);
+    opening.upstream_version = broker;
+    let mut h = opening.start();
+    let _ = h.take_client();
+    h
+}
+
 /// The bytes of `packet` as `version` writes them.
 fn wire(packet: &Packet, version: Version) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -227,10 +237,7 @@ fn wire(packet: &Packet, version: Version) -> Vec<u8> {
 #[test]
 fn a_plain_publish_goes_on_as_its_frame_with_the_upstreams_packet_id() {
     for version in [Version::V5, Version::V4] {
-        let mut opening = Opening::new(Server::default().build(), version);
-        opening.upstream_version = version;
-        let mut h = opening.start();
-        let _ = h.take_client();
+        let mut h = connected(version, version);
         let mut sent = Publish::new("sensors/1", QoS::AtLeastOnce, "21.5", None);
         sent.pkid = 700;
         let frame = wire(&Packet::Publish(sent.clone()), version);
@@ -271,10 +278,7 @@ fn a_publish_that_needs_more_than_its_packet_id_takes_the_full_path() {
 #[test]
 fn a_publish_between_versions_takes_the_lane_rewritten() {
     for (client, broker) in [(Version::V4, Version::V5), (Version::V5, Version::V4)] {
-        let mut opening = Opening::new(Server::default().build(), client);
-        opening.upstream_version = broker;
-        let mut h = opening.start();
-        let _ = h.take_client();
+        let mut h = connected(client, broker);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
             let mut sent = Publish::new("a", qos, "x", None);
             sent.pkid = if qos == QoS::AtMostOnce { 0 } else { 40 };
@@ -325,10 +329,7 @@ fn the_release_of_a_qos2_delivery_is_unchanged() {
 #[test]
 fn a_run_of_qos0_publishes_goes_on_as_one_copy_each_way() {
     for version in [Version::V5, Version::V4] {
-        let mut opening = Opening::new(Server::default().build(), version);
-        opening.upstream_version = version;
-        let mut h = opening.start();
-        let _ = h.take_client();
+        let mut h = connected(version, version);
         // 40 QoS 0 (some retained), a QoS 1 in the middle, 10 more.
         let mut sent = Vec::new();
         let mut expected = Vec::new();
