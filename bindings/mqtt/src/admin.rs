@@ -6,17 +6,23 @@
 //! Written once when the session is admitted and read only when an operator
 //! asks; the in-flight counts are the one thing a session updates, a
 //! relaxed store per turn of its loop.
+//!
+//! A seat also holds its session's one wake-up signal (the takeover signal
+//! of its registration): `zilla disconnect` and the server's drain wake the
+//! session through it, so an idle session waits on a single signal, and the
+//! session tells why it woke by its seat and the shutdown state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Notify;
+
 use zilla_engine::admin::sessions::{SessionInfo, SessionSource};
 
 use crate::codec::Version;
 use crate::dump_frames::{frame_len, secrets_with};
-use crate::session::takeover::SessionRegistry;
 
 /// The seats of one mqtt server's sessions.
 #[derive(Debug)]
@@ -24,10 +30,6 @@ pub(crate) struct Seats {
     /// The server binding's name.
     pub(crate) binding: Arc<str>,
     seats: Mutex<HashMap<u64, Arc<Seat>>>,
-    /// Where the sessions' takeover signals are: a disconnect wakes a
-    /// session through its own (no second signal for every idle session to
-    /// wait on), and the session reads its seat's `kicked` to tell why.
-    registry: Arc<SessionRegistry>,
 }
 
 /// Stream numbers for dumps, unique in the process.
@@ -49,6 +51,11 @@ pub(crate) struct Seat {
     pub(crate) since: u64,
     /// Set by `zilla disconnect` before the session's signal is given.
     kicked: AtomicBool,
+    /// The session's takeover signal: a disconnect or the server's drain
+    /// wakes the session through it (no second signal for every idle
+    /// session to wait on); the session reads `kicked` and whether its
+    /// server drains to tell why.
+    signal: Arc<Notify>,
     inflight_in: AtomicU32,
     inflight_out: AtomicU32,
     /// The client's CONNECT with its secrets cut out, and the CONNACK it
@@ -132,6 +139,8 @@ pub(crate) struct NewSeat {
     pub(crate) upstreams: Vec<SeatUpstream>,
     pub(crate) since: u64,
     pub(crate) hello: Hello,
+    /// The session's takeover signal (its registration's).
+    pub(crate) signal: Arc<Notify>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,11 +149,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Seats {
     /// The seats of binding `binding`, visible to the admin socket while they live.
-    pub(crate) fn new(binding: &str, registry: Arc<SessionRegistry>) -> Arc<Self> {
+    pub(crate) fn new(binding: &str) -> Arc<Self> {
         let seats = Arc::new(Self {
             binding: binding.into(),
             seats: Mutex::new(HashMap::new()),
-            registry,
         });
         let weak: std::sync::Weak<dyn SessionSource> = Arc::downgrade(&seats) as _;
         zilla_engine::admin::register_sessions(weak);
@@ -163,6 +171,7 @@ impl Seats {
             upstreams: new.upstreams.into(),
             since: new.since,
             kicked: AtomicBool::new(false),
+            signal: new.signal,
             inflight_in: AtomicU32::new(0),
             inflight_out: AtomicU32::new(0),
             hello: new.hello,
@@ -171,6 +180,14 @@ impl Seats {
         Seated {
             seats: self.clone(),
             seat,
+        }
+    }
+
+    /// Wakes every seated session: the server drains. A session seated
+    /// after this reads the drain when its relay starts.
+    pub(crate) fn drain(&self) {
+        for seat in lock(&self.seats).values() {
+            seat.signal.notify_one();
         }
     }
 }
@@ -198,18 +215,15 @@ impl SessionSource for Seats {
     }
 
     fn disconnect(&self, client_id: &str) -> usize {
-        let told = {
-            let seats = lock(&self.seats);
-            let kicked = seats.values().filter(|s| &*s.client_id == client_id);
-            kicked
-                .map(|seat| seat.kicked.store(true, Ordering::Release))
-                .count()
-        };
-        if told > 0 {
-            // A permit if the session is not waiting right now: not lost.
-            self.registry.signal(client_id);
-        }
-        told
+        let seats = lock(&self.seats);
+        let kicked = seats.values().filter(|s| &*s.client_id == client_id);
+        kicked
+            .map(|seat| {
+                seat.kicked.store(true, Ordering::Release);
+                // A permit if the session is not waiting right now: not lost.
+                seat.signal.notify_one();
+            })
+            .count()
     }
 }
 
@@ -252,10 +266,11 @@ impl Drop for Seated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::takeover::{Registration, SessionRegistry};
 
-    fn new_seat(client_id: &str) -> NewSeat {
+    fn new_seat(registration: &Registration) -> NewSeat {
         NewSeat {
-            client_id: client_id.into(),
+            client_id: registration.shared_client_id(),
             identity: Some("device1".into()),
             peer: Some("127.0.0.1:50000".parse().unwrap()),
             local: None,
@@ -267,16 +282,26 @@ mod tests {
             }],
             since: 1,
             hello: Hello::default(),
+            signal: registration.taken_over(),
         }
+    }
+
+    /// Whether `registration`'s signal was given (consumed if so).
+    fn woken(registration: &Registration) -> bool {
+        let signal = registration.taken_over();
+        let notified = signal.notified();
+        futures_util::pin_mut!(notified);
+        futures_util::FutureExt::now_or_never(notified).is_some()
     }
 
     #[test]
     fn seats_list_and_kick_their_sessions_until_they_leave() {
         let registry: Arc<SessionRegistry> = Arc::default();
-        let seats = Seats::new("north_mqtt_server", registry.clone());
-        let (registration, _) = registry.register("one");
-        let one = seats.seat(new_seat("one"));
-        let two = seats.seat(new_seat("two"));
+        let seats = Seats::new("north_mqtt_server");
+        let (first, _) = registry.register("one");
+        let (second, _) = registry.register("two");
+        let one = seats.seat(new_seat(&first));
+        let two = seats.seat(new_seat(&second));
         two.in_flight(3, 1);
         let mut listed = seats.sessions();
         listed.sort_by(|a, b| a.client_id.cmp(&b.client_id));
@@ -289,15 +314,29 @@ mod tests {
         assert_eq!(seats.disconnect("one"), 1);
         assert_eq!(seats.disconnect("three"), 0);
         assert!(one.seat.kicked() && !two.seat.kicked());
-        {
-            // The session is woken through its takeover signal.
-            let signal = registration.taken_over();
-            let notified = signal.notified();
-            futures_util::pin_mut!(notified);
-            assert!(futures_util::FutureExt::now_or_never(notified).is_some());
-        }
+        // The session is woken through its takeover signal; no other is.
+        assert!(woken(&first));
+        assert!(!woken(&second));
         drop(one);
         assert_eq!(seats.sessions().len(), 1);
+    }
+
+    #[test]
+    fn a_drain_wakes_this_servers_seated_sessions_only() {
+        // Two servers sharing a store's registry (or a reload's two
+        // generations): one draining must not wake the other's sessions.
+        let registry: Arc<SessionRegistry> = Arc::default();
+        let (draining, other) = (Seats::new("old"), Seats::new("new"));
+        let (mine, _) = registry.register("one");
+        let (theirs, _) = registry.register("two");
+        let _seated = (
+            draining.seat(new_seat(&mine)),
+            other.seat(new_seat(&theirs)),
+        );
+        draining.drain();
+        assert!(woken(&mine));
+        assert!(!woken(&theirs));
+        assert!(!_seated.0.seat.kicked(), "a drain is not a disconnect");
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub(crate) fn build(cx: &mut BindingContext<'_>) -> Result<Arc<dyn Binding>, Bui
             topics,
             events: cx.events(),
             shutdown: cx.shutdown(),
-            seats: Seats::new(cx.name(), sessions.clone()),
+            seats: Seats::new(cx.name()),
             sessions,
             limits,
         }),
@@ -283,6 +283,14 @@ impl Binding for MqttServer {
         if let Some(fleet) = self.config.limits.fleet() {
             fleet.counts.start();
         }
+        // Sessions wait on one signal each, their seat's: the drain is told
+        // through it (see `Seats::drain`), not by a wait of its own in every
+        // session's future and turn.
+        let (seats, shutdown) = (self.config.seats.clone(), cx.shutdown.clone());
+        cx.shutdown.spawn(async move {
+            shutdown.draining().await;
+            seats.drain();
+        });
         Ok(Vec::new())
     }
 }

@@ -334,9 +334,12 @@ impl Driver {
         // The takeover signal and the timer live across turns: each
         // registers once, not once per turn (a lock to register and another
         // to leave in every turn of a busy session, the timer's shared by
-        // the worker's sessions). Shutdown's wait is made each turn: kept,
-        // its 88 bytes would be in every idle session's future beside the
-        // boxed flush's slot.
+        // the worker's sessions). The drain wakes the session through the
+        // same signal (`Seats::drain`); one seated after the drain began
+        // reads it here.
+        if self.config.shutdown.is_draining() {
+            return End::Draining;
+        }
         let signal = self.registration.taken_over();
         let taken_over = signal.notified();
         let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(now()));
@@ -459,11 +462,14 @@ impl Driver {
                         .map(|at| open::instant_of(at, now));
                     session.on_reauth(now, verdict, expires_at)
                 }
-                _ = config.shutdown.draining() => Err(End::Draining),
-                // A newer connection, or an operator (its seat says which).
-                _ = &mut taken_over => Err(match seated.seat.kicked() {
-                    true => End::Administrative,
-                    false => End::TakenOver,
+                // A newer connection, an operator (its seat says so) or the
+                // server's drain.
+                _ = &mut taken_over => Err(if config.shutdown.is_draining() {
+                    End::Draining
+                } else if seated.seat.kicked() {
+                    End::Administrative
+                } else {
+                    End::TakenOver
                 }),
             };
             if let Err(end) = outcome {

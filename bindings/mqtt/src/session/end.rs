@@ -20,8 +20,10 @@ pub(crate) enum End {
     /// MQTT 3.1.1 broker that is how a session taken over through another
     /// proxy replica ends (3.1.1 has no server DISCONNECT).
     UpstreamClosed(usize),
-    /// An upstream sent DISCONNECT; relayed to the client.
-    UpstreamDisconnected(usize, Disconnect),
+    /// An upstream sent DISCONNECT; relayed to the client. Boxed: an
+    /// `End` is held across an await by every session's future, and the
+    /// packet (88 bytes) would more than double it for a rare ending.
+    UpstreamDisconnected(usize, Box<Disconnect>),
     /// Another connection with the same client id arrived.
     TakenOver,
     /// The credentials the session was authorized with expired.

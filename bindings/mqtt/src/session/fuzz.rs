@@ -191,8 +191,8 @@ fn config(guarded: bool, limited: bool) -> Arc<ServerConfig> {
                 topics: Vec::new(),
                 events: Events::new("fuzz", "mqtt_server0"),
                 shutdown: Shutdown::new(),
-                sessions: sessions.clone(),
-                seats: crate::admin::Seats::new("fuzz", sessions),
+                sessions,
+                seats: crate::admin::Seats::new("fuzz"),
                 limits: if limited {
                     fuzz_limits()
                 } else {

@@ -238,6 +238,7 @@ pub(super) async fn open_session(
         since: epoch_seconds(wall_clock()),
         // Session::new queued the CONNACK: the client's first write.
         hello: Hello::new(&raw_connect, session.client_transmit(), took_credentials),
+        signal: registration.taken_over(),
     });
     Ok(Opened {
         session,

@@ -94,15 +94,6 @@ impl SessionRegistry {
         self.admitting(client_id).register()
     }
 
-    /// Wakes the connection registered with `client_id` through its
-    /// signal, without holding it (whose count tells who waits for it):
-    /// `zilla disconnect`, which marked its seat first.
-    pub(crate) fn signal(&self, client_id: &str) {
-        if let Some(signal) = lock(&self.sessions).connected.get(client_id) {
-            signal.notify_one();
-        }
-    }
-
     /// Takes what `client_id`'s previous connection left, if still valid.
     pub(crate) fn resume(&self, client_id: &str, now: Instant) -> Option<Carried> {
         let carried = lock(&self.carried).remove(client_id)?;

@@ -84,7 +84,7 @@ impl Session {
                     ),
                 );
                 if self.version == Version::V5 {
-                    self.send_client(&Packet::Disconnect(disconnect));
+                    self.send_client(&Packet::Disconnect(*disconnect));
                 }
                 Closing::CloseClient
             }
@@ -98,7 +98,7 @@ impl Session {
                     ),
                 );
                 if self.version == Version::V5 {
-                    self.send_client(&Packet::Disconnect(disconnect));
+                    self.send_client(&Packet::Disconnect(*disconnect));
                 }
                 Closing::CloseClient
             }

@@ -114,7 +114,7 @@ impl Session {
             }
             Packet::PingResp(_) => self.upstreams[index].pong(),
             Packet::Disconnect(disconnect) => {
-                return Err(End::UpstreamDisconnected(index, disconnect))
+                return Err(End::UpstreamDisconnected(index, Box::new(disconnect)))
             }
             other => {
                 return Err(End::UpstreamLost(

@@ -321,8 +321,8 @@ impl Server {
             topics,
             events: Events::new("test", "mqtt_server0"),
             shutdown: Shutdown::new(),
-            sessions: sessions.clone(),
-            seats: crate::admin::Seats::new("test", sessions),
+            sessions,
+            seats: crate::admin::Seats::new("test"),
             limits,
         })
     }
