@@ -71,14 +71,26 @@ async fn v5_until<T>(events: &mut V5EventLoop, mut pick: impl FnMut(&V5Event) ->
 async fn v4_until<T>(events: &mut V4EventLoop, mut pick: impl FnMut(&V4Event) -> Option<T>) -> T {
     tokio::time::timeout(TIMEOUT, async {
         loop {
-            let event = events.poll().await.expect("the v4 connection stays up");
+            // The proxy's events say which connection was refused and why
+            // (a CONNACK 0x03 names neither).
+            let event = events.poll().await.unwrap_or_else(|error| {
+                panic!(
+                    "the v4 connection stays up: {error}; the proxy's events: {:#?}",
+                    zilla_testkit::proxy::captured_events()
+                )
+            });
             if let Some(found) = pick(&event) {
                 return found;
             }
         }
     })
     .await
-    .expect("the expected v4 event arrives in time")
+    .unwrap_or_else(|_| {
+        panic!(
+            "the expected v4 event arrives in time; the proxy's events: {:#?}",
+            zilla_testkit::proxy::captured_events()
+        )
+    })
 }
 
 fn v5_suback(event: &V5Event) -> Option<()> {
