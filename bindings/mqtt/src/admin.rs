@@ -75,12 +75,15 @@ pub(crate) struct SeatUpstream {
 /// The frames that opened a session, kept without its secrets.
 #[derive(Debug, Default)]
 pub(crate) struct Hello {
-    /// The CONNECT, with every secret's bytes cut out. Boxed slices, not
-    /// `Bytes`: every session keeps these, 32 bytes less each.
-    pub(crate) connect: Box<[u8]>,
+    /// The CONNECT, with every secret's bytes cut out, then the CONNACK:
+    /// one boxed slice, not `Bytes` or two boxes, since every session
+    /// keeps it (a CONNACK of 3.1.1 is 4 bytes, and a heap block of its
+    /// own would take 32).
+    frames: Box<[u8]>,
+    /// Where the CONNACK starts in `frames`.
+    connack_at: u32,
     /// Where the secrets were: (offset in the original frame, length).
-    pub(crate) cut: Box<[(u32, u32)]>,
-    pub(crate) connack: Box<[u8]>,
+    cut: Box<[(u32, u32)]>,
 }
 
 impl Hello {
@@ -93,7 +96,8 @@ impl Hello {
         // Exactly what is kept: every idle session holds it, and a
         // shrinking reallocation would leave the token's room behind.
         let cut_len: usize = secrets.iter().map(|range| range.len()).sum();
-        let mut kept = Vec::with_capacity(connect.len() - cut_len);
+        let connack = frame_len(client_out).map_or(&[][..], |n| &client_out[..n]);
+        let mut kept = Vec::with_capacity(connect.len() - cut_len + connack.len());
         let mut cut = Vec::with_capacity(secrets.len());
         let mut at = 0;
         for range in secrets {
@@ -102,19 +106,30 @@ impl Hello {
             at = range.end;
         }
         kept.extend_from_slice(&connect[at..]);
-        let connack = frame_len(client_out).map_or(&[][..], |n| &client_out[..n]);
+        let connack_at = kept.len() as u32;
+        kept.extend_from_slice(connack);
         Self {
-            connect: kept.into(),
+            frames: kept.into(),
+            connack_at,
             cut: cut.into(),
-            connack: connack.into(),
         }
+    }
+
+    /// The CONNACK the client got (empty if none was queued).
+    pub(crate) fn connack(&self) -> &[u8] {
+        &self.frames[self.connack_at as usize..]
+    }
+
+    /// The CONNECT without its secrets' bytes.
+    fn connect(&self) -> &[u8] {
+        &self.frames[..self.connack_at as usize]
     }
 
     /// The CONNECT as it was, its secrets replaced by as many `*`.
     pub(crate) fn connect_redacted(&self) -> Vec<u8> {
-        let total = self.connect.len() + self.cut.iter().map(|c| c.1 as usize).sum::<usize>();
+        let total = self.connect().len() + self.cut.iter().map(|c| c.1 as usize).sum::<usize>();
         let mut frame = Vec::with_capacity(total);
-        let mut kept = self.connect.iter().copied();
+        let mut kept = self.connect().iter().copied();
         for &(offset, length) in self.cut.iter() {
             while frame.len() < offset as usize {
                 match kept.next() {
@@ -342,10 +357,33 @@ mod tests {
     #[test]
     fn a_redacted_connect_keeps_its_length() {
         let hello = Hello {
-            connect: b"abcdef"[..].into(),
+            frames: b"abcdef\x20\x02\x00\x00"[..].into(),
+            connack_at: 6,
             cut: vec![(2, 3), (7, 2)].into(),
-            connack: Box::default(),
         };
         assert_eq!(hello.connect_redacted(), b"ab***cd**ef");
+        assert_eq!(hello.connack(), b"\x20\x02\x00\x00");
+    }
+
+    #[test]
+    fn hello_keeps_the_connect_without_its_password_and_the_connack() {
+        // CONNECT 3.1.1, client id "c", user name "u", password "pw".
+        let connect = b"\x10\x14\x00\x04MQTT\x04\xc2\x00\x3c\x00\x01c\x00\x01u\x00\x02pw";
+        let connack = b"\x20\x02\x00\x00";
+        let mut client_out = connack.to_vec();
+        client_out.extend_from_slice(b"\x30\x03\x00\x01t");
+        let hello = Hello::new(connect, &client_out, false);
+        assert_eq!(
+            hello.connack(),
+            connack,
+            "the CONNACK only, not what followed"
+        );
+        let redacted = hello.connect_redacted();
+        assert_eq!(redacted.len(), connect.len());
+        assert_eq!(
+            &redacted[..connect.len() - 2],
+            &connect[..connect.len() - 2]
+        );
+        assert_eq!(&redacted[connect.len() - 2..], b"**");
     }
 }

@@ -156,8 +156,8 @@ fn start(tap: &Tap, seat: &Seat, stream: usize, greeted: bool) {
         let connect = Bytes::from(seat.hello.connect_redacted());
         tap.offer(segment(seat, 0, true, connect));
         // Not yet greeted: the CONNACK is in the write being captured.
-        if greeted && !seat.hello.connack.is_empty() {
-            let connack = Bytes::copy_from_slice(&seat.hello.connack);
+        if greeted && !seat.hello.connack().is_empty() {
+            let connack = Bytes::copy_from_slice(seat.hello.connack());
             tap.offer(segment(seat, 0, false, connack));
         }
         return;

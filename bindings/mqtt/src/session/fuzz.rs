@@ -332,6 +332,7 @@ fn serve(data: &[u8], express: bool) -> Option<Transcript> {
     let upstreams = links.len();
     let start = Start {
         version,
+        client_id: admission.connect.client_id.as_str().into(),
         connect: admission.connect,
         peer: "fuzz".into(),
         upstreams: links,

@@ -218,6 +218,7 @@ pub(super) async fn open_session(
     let start = Start {
         version: admission.version,
         connect: admission.connect,
+        client_id: registration.shared_client_id(),
         peer: peer.to_owned(),
         upstreams: links,
         router: admission.router,

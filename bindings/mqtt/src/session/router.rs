@@ -13,9 +13,9 @@ use crate::options::{Operation, RouteConditions};
 pub(crate) struct Router {
     pub(super) config: Arc<ServerConfig>,
     /// Whether each route accepts this session's client id, decided once.
-    pub(super) session_accepted: Vec<bool>,
+    pub(super) session_accepted: RouteSet,
     /// The same for the unbound conditions.
-    pub(super) unbound_session_accepted: Vec<bool>,
+    pub(super) unbound_session_accepted: RouteSet,
     pub(super) authorizations: Authorizations,
     /// The routes' conditions with this session's params bound.
     pub(super) conditions: Vec<RouteConditions>,
@@ -25,6 +25,41 @@ pub(crate) struct Router {
     /// topics (most configurations): decided once, so a PUBLISH is routed
     /// without its topic as a `str`. `None` when the topic decides.
     pub(super) any_publish: Option<Option<usize>>,
+}
+
+/// A flag per route, a bit each: a configuration has a handful of routes,
+/// and as a `Vec<bool>` the flags would take a heap block of their own (32
+/// bytes for one byte) in every session. Routes past the 64th spill to a
+/// boxed slice, which is empty (no allocation) otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RouteSet {
+    first: u64,
+    rest: Box<[bool]>,
+}
+
+impl RouteSet {
+    /// Whether route `index` is in the set.
+    #[inline]
+    pub(crate) fn contains(&self, index: usize) -> bool {
+        match index.checked_sub(64) {
+            None => self.first & (1 << index) != 0,
+            Some(past) => self.rest.get(past).copied().unwrap_or(false),
+        }
+    }
+}
+
+impl FromIterator<bool> for RouteSet {
+    fn from_iter<I: IntoIterator<Item = bool>>(flags: I) -> Self {
+        let mut flags = flags.into_iter();
+        let mut first = 0;
+        for (index, flag) in flags.by_ref().take(64).enumerate() {
+            first |= u64::from(flag) << index;
+        }
+        Self {
+            first,
+            rest: flags.collect(),
+        }
+    }
 }
 
 /// Decides where every publish goes when the topic does not matter.
@@ -44,7 +79,7 @@ impl Router {
             .config
             .routes
             .resolve_by(&self.authorizations, |index, _| {
-                self.session_accepted[index] && conditions[index].accepts(operation)
+                self.session_accepted.contains(index) && conditions[index].accepts(operation)
             })?;
         self.exits
             .iter()
@@ -87,7 +122,27 @@ impl Router {
                 .config
                 .unbound
                 .iter()
-                .zip(&self.unbound_session_accepted)
-                .any(|(conditions, accepted)| *accepted && conditions.accepts(operation))
+                .enumerate()
+                .any(|(index, conditions)| {
+                    self.unbound_session_accepted.contains(index) && conditions.accepts(operation)
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteSet;
+
+    #[test]
+    fn a_route_set_holds_each_flag_inline_and_past_64_on_the_heap() {
+        for count in [0, 1, 5, 63, 64, 65, 130] {
+            let flags: Vec<bool> = (0..count).map(|i| i % 3 != 1).collect();
+            let set: RouteSet = flags.iter().copied().collect();
+            for (index, flag) in flags.iter().enumerate() {
+                assert_eq!(set.contains(index), *flag, "route {index} of {count}");
+            }
+            assert!(!set.contains(count), "no route {count} of {count}");
+            assert_eq!(set.rest.len(), count.saturating_sub(64));
+        }
     }
 }

@@ -63,6 +63,9 @@ use reauth::Reauth;
 pub(crate) struct Start {
     pub(crate) version: Version,
     pub(crate) connect: Connect,
+    /// The CONNECT's client id (as assigned), shared with the session's
+    /// registration: one copy per connected client, not one per holder.
+    pub(crate) client_id: Arc<str>,
     /// The client's address, for events.
     pub(crate) peer: String,
     pub(crate) upstreams: Vec<UpstreamLink>,
@@ -99,9 +102,10 @@ struct Limits {
 pub(crate) struct Session {
     config: Arc<ServerConfig>,
     version: Version,
-    /// Boxed `str`s, not `String`s: fixed for the session's life, 8 bytes
-    /// smaller each and without spare capacity.
-    client_id: Box<str>,
+    /// Shared with the registration (one allocation per connected client).
+    client_id: Arc<str>,
+    /// A boxed `str`, not a `String`: fixed for the session's life, 8 bytes
+    /// smaller and without spare capacity.
     peer: Box<str>,
     /// Encoded packets waiting to be written to the client.
     client_out: BytesMut,
@@ -209,6 +213,7 @@ impl Session {
         let Start {
             version,
             connect,
+            client_id,
             peer,
             upstreams,
             router,
@@ -281,7 +286,7 @@ impl Session {
         };
         let mut session = Self {
             version,
-            client_id: connect.client_id.as_str().into(),
+            client_id,
             peer: peer.into_boxed_str(),
             client_out: BytesMut::new(),
             upstreams,

@@ -490,6 +490,7 @@ impl Opening {
         let opens = admission.opens.iter().map(|(_, _, o)| o.clone()).collect();
         let start = Start {
             version: self.version,
+            client_id: admission.connect.client_id.as_str().into(),
             connect: admission.connect,
             peer: "127.0.0.1:50000".into(),
             upstreams: links,
