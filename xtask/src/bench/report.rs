@@ -209,9 +209,9 @@ pub(crate) fn latency_table(out: &mut String, samples: &[Sample], scenario: &str
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(
         out,
-        "| path | p50 us | p99 us | p99.9 us | p99 added over direct us |"
+        "| path | p50 us | p99 us | p99 of each round us | p99.9 us | p99 added over direct us |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for target in LATENCY_PATHS {
         if !samples
             .iter()
@@ -221,12 +221,30 @@ pub(crate) fn latency_table(out: &mut String, samples: &[Sample], scenario: &str
         }
         let _ = writeln!(
             out,
-            "| {target} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {target} | {:.0} | {:.0} | {} | {:.0} | {:.0} |",
             metric(samples, scenario, target, "p50_us"),
             metric(samples, scenario, target, "p99_us"),
+            rounds(samples, scenario, target, "p99_us"),
             metric(samples, scenario, target, "p999_us"),
             added_p99(samples, scenario, target),
         );
     }
     let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "A p99 of one run moves by more between rounds than the targets' differences: the column of each round shows by how much (the table gives the median, the upper one of two)."
+    );
+    let _ = writeln!(out);
+}
+
+/// `key` of every round of `target` in `scenario`, in run order: the spread
+/// a median hides.
+fn rounds(samples: &[Sample], scenario: &str, target: &str, key: &str) -> String {
+    let values: Vec<String> = samples
+        .iter()
+        .filter(|s| s.scenario == scenario && s.target == target)
+        .filter_map(|s| s.result[key].as_f64())
+        .map(|value| format!("{value:.0}"))
+        .collect();
+    values.join(", ")
 }
