@@ -267,23 +267,7 @@ async fn session_present_only_when_every_upstream_had_the_session() {
         &[("a", broker_a.port()), ("b", broker_b.port())],
     ))
     .await;
-    let persistent = || {
-        zilla_testkit::mqtt::connect_packet(
-            "device-9",
-            false,
-            Some(zilla_testkit::mqtt::packets::ConnectProperties {
-                session_expiry_interval: Some(300),
-                receive_maximum: None,
-                max_packet_size: None,
-                topic_alias_max: None,
-                request_response_info: None,
-                request_problem_info: None,
-                user_properties: vec![],
-                authentication_method: None,
-                authentication_data: None,
-            }),
-        )
-    };
+    let persistent = || zilla_testkit::mqtt::persistent_connect_packet("device-9", 300);
     let leave = Packet::Disconnect(zilla_testkit::mqtt::packets::Disconnect {
         reason_code: DisconnectReasonCode::NormalDisconnection,
         properties: None,

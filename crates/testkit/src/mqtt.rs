@@ -41,6 +41,26 @@ pub fn connect_packet(
     )
 }
 
+/// An MQTT 5 CONNECT of a persistent session: clean start off, the session
+/// kept `expiry` seconds after the connection ends.
+pub fn persistent_connect_packet(client_id: &str, expiry: u32) -> Packet {
+    connect_packet(
+        client_id,
+        false,
+        Some(ConnectProperties {
+            session_expiry_interval: Some(expiry),
+            receive_maximum: None,
+            max_packet_size: None,
+            topic_alias_max: None,
+            request_response_info: None,
+            request_problem_info: None,
+            user_properties: vec![],
+            authentication_method: None,
+            authentication_data: None,
+        }),
+    )
+}
+
 /// A SUBSCRIBE with one filter and default subscription options.
 pub fn subscribe_packet(pkid: u16, filter: &str, qos: mqtt_bytes_v5::QoS) -> Packet {
     Packet::Subscribe(mqtt_bytes_v5::Subscribe {
