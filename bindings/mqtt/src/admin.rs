@@ -301,14 +301,6 @@ mod tests {
         }
     }
 
-    /// Whether `registration`'s signal was given (consumed if so).
-    fn woken(registration: &Registration) -> bool {
-        let signal = registration.taken_over();
-        let notified = signal.notified();
-        futures_util::pin_mut!(notified);
-        futures_util::FutureExt::now_or_never(notified).is_some()
-    }
-
     #[test]
     fn seats_list_and_kick_their_sessions_until_they_leave() {
         let registry: Arc<SessionRegistry> = Arc::default();
@@ -330,8 +322,8 @@ mod tests {
         assert_eq!(seats.disconnect("three"), 0);
         assert!(one.seat.kicked() && !two.seat.kicked());
         // The session is woken through its takeover signal; no other is.
-        assert!(woken(&first));
-        assert!(!woken(&second));
+        assert!(first.signalled());
+        assert!(!second.signalled());
         drop(one);
         assert_eq!(seats.sessions().len(), 1);
     }
@@ -349,8 +341,8 @@ mod tests {
             other.seat(new_seat(&theirs)),
         );
         draining.drain();
-        assert!(woken(&mine));
-        assert!(!woken(&theirs));
+        assert!(mine.signalled());
+        assert!(!theirs.signalled());
         assert!(!_seated.0.seat.kicked(), "a drain is not a disconnect");
     }
 

@@ -213,8 +213,9 @@ impl Registration {
         challenged || self.signalled()
     }
 
-    /// Whether a takeover signal is waiting for this connection.
-    fn signalled(&self) -> bool {
+    /// Whether a takeover signal is waiting for this connection (the
+    /// signal is consumed if so).
+    pub(crate) fn signalled(&self) -> bool {
         self.taken_over.as_ref().is_some_and(|signal| {
             let notified = signal.notified();
             futures_util::pin_mut!(notified);
