@@ -27,13 +27,16 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn metric(samples: &[Sample], scenario: &str, target: &str, key: &str) -> f64 {
-    median(
-        samples
-            .iter()
-            .filter(|s| s.scenario == scenario && s.target == target)
-            .filter_map(|s| s.result[key].as_f64())
-            .collect(),
-    )
+    median(rounds(samples, scenario, target, key))
+}
+
+/// `key` of every round of `target` in `scenario`, in run order.
+fn rounds(samples: &[Sample], scenario: &str, target: &str, key: &str) -> Vec<f64> {
+    samples
+        .iter()
+        .filter(|s| s.scenario == scenario && s.target == target)
+        .filter_map(|s| s.result[key].as_f64())
+        .collect()
 }
 
 /// Median CPU seconds of `process` per million messages (or connections).
@@ -224,7 +227,7 @@ pub(crate) fn latency_table(out: &mut String, samples: &[Sample], scenario: &str
             "| {target} | {:.0} | {:.0} | {} | {:.0} | {:.0} |",
             metric(samples, scenario, target, "p50_us"),
             metric(samples, scenario, target, "p99_us"),
-            rounds(samples, scenario, target, "p99_us"),
+            each_round(samples, scenario, target, "p99_us"),
             metric(samples, scenario, target, "p999_us"),
             added_p99(samples, scenario, target),
         );
@@ -232,19 +235,14 @@ pub(crate) fn latency_table(out: &mut String, samples: &[Sample], scenario: &str
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "A p99 of one run moves by more between rounds than the targets' differences: the column of each round shows by how much (the table gives the median, the upper one of two)."
+        "A p99 of one run moves by more between rounds than the targets' differences: the column of each round shows by how much (the p99 column is their median; of two rounds, the upper)."
     );
     let _ = writeln!(out);
 }
 
-/// `key` of every round of `target` in `scenario`, in run order: the spread
-/// a median hides.
-fn rounds(samples: &[Sample], scenario: &str, target: &str, key: &str) -> String {
-    let values: Vec<String> = samples
-        .iter()
-        .filter(|s| s.scenario == scenario && s.target == target)
-        .filter_map(|s| s.result[key].as_f64())
-        .map(|value| format!("{value:.0}"))
-        .collect();
-    values.join(", ")
+/// Each round's `key`, as the table prints it: the spread a median hides.
+fn each_round(samples: &[Sample], scenario: &str, target: &str, key: &str) -> String {
+    let rounds = rounds(samples, scenario, target, key);
+    let rounds: Vec<String> = rounds.iter().map(|value| format!("{value:.0}")).collect();
+    rounds.join(", ")
 }
